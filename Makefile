@@ -1,0 +1,66 @@
+# wsgate — the two commands a new user needs:
+#   make run    install what is missing, build, start the demo
+#   make test   install what is missing, build, run every test (and again under ASan+UBSan)
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+MESON      ?= meson
+# Debian bookworm packages the build, the tests and the demo need.
+DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev \
+            check node-llhttp python3 python3-websockets python3-pytest openssl curl
+BENCH_PKGS := haproxy nginx-light procps util-linux
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps bench-deps build build-asan run test test-fast bench clean
+
+all: build
+
+# Installs only what dpkg says is missing, so a machine that has everything
+# never touches the network.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-deps:
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD)
+
+$(ASAN_BUILD)/build.ninja:
+	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+build-asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+run: build
+	./bench/demo.sh $(BUILD)
+
+test: build build-asan
+	$(MESON) test -C $(BUILD) --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(MESON) test -C $(ASAN_BUILD) --print-errorlogs
+
+# Only the normal build, for quick iteration.
+test-fast: build
+	$(MESON) test -C $(BUILD) --print-errorlogs
+
+bench: build bench-deps
+	./bench/compare
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,226 @@
+/*
+ * wsgate configuration: the JSON file (SPEC §2) parsed into a validated,
+ * immutable struct.
+ *
+ * A wsg_config_t is built once by wsg_config_load()/wsg_config_parse() and
+ * never modified afterwards, so every worker thread may read it without
+ * locks. It is reference counted: the process holds one reference for the
+ * running configuration and every connection that needs it past a reload
+ * holds its own (wsg_config_ref / wsg_config_unref, atomic).
+ *
+ * Every string in the struct is owned by the config and freed with it.
+ */
+#ifndef WSGATE_CONFIG_H
+#define WSGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define WSG_CONFIG_DEFAULT_PATH "wsgate.json"
+#define WSG_CONFIG_FALLBACK_PATH "config/wsgate.json"
+
+/* A resolved "host:port" (IPv6 as "[addr]:port"). */
+typedef struct wsg_sockaddr_s {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} wsg_sockaddr_t;
+
+typedef struct wsg_sni_conf_s {
+    char *server_name; /* exact name or "*.suffix", lower-cased */
+    char *cert;        /* path */
+    char *key;         /* path */
+} wsg_sni_conf_t;
+
+/* min_version is stored as the OpenSSL protocol constant value
+ * (TLS1_2_VERSION = 0x0303, TLS1_3_VERSION = 0x0304) so that config.h does
+ * not depend on OpenSSL headers. */
+typedef struct wsg_tls_conf_s {
+    char *cert;
+    char *key;
+    wsg_sni_conf_t *sni;
+    size_t nsni;
+    int min_version; /* default 0x0303 ("1.2"); "1.3" -> 0x0304 */
+} wsg_tls_conf_t;
+
+typedef struct wsg_listener_conf_s {
+    char *name;
+    char *bind; /* as written, "host:port" */
+    wsg_sockaddr_t addr;
+    wsg_tls_conf_t *tls; /* NULL: plain ws:// */
+    bool proxy_protocol;
+} wsg_listener_conf_t;
+
+typedef struct wsg_admin_conf_s {
+    bool enabled; /* false when "admin" is absent or null */
+    char *bind;
+    wsg_sockaddr_t addr;
+    char *token; /* NULL: no auth */
+} wsg_admin_conf_t;
+
+typedef struct wsg_route_conf_s {
+    char *host;        /* NULL: any host; lower-cased; "*.suffix" allowed */
+    char *path_prefix; /* default "/" */
+    char *pool;        /* pool name */
+    size_t pool_index; /* index into wsg_config_t.pools, resolved at load */
+} wsg_route_conf_t;
+
+typedef struct wsg_backend_conf_s {
+    char *address; /* as written: the identity used for hashing */
+    wsg_sockaddr_t addr;
+    unsigned weight; /* 1..256, default 1 */
+} wsg_backend_conf_t;
+
+typedef enum {
+    WSG_KEY_IP = 0,
+    WSG_KEY_HEADER,
+    WSG_KEY_COOKIE,
+    WSG_KEY_QUERY,
+} wsg_key_kind_t;
+
+typedef enum {
+    WSG_FALLBACK_IP = 0,
+    WSG_FALLBACK_RANDOM,
+} wsg_fallback_t;
+
+typedef struct wsg_balance_conf_s {
+    wsg_key_kind_t key;     /* default WSG_KEY_IP */
+    char *key_name;         /* header/cookie/query name; NULL for ip */
+    wsg_fallback_t fallback; /* default WSG_FALLBACK_IP */
+    double load_factor;     /* 0 = unbounded */
+} wsg_balance_conf_t;
+
+typedef enum {
+    WSG_HEALTH_NONE = 0, /* "health" absent: passive checks only */
+    WSG_HEALTH_TCP,
+    WSG_HEALTH_HTTP,
+    WSG_HEALTH_WEBSOCKET,
+} wsg_health_type_t;
+
+typedef struct wsg_health_conf_s {
+    wsg_health_type_t type;
+    char *path;           /* default "/" */
+    uint64_t interval_ms; /* default 2000 */
+    uint64_t timeout_ms;  /* default 1000 */
+    unsigned rise;        /* default 2 */
+    unsigned fall;        /* default 3 */
+} wsg_health_conf_t;
+
+typedef struct wsg_pool_tls_conf_s {
+    bool enabled; /* false when "tls" is absent or null */
+    char *ca;     /* NULL: system default trust store */
+    bool verify;  /* default true */
+    char *server_name; /* NULL: the backend's host part */
+} wsg_pool_tls_conf_t;
+
+typedef struct wsg_pool_conf_s {
+    char *name;
+    wsg_backend_conf_t *backends;
+    size_t nbackends;
+    wsg_balance_conf_t balance;
+    wsg_health_conf_t health; /* fields hold defaults even when type is NONE */
+    uint64_t connect_timeout_ms; /* default 3000 */
+    unsigned retries;            /* default 2 */
+    wsg_pool_tls_conf_t tls;
+} wsg_pool_conf_t;
+
+typedef enum {
+    WSG_LOG_DEBUG = 0,
+    WSG_LOG_INFO,
+    WSG_LOG_WARN,
+    WSG_LOG_ERROR,
+} wsg_log_level_t;
+
+typedef enum {
+    WSG_LOG_TEXT = 0,
+    WSG_LOG_JSON,
+} wsg_log_format_t;
+
+typedef struct wsg_config_s {
+    char *path; /* file it came from ("<string>" for wsg_config_parse) */
+
+    unsigned workers; /* 0 in the file = one per CPU; resolved value here */
+    unsigned workers_configured; /* as written */
+
+    wsg_listener_conf_t *listeners;
+    size_t nlisteners;
+
+    wsg_admin_conf_t admin;
+
+    wsg_route_conf_t *routes;
+    size_t nroutes;
+
+    /* Sorted by name so that pool lookup and iteration order are stable. */
+    wsg_pool_conf_t *pools;
+    size_t npools;
+
+    struct {
+        uint64_t handshake_ms; /* 5000 */
+        uint64_t idle_ms;      /* 300000, 0 = never */
+        uint64_t drain_ms;     /* 10000 */
+    } timeouts;
+
+    struct {
+        uint64_t interval_ms; /* 30000, 0 = disabled */
+        uint64_t timeout_ms;  /* 10000 */
+    } heartbeat;
+
+    struct {
+        uint64_t max_connections;        /* 100000 */
+        uint64_t max_connections_per_ip; /* 0 = unlimited */
+        uint64_t max_header_bytes;       /* 8192 */
+        uint64_t max_frame_bytes;        /* 16777216 */
+        uint64_t buffer_bytes;           /* 65536 */
+    } limits;
+
+    struct {
+        wsg_log_level_t level;   /* info */
+        wsg_log_format_t format; /* text */
+        bool access;             /* true */
+    } log;
+
+    int refcount; /* private: atomic */
+} wsg_config_t;
+
+/* Errors collected during a load: every problem found, not just the first.
+ * Each message is a complete line such as
+ *   wsgate.json: pools.chat.backends[1].address: expected "host:port", got "10.0.0.1"
+ * Owned by the struct; release with wsg_config_errors_free(). */
+typedef struct wsg_config_errors_s {
+    char **msgs;
+    size_t count;
+} wsg_config_errors_t;
+
+/* Options that change how a file is loaded. */
+typedef struct wsg_config_opts_s {
+    /* Resolve backend, listener and admin names with getaddrinfo(). When
+     * false only numeric addresses are accepted as resolved and names keep
+     * an AF_UNSPEC address (used by --which and unit tests). */
+    bool resolve;
+} wsg_config_opts_t;
+
+/* Reads and validates the file at <path>. Returns a new config with a
+ * refcount of 1, or NULL with <errs> filled (errs must be zeroed by the
+ * caller). <opts> may be NULL (resolve = true). */
+wsg_config_t *wsg_config_load(const char *path, const wsg_config_opts_t *opts,
+                              wsg_config_errors_t *errs);
+
+/* Same, from a JSON text in memory; <name> is used as the file name in
+ * error messages. */
+wsg_config_t *wsg_config_parse(const char *text, size_t len, const char *name,
+                               const wsg_config_opts_t *opts, wsg_config_errors_t *errs);
+
+wsg_config_t *wsg_config_ref(wsg_config_t *cfg);
+void wsg_config_unref(wsg_config_t *cfg);
+
+void wsg_config_errors_free(wsg_config_errors_t *errs);
+
+/* Returns the pool named <name>, or NULL. Borrowed from <cfg>. */
+const wsg_pool_conf_t *wsg_config_pool(const wsg_config_t *cfg, const char *name);
+
+/* Parses "host:port" / "[v6]:port" into <host> (NUL-terminated, without
+ * brackets, at most <hostcap> bytes) and <port>. Returns 0 or -1. Pure. */
+int wsg_config_split_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);
+
+#endif /* WSGATE_CONFIG_H */

@@ -1,0 +1,117 @@
+/*
+ * The WebSocket opening handshake (SPEC §3, RFC 6455 §4): HTTP/1.1 head
+ * parsing with llhttp, Upgrade validation, the request forwarded upstream,
+ * the backend's answer checked, and wsgate's own small error responses.
+ *
+ * No I/O. The caller accumulates the bytes of a head in ONE contiguous
+ * buffer it owns and calls wsg_http_head_feed() after each read with the
+ * whole buffer; the parser records headers as offsets into that buffer, so
+ * the buffer may move (realloc) between calls but its contents must not
+ * change. A wsg_http_head_t lives only for the handshake and is freed when
+ * the relay starts.
+ */
+#ifndef WSGATE_HANDSHAKE_H
+#define WSGATE_HANDSHAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define WSG_HTTP_MAX_HEADERS 100
+#define WSG_WS_ACCEPT_LEN 28 /* base64 of a SHA-1 digest */
+
+typedef struct wsg_http_head_s wsg_http_head_t;
+
+typedef enum {
+    WSG_HTTP_REQUEST = 0,
+    WSG_HTTP_RESPONSE = 1,
+} wsg_http_kind_t;
+
+/* Results of wsg_http_head_feed(). */
+enum {
+    WSG_HEAD_INCOMPLETE = 0, /* need more bytes */
+    WSG_HEAD_COMPLETE = 1,   /* head parsed; wsg_http_head_len() bytes long */
+    WSG_HEAD_MALFORMED = -1, /* not HTTP/1.x: answer 400 (request) / 502 (response) */
+    WSG_HEAD_TOO_LARGE = -2, /* over max_bytes or WSG_HTTP_MAX_HEADERS: 431 / 502 */
+};
+
+/* Creates a parser for one request or response head of at most <max_bytes>
+ * bytes (request line + headers + blank line). Returns NULL on ENOMEM. */
+wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes);
+void wsg_http_head_free(wsg_http_head_t *h);
+
+/* Parses the bytes of <buf>[0..len) not yet seen (<len> only grows between
+ * calls). Bytes after the end of the head are not consumed: they are early
+ * frames (request) or the first bytes of the body / of the relay (response)
+ * and start at buf + wsg_http_head_len(h). Once a result other than
+ * WSG_HEAD_INCOMPLETE is returned, further calls return the same result. */
+int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len);
+
+/* Length of the head in bytes, including the final CRLF CRLF (valid after
+ * WSG_HEAD_COMPLETE). */
+size_t wsg_http_head_len(const wsg_http_head_t *h);
+
+/* Fields of a complete head. Pointers are into the <buf> passed to the last
+ * wsg_http_head_feed() and valid while it is. */
+const char *wsg_http_head_method(const wsg_http_head_t *h); /* "GET"; "" for a response */
+void wsg_http_head_url(const wsg_http_head_t *h, const char *buf, const char **url, size_t *len);
+int wsg_http_head_version(const wsg_http_head_t *h); /* major * 10 + minor: 11 */
+int wsg_http_head_status(const wsg_http_head_t *h);  /* responses only */
+size_t wsg_http_head_count(const wsg_http_head_t *h);
+void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const char **name,
+                      size_t *namelen, const char **value, size_t *valuelen);
+/* First header named <name> (case-insensitive), value with surrounding
+ * whitespace trimmed; NULL when absent. */
+const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const char *name,
+                              size_t *valuelen);
+
+/* Feeds body bytes of a response whose head is complete (non-101 answers
+ * are relayed with their body). Returns 1 once the message is complete,
+ * 0 when more is expected, -1 if the body is malformed. With <len> == 0 it
+ * signals EOF from the backend: returns 1 if EOF legitimately ends it. */
+int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len);
+
+/* Validates a complete request head as a WebSocket upgrade (SPEC §3.3).
+ * Returns 0 when valid, else the HTTP status to answer (400 or 426) and sets
+ * *reason to a short static string for logs ("missing Sec-WebSocket-Key"). */
+int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason);
+
+/* Computes Sec-WebSocket-Accept for <key>: base64(SHA-1(key + GUID)).
+ * Writes WSG_WS_ACCEPT_LEN chars and a NUL into <out>. */
+void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1]);
+
+/* What to add when forwarding the request upstream (SPEC §3.4). */
+typedef struct wsg_forward_info_s {
+    const char *client_ip; /* textual client address, e.g. "127.0.0.1" or "::1" */
+    const char *proto;     /* "http" or "https" */
+} wsg_forward_info_t;
+
+/* Writes the request head to send to the backend into <out>: request line
+ * and every header unchanged except that the client's address is appended to
+ * X-Forwarded-For, and X-Forwarded-Proto, X-Forwarded-Host (from Host) and
+ * X-Real-IP are set, replacing any the client sent. Returns the length, or
+ * -1 if <cap> is too small. */
+ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
+                                     const wsg_forward_info_t *info, char *out, size_t cap);
+
+/* Checks a complete response head from the backend against the client's
+ * key. */
+enum {
+    WSG_RESP_UPGRADE = 0,    /* 101 with the right Sec-WebSocket-Accept: relay */
+    WSG_RESP_BAD_ACCEPT = 1, /* 101 but accept missing or wrong: answer 502 */
+    WSG_RESP_OTHER = 2,      /* any other status: relay it with its body, then close */
+};
+int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
+                                 const char expected_accept[WSG_WS_ACCEPT_LEN + 1]);
+
+/* Writes wsgate's own complete error response for <status> (400, 404, 408,
+ * 426, 431, 502, 503, 504) with a one-line text body, "Connection: close",
+ * and for 426 "Upgrade: websocket" and "Sec-WebSocket-Version: 13".
+ * Returns the length, or 0 if <cap> is too small. */
+size_t wsg_http_error_response(int status, char *out, size_t cap);
+
+/* The reason phrase for <status> ("Not Found"). */
+const char *wsg_http_reason(int status);
+
+#endif /* WSGATE_HANDSHAKE_H */
