@@ -69,8 +69,17 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
 /* Feeds body bytes of a response whose head is complete (non-101 answers
  * are relayed with their body). Returns 1 once the message is complete,
  * 0 when more is expected, -1 if the body is malformed. With <len> == 0 it
- * signals EOF from the backend: returns 1 if EOF legitimately ends it. */
+ * signals EOF from the backend: returns 1 if EOF legitimately ends it, else
+ * -1 (truncated). So do not call it with the 0 bytes that may follow a head:
+ * ask wsg_http_body_complete() first. Bytes after the end of the message
+ * are ignored. An interim 1xx head (100, 103) is followed by the final
+ * response, which is treated as part of its body. */
 int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len);
+
+/* True once the whole response has been seen: right after the head for a
+ * message without a body (101, 204, 304, "Content-Length: 0"), else after
+ * wsg_http_body_feed() returned 1. */
+bool wsg_http_body_complete(const wsg_http_head_t *h);
 
 /* Validates a complete request head as a WebSocket upgrade (SPEC §3.3).
  * Returns 0 when valid, else the HTTP status to answer (400 or 426) and sets

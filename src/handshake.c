@@ -1,0 +1,786 @@
+/*
+ * The WebSocket opening handshake (SPEC §3, RFC 6455 §4).
+ *
+ * This module parses HTTP/1.1 request and response heads with llhttp, decides
+ * whether a request is a valid WebSocket upgrade, computes the accept key,
+ * writes the head forwarded to the backend, checks the backend's answer and
+ * formats wsgate's own small error responses. It does no I/O: the connection
+ * code owns the sockets, the buffers and the timers (408 is its business).
+ *
+ * Key design choice: a head is never copied. The caller keeps the bytes in one
+ * contiguous buffer and we record the request target and every header as
+ * (offset, length) pairs into it, so the buffer may be reallocated between
+ * reads. llhttp is paused from on_headers_complete, which makes it stop exactly
+ * after the blank line whatever the request looks like (with or without
+ * Upgrade), so bytes after the head (early frames, a response body) are never
+ * consumed by the head parser. Since the llhttp shipped by distributions is
+ * built in its loose mode, a second pass over the finished head rejects what
+ * a strict parser would (bare LF, obs-fold, whitespace in field names).
+ */
+#include <wsgate/handshake.h>
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+#include <openssl/evp.h>
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+typedef struct span_s {
+    size_t off;
+    size_t len;
+} span_t;
+
+typedef struct header_s {
+    span_t name;
+    span_t value;
+    bool value_started;
+} header_t;
+
+typedef enum {
+    IN_NONE = 0,
+    IN_FIELD,
+    IN_VALUE,
+} in_span_t;
+
+struct wsg_http_head_s {
+    llhttp_t parser;
+    wsg_http_kind_t kind;
+    size_t max_bytes;
+    size_t seen;     /* bytes of the buffer already given to llhttp */
+    size_t head_len; /* valid once result == WSG_HEAD_COMPLETE */
+    int result;      /* sticky result of wsg_http_head_feed() */
+
+    /* The buffer of the wsg_http_head_feed() call in progress; callbacks turn
+     * llhttp's pointers into offsets from it. NULL outside of a feed. */
+    const char *cur;
+
+    span_t url;
+    bool url_started;
+    header_t hdrs[WSG_HTTP_MAX_HEADERS];
+    size_t nhdrs;
+    in_span_t in;
+    bool too_many;
+
+    bool headers_done; /* on_headers_complete has run: we are past the head */
+    bool body_done;    /* the whole response message has been seen */
+    bool body_error;
+
+    /* Framing of the message, saved when the head completes. */
+    uint16_t flags;
+    uint64_t content_length;
+};
+
+/* ---- llhttp callbacks ---------------------------------------------------- */
+
+/* Extends <s> with the llhttp span [at, at + n). llhttp delivers a span in
+ * several pieces when it straddles two reads; because the caller's buffer is
+ * contiguous the pieces are adjacent and the span is simply lengthened. */
+static void span_add(wsg_http_head_t *h, span_t *s, bool *started, const char *at, size_t n)
+{
+    size_t off = (size_t)(at - h->cur);
+
+    if (!*started) {
+        s->off = off;
+        s->len = n;
+        *started = true;
+    } else {
+        s->len = off + n - s->off;
+    }
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    wsg_http_head_t *h = p->data;
+
+    if (h->headers_done)
+        return 0;
+    span_add(h, &h->url, &h->url_started, at, n);
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    wsg_http_head_t *h = p->data;
+    header_t *hd;
+
+    /* After the head, llhttp may parse trailers or the next response of a 1xx
+     * sequence: those are body bytes to us. */
+    if (h->headers_done)
+        return 0;
+    if (h->in != IN_FIELD) {
+        if (h->nhdrs == WSG_HTTP_MAX_HEADERS) {
+            h->too_many = true;
+            return HPE_USER;
+        }
+        hd = &h->hdrs[h->nhdrs++];
+        memset(hd, 0, sizeof(*hd));
+        h->in = IN_FIELD;
+        bool started = false;
+        span_add(h, &hd->name, &started, at, n);
+        return 0;
+    }
+    hd = &h->hdrs[h->nhdrs - 1];
+    bool started = true;
+    span_add(h, &hd->name, &started, at, n);
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    wsg_http_head_t *h = p->data;
+
+    h->in = IN_NONE;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    wsg_http_head_t *h = p->data;
+    header_t *hd;
+
+    if (h->headers_done || h->nhdrs == 0)
+        return 0;
+    hd = &h->hdrs[h->nhdrs - 1];
+    h->in = IN_VALUE;
+    span_add(h, &hd->value, &hd->value_started, at, n);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    wsg_http_head_t *h = p->data;
+
+    h->in = IN_NONE;
+    return 0;
+}
+
+/* Pausing here is what makes llhttp stop right after the blank line, for a
+ * request without Upgrade as well as with one; llhttp_get_error_pos() then
+ * points just past the head. */
+static int on_headers_complete(llhttp_t *p)
+{
+    wsg_http_head_t *h = p->data;
+
+    if (h->headers_done)
+        return 0;
+    h->headers_done = true;
+    h->flags = p->flags;
+    h->content_length = p->content_length;
+    return HPE_PAUSED;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    wsg_http_head_t *h = p->data;
+    int status = p->status_code;
+
+    /* An interim 1xx answer (100, 103...) is followed by the real response,
+     * which belongs to the same exchange: keep parsing. 101 is final. */
+    if (h->kind == WSG_HTTP_RESPONSE && status / 100 == 1 && status != 101)
+        return 0;
+    h->body_done = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- small string helpers -------------------------------------------------- */
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static void trim(const char **s, size_t *n)
+{
+    while (*n > 0 && is_ows(**s)) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n > 0 && is_ows((*s)[*n - 1]))
+        (*n)--;
+}
+
+static bool eq_nocase(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+
+    return alen == blen && strncasecmp(a, b, blen) == 0;
+}
+
+/* RFC 9110 §5.6.2 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Whether the comma-separated list <v> holds <token> (case-insensitive),
+ * as for Connection (RFC 9110 §7.6.1) and Upgrade (§7.8). */
+static bool list_has_token(const char *v, size_t n, const char *token)
+{
+    size_t i = 0;
+
+    while (i <= n) {
+        size_t j = i;
+        while (j < n && v[j] != ',')
+            j++;
+        const char *e = v + i;
+        size_t elen = j - i;
+        trim(&e, &elen);
+        if (eq_nocase(e, elen, token))
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+/* Whether any header named <name> holds <token> in its list; several
+ * Connection headers are one list (RFC 9110 §5.3). */
+static bool headers_have_token(const wsg_http_head_t *h, const char *buf, const char *name,
+                               const char *token, size_t *count)
+{
+    bool found = false;
+
+    *count = 0;
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        const header_t *hd = &h->hdrs[i];
+        if (!eq_nocase(buf + hd->name.off, hd->name.len, name))
+            continue;
+        (*count)++;
+        if (list_has_token(buf + hd->value.off, hd->value.len, token))
+            found = true;
+    }
+    return found;
+}
+
+static size_t header_count(const wsg_http_head_t *h, const char *buf, const char *name)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        if (eq_nocase(buf + h->hdrs[i].name.off, h->hdrs[i].name.len, name))
+            n++;
+    }
+    return n;
+}
+
+/* ---- head parsing ------------------------------------------------------------ */
+
+wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes)
+{
+    wsg_http_head_t *h = calloc(1, sizeof(*h));
+
+    if (h == NULL)
+        return NULL;
+    h->kind = kind;
+    h->max_bytes = max_bytes;
+    h->result = WSG_HEAD_INCOMPLETE;
+    llhttp_init(&h->parser, kind == WSG_HTTP_RESPONSE ? HTTP_RESPONSE : HTTP_REQUEST, &settings);
+    h->parser.data = h;
+    return h;
+}
+
+void wsg_http_head_free(wsg_http_head_t *h)
+{
+    free(h);
+}
+
+/* The strict pass over a complete head (RFC 9112 §2.2, §5.1, §5.2): every
+ * line ends in CRLF, no line of the head starts with whitespace (obs-fold,
+ * which a server must reject or rewrite; we forward headers, so we reject),
+ * and field names are tokens with no whitespace before the colon. */
+static bool head_is_strict(const wsg_http_head_t *h, const char *buf)
+{
+    for (size_t i = 0; i < h->head_len; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i == 0 || buf[i - 1] != '\r')
+            return false;
+        if (i + 1 < h->head_len && is_ows(buf[i + 1]))
+            return false;
+    }
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        const header_t *hd = &h->hdrs[i];
+        if (hd->name.len == 0)
+            return false;
+        for (size_t j = 0; j < hd->name.len; j++) {
+            if (!is_tchar((unsigned char)buf[hd->name.off + j]))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* A response head is complete: let llhttp decide, without consuming a byte,
+ * whether the message already ends here (1xx, 204, 304, Content-Length: 0),
+ * so that wsg_http_body_complete() can tell the caller not to wait for a
+ * body. llhttp runs the non-consuming steps after the pause even on an
+ * empty input. */
+static void settle_response(wsg_http_head_t *h, const char *buf)
+{
+    llhttp_errno_t err;
+
+    llhttp_resume(&h->parser);
+    err = llhttp_execute(&h->parser, buf + h->head_len, 0);
+    if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE)
+        h->body_error = true;
+}
+
+int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len)
+{
+    llhttp_errno_t err;
+    size_t lim;
+
+    if (h->result != WSG_HEAD_INCOMPLETE)
+        return h->result;
+
+    /* Never hand llhttp more than max_bytes: a head that is not complete
+     * within them is too large whatever follows. */
+    lim = len < h->max_bytes ? len : h->max_bytes;
+    if (lim > h->seen) {
+        h->cur = buf;
+        err = llhttp_execute(&h->parser, buf + h->seen, lim - h->seen);
+        h->cur = NULL;
+        if (err == HPE_PAUSED && h->headers_done) {
+            h->head_len = (size_t)(llhttp_get_error_pos(&h->parser) - buf);
+            h->seen = h->head_len;
+            if (!head_is_strict(h, buf)) {
+                h->result = WSG_HEAD_MALFORMED;
+                return h->result;
+            }
+            if (h->kind == WSG_HTTP_RESPONSE)
+                settle_response(h, buf);
+            h->result = WSG_HEAD_COMPLETE;
+            return h->result;
+        }
+        if (err != HPE_OK) {
+            h->result = h->too_many ? WSG_HEAD_TOO_LARGE : WSG_HEAD_MALFORMED;
+            return h->result;
+        }
+        h->seen = lim;
+    }
+    if (len >= h->max_bytes)
+        h->result = WSG_HEAD_TOO_LARGE;
+    return h->result;
+}
+
+size_t wsg_http_head_len(const wsg_http_head_t *h)
+{
+    return h->result == WSG_HEAD_COMPLETE ? h->head_len : 0;
+}
+
+const char *wsg_http_head_method(const wsg_http_head_t *h)
+{
+    if (h->kind != WSG_HTTP_REQUEST || !h->headers_done)
+        return "";
+    return llhttp_method_name((llhttp_method_t)h->parser.method);
+}
+
+void wsg_http_head_url(const wsg_http_head_t *h, const char *buf, const char **url, size_t *len)
+{
+    *url = buf + h->url.off;
+    *len = h->url.len;
+}
+
+int wsg_http_head_version(const wsg_http_head_t *h)
+{
+    return h->parser.http_major * 10 + h->parser.http_minor;
+}
+
+int wsg_http_head_status(const wsg_http_head_t *h)
+{
+    return h->kind == WSG_HTTP_RESPONSE ? h->parser.status_code : 0;
+}
+
+size_t wsg_http_head_count(const wsg_http_head_t *h)
+{
+    return h->nhdrs;
+}
+
+void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const char **name,
+                      size_t *namelen, const char **value, size_t *valuelen)
+{
+    assert(i < h->nhdrs);
+    *name = buf + h->hdrs[i].name.off;
+    *namelen = h->hdrs[i].name.len;
+    *value = buf + h->hdrs[i].value.off;
+    *valuelen = h->hdrs[i].value.len;
+}
+
+const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const char *name,
+                              size_t *valuelen)
+{
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        const header_t *hd = &h->hdrs[i];
+        if (!eq_nocase(buf + hd->name.off, hd->name.len, name))
+            continue;
+        const char *v = buf + hd->value.off;
+        size_t n = hd->value.len;
+        trim(&v, &n);
+        *valuelen = n;
+        return v;
+    }
+    *valuelen = 0;
+    return NULL;
+}
+
+/* ---- response body -------------------------------------------------------------- */
+
+bool wsg_http_body_complete(const wsg_http_head_t *h)
+{
+    return h->kind == WSG_HTTP_RESPONSE && h->result == WSG_HEAD_COMPLETE && h->body_done;
+}
+
+int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len)
+{
+    llhttp_errno_t err;
+
+    if (h->kind != WSG_HTTP_RESPONSE || h->result != WSG_HEAD_COMPLETE)
+        return -1;
+    if (h->body_done)
+        return 1;
+    if (h->body_error)
+        return -1;
+
+    if (len == 0) {
+        /* EOF ends a body delimited by the connection (RFC 9112 §6.3 item 8);
+         * anywhere else it truncates the message. llhttp_finish() runs
+         * on_message_complete in the first case and fails in the second. */
+        llhttp_finish(&h->parser);
+        if (h->body_done)
+            return 1;
+        h->body_error = true;
+        return -1;
+    }
+    err = llhttp_execute(&h->parser, data, len);
+    if (h->body_done)
+        return 1;
+    if (err == HPE_OK)
+        return 0;
+    h->body_error = true;
+    return -1;
+}
+
+/* ---- validation (SPEC §3.3, RFC 6455 §4.2.1) -------------------------------------- */
+
+static bool is_b64(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '/';
+}
+
+/* RFC 6455 §4.1: the key is 16 random bytes, base64 encoded: 22 significant
+ * characters and "==". */
+static bool key_is_valid(const char *k, size_t n)
+{
+    if (n != 24 || k[22] != '=' || k[23] != '=')
+        return false;
+    for (size_t i = 0; i < 22; i++) {
+        if (!is_b64((unsigned char)k[i]))
+            return false;
+    }
+    return true;
+}
+
+int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason)
+{
+    const char *v;
+    size_t n, count;
+
+    if (h->kind != WSG_HTTP_REQUEST || h->result != WSG_HEAD_COMPLETE) {
+        *reason = "incomplete request";
+        return 400;
+    }
+
+    bool websocket = headers_have_token(h, buf, "Upgrade", "websocket", &count);
+    if (count == 0) {
+        /* Plain HTTP is not proxied yet (SPEC §9): 426 tells the client
+         * what we do speak. */
+        *reason = "no Upgrade header";
+        return 426;
+    }
+    if (!websocket) {
+        *reason = "Upgrade is not websocket";
+        return 400;
+    }
+    if (h->parser.method != HTTP_GET) {
+        *reason = "method is not GET";
+        return 400;
+    }
+    if (wsg_http_head_version(h) != 11) {
+        *reason = "not HTTP/1.1";
+        return 400;
+    }
+    if (!headers_have_token(h, buf, "Connection", "upgrade", &count)) {
+        *reason = "Connection lacks upgrade";
+        return 400;
+    }
+
+    count = header_count(h, buf, "Sec-WebSocket-Key");
+    if (count == 0) {
+        *reason = "missing Sec-WebSocket-Key";
+        return 400;
+    }
+    if (count > 1) {
+        /* RFC 6455 §11.3.1: it must not appear more than once. */
+        *reason = "duplicate Sec-WebSocket-Key";
+        return 400;
+    }
+    v = wsg_http_head_get(h, buf, "Sec-WebSocket-Key", &n);
+    if (!key_is_valid(v, n)) {
+        *reason = "invalid Sec-WebSocket-Key";
+        return 400;
+    }
+
+    /* RFC 6455 §4.2.2: an unsupported version is answered with 426 and the
+     * versions we support. */
+    v = wsg_http_head_get(h, buf, "Sec-WebSocket-Version", &n);
+    if (v == NULL) {
+        *reason = "missing Sec-WebSocket-Version";
+        return 426;
+    }
+    if (n != 2 || memcmp(v, "13", 2) != 0) {
+        *reason = "unsupported Sec-WebSocket-Version";
+        return 426;
+    }
+
+    /* The upgrade GET carries no body (RFC 6455 §4.1); one would be taken
+     * for WebSocket frames by the backend. */
+    if ((h->flags & (F_TRANSFER_ENCODING | F_CHUNKED)) || h->content_length > 0) {
+        *reason = "request has a body";
+        return 400;
+    }
+
+    /* RFC 9112 §3.2: a 1.1 request has exactly one Host. */
+    count = header_count(h, buf, "Host");
+    if (count == 0) {
+        *reason = "missing Host";
+        return 400;
+    }
+    if (count > 1) {
+        *reason = "duplicate Host";
+        return 400;
+    }
+
+    *reason = "ok";
+    return 0;
+}
+
+/* ---- accept key ----------------------------------------------------------------------- */
+
+void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, key, keylen) == 1 &&
+             EVP_DigestUpdate(ctx, WS_GUID, sizeof(WS_GUID) - 1) == 1 &&
+             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20;
+
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        /* Out of memory: '-' is not in the base64 alphabet, so this value
+         * never equals a backend's accept and the handshake fails with 502
+         * instead of being wrongly accepted. */
+        memset(out, '-', WSG_WS_ACCEPT_LEN);
+        out[WSG_WS_ACCEPT_LEN] = '\0';
+        return;
+    }
+    EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
+    out[WSG_WS_ACCEPT_LEN] = '\0';
+}
+
+/* ---- upstream request (SPEC §3.4) ------------------------------------------------------- */
+
+/* Bounded writer: once something does not fit, nothing more is written. */
+typedef struct writer_s {
+    char *out;
+    size_t cap;
+    size_t len;
+    bool overflow;
+} writer_t;
+
+static void put(writer_t *w, const char *s, size_t n)
+{
+    if (w->overflow || n > w->cap - w->len) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->out + w->len, s, n);
+    w->len += n;
+}
+
+static void put_str(writer_t *w, const char *s)
+{
+    put(w, s, strlen(s));
+}
+
+static void put_header(writer_t *w, const char *name, size_t namelen, const char *value,
+                       size_t valuelen)
+{
+    put(w, name, namelen);
+    put(w, ": ", 2);
+    put(w, value, valuelen);
+    put(w, "\r\n", 2);
+}
+
+/* Headers that wsgate sets itself: whatever the client sent under these names
+ * is dropped, or a client could claim any address to the backend. */
+static bool is_replaced(const char *name, size_t n)
+{
+    return eq_nocase(name, n, "X-Forwarded-Proto") || eq_nocase(name, n, "X-Forwarded-Host") ||
+           eq_nocase(name, n, "X-Real-IP");
+}
+
+ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
+                                     const wsg_forward_info_t *info, char *out, size_t cap)
+{
+    writer_t w = {.out = out, .cap = cap};
+    const char *url, *host;
+    size_t urllen, hostlen;
+    char version[16];
+    size_t last_xff = SIZE_MAX;
+
+    wsg_http_head_url(h, buf, &url, &urllen);
+    put_str(&w, wsg_http_head_method(h));
+    put(&w, " ", 1);
+    put(&w, url, urllen);
+    snprintf(version, sizeof(version), " HTTP/%u.%u\r\n", (unsigned)h->parser.http_major,
+             (unsigned)h->parser.http_minor);
+    put_str(&w, version);
+
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        if (eq_nocase(buf + h->hdrs[i].name.off, h->hdrs[i].name.len, "X-Forwarded-For"))
+            last_xff = i;
+    }
+
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        const char *name = buf + h->hdrs[i].name.off;
+        size_t namelen = h->hdrs[i].name.len;
+        const char *value = buf + h->hdrs[i].value.off;
+        size_t valuelen = h->hdrs[i].value.len;
+
+        if (is_replaced(name, namelen))
+            continue;
+        trim(&value, &valuelen);
+        if (i == last_xff) {
+            /* Proxies append to the last X-Forwarded-For, so the list reads
+             * client, proxy1, proxy2... in order. */
+            put(&w, name, namelen);
+            put(&w, ": ", 2);
+            if (valuelen > 0) {
+                put(&w, value, valuelen);
+                put(&w, ", ", 2);
+            }
+            put_str(&w, info->client_ip);
+            put(&w, "\r\n", 2);
+            continue;
+        }
+        put_header(&w, name, namelen, value, valuelen);
+    }
+
+    if (last_xff == SIZE_MAX)
+        put_header(&w, "X-Forwarded-For", 15, info->client_ip, strlen(info->client_ip));
+    put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
+    host = wsg_http_head_get(h, buf, "Host", &hostlen);
+    if (host != NULL)
+        put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
+    put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
+    put(&w, "\r\n", 2);
+
+    return w.overflow ? -1 : (ssize_t)w.len;
+}
+
+/* ---- backend response (RFC 6455 §4.1, client side) ----------------------------------------- */
+
+int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
+                                 const char expected_accept[WSG_WS_ACCEPT_LEN + 1])
+{
+    const char *v;
+    size_t n, count;
+
+    if (resp->kind != WSG_HTTP_RESPONSE || resp->result != WSG_HEAD_COMPLETE ||
+        resp->parser.status_code != 101)
+        return WSG_RESP_OTHER;
+
+    /* Towards the backend wsgate is the client, and a client must fail the
+     * connection when any of these is wrong (RFC 6455 §4.1, items 2-4). */
+    if (!headers_have_token(resp, buf, "Upgrade", "websocket", &count))
+        return WSG_RESP_BAD_ACCEPT;
+    if (!headers_have_token(resp, buf, "Connection", "upgrade", &count))
+        return WSG_RESP_BAD_ACCEPT;
+    v = wsg_http_head_get(resp, buf, "Sec-WebSocket-Accept", &n);
+    if (v == NULL || n != WSG_WS_ACCEPT_LEN || memcmp(v, expected_accept, n) != 0)
+        return WSG_RESP_BAD_ACCEPT;
+    return WSG_RESP_UPGRADE;
+}
+
+/* ---- wsgate's own answers ------------------------------------------------------------------ */
+
+const char *wsg_http_reason(int status)
+{
+    switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+size_t wsg_http_error_response(int status, char *out, size_t cap)
+{
+    const char *reason = wsg_http_reason(status);
+    const char *extra = "";
+    char body[64], msg[512];
+    int blen, n;
+
+    if (status < 100 || status > 599)
+        return 0;
+    /* RFC 6455 §4.2.2: tell the client which version we speak. */
+    if (status == 426)
+        extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+    blen = snprintf(body, sizeof(body), "%d %s\n", status, reason);
+    n = snprintf(msg, sizeof(msg),
+                 "HTTP/1.1 %d %s\r\n"
+                 "Content-Type: text/plain\r\n"
+                 "Content-Length: %d\r\n"
+                 "Connection: close\r\n"
+                 "%s"
+                 "\r\n"
+                 "%s",
+                 status, reason, blen, extra, body);
+    /* Formatted aside so that a response of exactly <cap> bytes fits (no
+     * room is needed for a NUL) and nothing partial is left in <out>. */
+    if (n < 0 || (size_t)n >= sizeof(msg) || (size_t)n > cap)
+        return 0;
+    memcpy(out, msg, (size_t)n);
+    return (size_t)n;
+}
