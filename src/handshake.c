@@ -15,7 +15,8 @@
  * Upgrade), so bytes after the head (early frames, a response body) are never
  * consumed by the head parser. Since the llhttp shipped by distributions is
  * built in its loose mode, a second pass over the finished head rejects what
- * a strict parser would (bare LF, obs-fold, whitespace in field names).
+ * a strict parser would (bare LF, obs-fold, whitespace in field names,
+ * versions other than 1.x).
  */
 #include <wsgate/handshake.h>
 
@@ -166,6 +167,13 @@ static int on_headers_complete(llhttp_t *p)
 {
     wsg_http_head_t *h = p->data;
 
+    /* 1xx, 204 and 304 answers never have a body whatever their framing
+     * headers say (RFC 9112 §6.3 item 1), but llhttp only honours that when
+     * told. Returning 1 ("no body") would lose the pause, so the flag that
+     * return value sets is set directly. */
+    if (h->kind == WSG_HTTP_RESPONSE &&
+        (p->status_code / 100 == 1 || p->status_code == 204 || p->status_code == 304))
+        p->flags |= F_SKIPBODY;
     if (h->headers_done)
         return 0;
     h->headers_done = true;
@@ -306,6 +314,9 @@ void wsg_http_head_free(wsg_http_head_t *h)
  * and field names are tokens with no whitespace before the colon. */
 static bool head_is_strict(const wsg_http_head_t *h, const char *buf)
 {
+    /* llhttp also takes HTTP/0.9 request lines and HTTP/2.0 ones. */
+    if (h->parser.http_major != 1)
+        return false;
     for (size_t i = 0; i < h->head_len; i++) {
         if (buf[i] != '\n')
             continue;

@@ -18,7 +18,7 @@
  *                   ("a=1; NAME=v; b=2"; surrounding double quotes removed)
  *   query:NAME   -> the raw (not percent-decoded) value of NAME in the
  *                   request target's query string ("?x=1&NAME=v")
- * Returns 1 and sets *key/*len (pointing into <buf> or <client_ip>) when the
+ * Returns 1 and sets *key and *len (pointing into <buf> or <client_ip>) when the
  * key is present and non-empty. Returns 0 when it is absent or empty: the
  * caller then applies bal->fallback (ip: use <client_ip>; random). */
 int wsg_balance_key(const wsg_balance_conf_t *bal, const wsg_http_head_t *h, const char *buf,
