@@ -146,10 +146,10 @@ START_TEST(test_route_path_prefix) {
         {"chat.example.com", "/wsx", 0}, /* plain string prefix */
         {"chat.example.com", "/w", 1},
         {"chat.example.com", "/ws?token=1", 0},
-        {"chat.example.com", "/w?s", 1},   /* query is not part of the path */
-        {"chat.example.com", "/w#s", 1},   /* nor the fragment */
+        {"chat.example.com", "/w?s", 1}, /* query is not part of the path */
+        {"chat.example.com", "/w#s", 1}, /* nor the fragment */
         {"other.org", "/ap?i", 4},
-        {"other.org", "/apI", 4},          /* paths are case-sensitive */
+        {"other.org", "/apI", 4}, /* paths are case-sensitive */
         {"other.org", "/api#frag", 3},
         {"other.org", "", -1},
         {"other.org", "*", -1},
@@ -167,12 +167,12 @@ END_TEST
 
 START_TEST(test_route_first_match_wins) {
     static const wsg_route_conf_t routes[] = {
-        ROUTE(NULL, "/a"),            /* 0 */
-        ROUTE("h.example", "/a/b"),   /* 1: shadowed by 0 */
-        ROUTE("*.example", "/"),      /* 2 */
-        ROUTE("h.example", "/"),      /* 3: shadowed by 2 */
-        ROUTE(NULL, NULL),            /* 4: default prefix "/" */
-        ROUTE(NULL, "/"),             /* 5: shadowed by 4 */
+        ROUTE(NULL, "/a"),          /* 0 */
+        ROUTE("h.example", "/a/b"), /* 1: shadowed by 0 */
+        ROUTE("*.example", "/"),    /* 2 */
+        ROUTE("h.example", "/"),    /* 3: shadowed by 2 */
+        ROUTE(NULL, NULL),          /* 4: default prefix "/" */
+        ROUTE(NULL, "/"),           /* 5: shadowed by 4 */
     };
     static const route_case_t cases[] = {
         {"h.example", "/a/b", 0},
@@ -212,13 +212,13 @@ START_TEST(test_route_route_host_spellings) {
      * and a route host written with a port, a trailing dot or a bare IPv6
      * literal names the same host. */
     static const wsg_route_conf_t routes[] = {
-        ROUTE("Mixed.Example", "/"), /* 0 */
-        ROUTE("port.example:8080", "/"), /* 1 */
-        ROUTE("dot.example.", "/"),  /* 2 */
-        ROUTE("::1", "/"),           /* 3 */
-        ROUTE("127.0.0.1", "/"),     /* 4 */
-        ROUTE("*.Wild.Example.", "/"), /* 5 */
-        ROUTE("[2001:DB8::1]", "/"),   /* 6 */
+        ROUTE("Mixed.Example", "/"),      /* 0 */
+        ROUTE("port.example:8080", "/"),  /* 1 */
+        ROUTE("dot.example.", "/"),       /* 2 */
+        ROUTE("::1", "/"),                /* 3 */
+        ROUTE("127.0.0.1", "/"),          /* 4 */
+        ROUTE("*.Wild.Example.", "/"),    /* 5 */
+        ROUTE("[2001:DB8::1]", "/"),      /* 6 */
     };
     static const route_case_t cases[] = {
         {"mixed.example", "/", 0},

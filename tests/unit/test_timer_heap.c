@@ -18,8 +18,7 @@ static void check_invariants(const wsg_timer_heap_t *h) {
         ck_assert_uint_eq(n->index, i);
         if (i > 0) {
             const wsg_timer_node_t *p = h->nodes[(i - 1) / 2];
-            ck_assert(p->deadline < n->deadline ||
-                      (p->deadline == n->deadline && p->seq < n->seq));
+            ck_assert(p->deadline < n->deadline || (p->deadline == n->deadline && p->seq < n->seq));
         }
     }
 }
