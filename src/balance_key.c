@@ -17,13 +17,11 @@
 #include <string.h>
 #include <strings.h>
 
-static bool is_ows(char c)
-{
+static bool is_ows(char c) {
     return c == ' ' || c == '\t';
 }
 
-static void trim(const char **s, size_t *n)
-{
+static void trim(const char **s, size_t *n) {
     while (*n > 0 && is_ows(**s)) {
         (*s)++;
         (*n)--;
@@ -32,8 +30,7 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
-static bool eq(const char *a, size_t alen, const char *b, size_t blen)
-{
+static bool eq(const char *a, size_t alen, const char *b, size_t blen) {
     return alen == blen && memcmp(a, b, blen) == 0;
 }
 
@@ -41,9 +38,8 @@ static bool eq(const char *a, size_t alen, const char *b, size_t blen)
  * pairs are separated by "; ", but clients and intermediaries are sloppy
  * about the space, so any whitespace around names and values is dropped.
  * Returns 1 (found, possibly empty) or 0. */
-static int cookie_in(const char *v, size_t n, const char *name, size_t namelen,
-                     const char **val, size_t *vallen)
-{
+static int cookie_in(const char *v, size_t n, const char *name, size_t namelen, const char **val,
+                     size_t *vallen) {
     size_t i = 0;
 
     while (i < n) {
@@ -77,9 +73,8 @@ static int cookie_in(const char *v, size_t n, const char *name, size_t namelen,
     return 0;
 }
 
-static int cookie_key(const char *name, const wsg_http_head_t *h, const char *buf,
-                      const char **key, size_t *len)
-{
+static int cookie_key(const char *name, const wsg_http_head_t *h, const char *buf, const char **key,
+                      size_t *len) {
     size_t namelen = strlen(name);
     size_t count = wsg_http_head_count(h);
 
@@ -100,9 +95,8 @@ static int cookie_key(const char *name, const wsg_http_head_t *h, const char *bu
 /* The query is what follows the first '?' of the target, up to a '#'
  * (RFC 3986 §3.4); a fragment is not supposed to be sent, but is not
  * mistaken for part of a value if it is. */
-static int query_key(const char *name, const wsg_http_head_t *h, const char *buf,
-                     const char **key, size_t *len)
-{
+static int query_key(const char *name, const wsg_http_head_t *h, const char *buf, const char **key,
+                     size_t *len) {
     const char *url, *q, *end;
     size_t urllen, namelen = strlen(name);
 
@@ -137,8 +131,7 @@ static int query_key(const char *name, const wsg_http_head_t *h, const char *buf
 }
 
 int wsg_balance_key(const wsg_balance_conf_t *bal, const wsg_http_head_t *h, const char *buf,
-                    const char *client_ip, const char **key, size_t *len)
-{
+                    const char *client_ip, const char **key, size_t *len) {
     const char *v;
     size_t n;
 

@@ -81,8 +81,7 @@ struct wsg_http_head_s {
 /* Extends <s> with the llhttp span [at, at + n). llhttp delivers a span in
  * several pieces when it straddles two reads; because the caller's buffer is
  * contiguous the pieces are adjacent and the span is simply lengthened. */
-static void span_add(wsg_http_head_t *h, span_t *s, bool *started, const char *at, size_t n)
-{
+static void span_add(wsg_http_head_t *h, span_t *s, bool *started, const char *at, size_t n) {
     size_t off = (size_t)(at - h->cur);
 
     if (!*started) {
@@ -94,8 +93,7 @@ static void span_add(wsg_http_head_t *h, span_t *s, bool *started, const char *a
     }
 }
 
-static int on_url(llhttp_t *p, const char *at, size_t n)
-{
+static int on_url(llhttp_t *p, const char *at, size_t n) {
     wsg_http_head_t *h = p->data;
 
     if (h->headers_done)
@@ -104,8 +102,7 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_header_field(llhttp_t *p, const char *at, size_t n)
-{
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
     wsg_http_head_t *h = p->data;
     header_t *hd;
 
@@ -131,16 +128,14 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_header_field_complete(llhttp_t *p)
-{
+static int on_header_field_complete(llhttp_t *p) {
     wsg_http_head_t *h = p->data;
 
     h->in = IN_NONE;
     return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t n)
-{
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
     wsg_http_head_t *h = p->data;
     header_t *hd;
 
@@ -152,8 +147,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_header_value_complete(llhttp_t *p)
-{
+static int on_header_value_complete(llhttp_t *p) {
     wsg_http_head_t *h = p->data;
 
     h->in = IN_NONE;
@@ -163,8 +157,7 @@ static int on_header_value_complete(llhttp_t *p)
 /* Pausing here is what makes llhttp stop right after the blank line, for a
  * request without Upgrade as well as with one; llhttp_get_error_pos() then
  * points just past the head. */
-static int on_headers_complete(llhttp_t *p)
-{
+static int on_headers_complete(llhttp_t *p) {
     wsg_http_head_t *h = p->data;
 
     /* 1xx, 204 and 304 answers never have a body whatever their framing
@@ -182,8 +175,7 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static int on_message_complete(llhttp_t *p)
-{
+static int on_message_complete(llhttp_t *p) {
     wsg_http_head_t *h = p->data;
     int status = p->status_code;
 
@@ -207,13 +199,11 @@ static const llhttp_settings_t settings = {
 
 /* ---- small string helpers -------------------------------------------------- */
 
-static bool is_ows(char c)
-{
+static bool is_ows(char c) {
     return c == ' ' || c == '\t';
 }
 
-static void trim(const char **s, size_t *n)
-{
+static void trim(const char **s, size_t *n) {
     while (*n > 0 && is_ows(**s)) {
         (*s)++;
         (*n)--;
@@ -222,16 +212,14 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
-static bool eq_nocase(const char *a, size_t alen, const char *b)
-{
+static bool eq_nocase(const char *a, size_t alen, const char *b) {
     size_t blen = strlen(b);
 
     return alen == blen && strncasecmp(a, b, blen) == 0;
 }
 
 /* RFC 9110 §5.6.2 token characters. */
-static bool is_tchar(unsigned char c)
-{
+static bool is_tchar(unsigned char c) {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
@@ -239,8 +227,7 @@ static bool is_tchar(unsigned char c)
 
 /* Whether the comma-separated list <v> holds <token> (case-insensitive),
  * as for Connection (RFC 9110 §7.6.1) and Upgrade (§7.8). */
-static bool list_has_token(const char *v, size_t n, const char *token)
-{
+static bool list_has_token(const char *v, size_t n, const char *token) {
     size_t i = 0;
 
     while (i <= n) {
@@ -260,8 +247,7 @@ static bool list_has_token(const char *v, size_t n, const char *token)
 /* Whether any header named <name> holds <token> in its list; several
  * Connection headers are one list (RFC 9110 §5.3). */
 static bool headers_have_token(const wsg_http_head_t *h, const char *buf, const char *name,
-                               const char *token, size_t *count)
-{
+                               const char *token, size_t *count) {
     bool found = false;
 
     *count = 0;
@@ -276,8 +262,7 @@ static bool headers_have_token(const wsg_http_head_t *h, const char *buf, const 
     return found;
 }
 
-static size_t header_count(const wsg_http_head_t *h, const char *buf, const char *name)
-{
+static size_t header_count(const wsg_http_head_t *h, const char *buf, const char *name) {
     size_t n = 0;
 
     for (size_t i = 0; i < h->nhdrs; i++) {
@@ -289,8 +274,7 @@ static size_t header_count(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- head parsing ------------------------------------------------------------ */
 
-wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes)
-{
+wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
     wsg_http_head_t *h = calloc(1, sizeof(*h));
 
     if (h == NULL)
@@ -303,8 +287,7 @@ wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes)
     return h;
 }
 
-void wsg_http_head_free(wsg_http_head_t *h)
-{
+void wsg_http_head_free(wsg_http_head_t *h) {
     free(h);
 }
 
@@ -312,8 +295,7 @@ void wsg_http_head_free(wsg_http_head_t *h)
  * line ends in CRLF, no line of the head starts with whitespace (obs-fold,
  * which a server must reject or rewrite; we forward headers, so we reject),
  * and field names are tokens with no whitespace before the colon. */
-static bool head_is_strict(const wsg_http_head_t *h, const char *buf)
-{
+static bool head_is_strict(const wsg_http_head_t *h, const char *buf) {
     /* llhttp also takes HTTP/0.9 request lines and HTTP/2.0 ones. */
     if (h->parser.http_major != 1)
         return false;
@@ -342,8 +324,7 @@ static bool head_is_strict(const wsg_http_head_t *h, const char *buf)
  * so that wsg_http_body_complete() can tell the caller not to wait for a
  * body. llhttp runs the non-consuming steps after the pause even on an
  * empty input. */
-static void settle_response(wsg_http_head_t *h, const char *buf)
-{
+static void settle_response(wsg_http_head_t *h, const char *buf) {
     llhttp_errno_t err;
 
     llhttp_resume(&h->parser);
@@ -352,8 +333,7 @@ static void settle_response(wsg_http_head_t *h, const char *buf)
         h->body_error = true;
 }
 
-int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len)
-{
+int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len) {
     llhttp_errno_t err;
     size_t lim;
 
@@ -390,42 +370,35 @@ int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len)
     return h->result;
 }
 
-size_t wsg_http_head_len(const wsg_http_head_t *h)
-{
+size_t wsg_http_head_len(const wsg_http_head_t *h) {
     return h->result == WSG_HEAD_COMPLETE ? h->head_len : 0;
 }
 
-const char *wsg_http_head_method(const wsg_http_head_t *h)
-{
+const char *wsg_http_head_method(const wsg_http_head_t *h) {
     if (h->kind != WSG_HTTP_REQUEST || !h->headers_done)
         return "";
     return llhttp_method_name((llhttp_method_t)h->parser.method);
 }
 
-void wsg_http_head_url(const wsg_http_head_t *h, const char *buf, const char **url, size_t *len)
-{
+void wsg_http_head_url(const wsg_http_head_t *h, const char *buf, const char **url, size_t *len) {
     *url = buf + h->url.off;
     *len = h->url.len;
 }
 
-int wsg_http_head_version(const wsg_http_head_t *h)
-{
+int wsg_http_head_version(const wsg_http_head_t *h) {
     return h->parser.http_major * 10 + h->parser.http_minor;
 }
 
-int wsg_http_head_status(const wsg_http_head_t *h)
-{
+int wsg_http_head_status(const wsg_http_head_t *h) {
     return h->kind == WSG_HTTP_RESPONSE ? h->parser.status_code : 0;
 }
 
-size_t wsg_http_head_count(const wsg_http_head_t *h)
-{
+size_t wsg_http_head_count(const wsg_http_head_t *h) {
     return h->nhdrs;
 }
 
 void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const char **name,
-                      size_t *namelen, const char **value, size_t *valuelen)
-{
+                      size_t *namelen, const char **value, size_t *valuelen) {
     assert(i < h->nhdrs);
     *name = buf + h->hdrs[i].name.off;
     *namelen = h->hdrs[i].name.len;
@@ -434,8 +407,7 @@ void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const
 }
 
 const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const char *name,
-                              size_t *valuelen)
-{
+                              size_t *valuelen) {
     for (size_t i = 0; i < h->nhdrs; i++) {
         const header_t *hd = &h->hdrs[i];
         if (!eq_nocase(buf + hd->name.off, hd->name.len, name))
@@ -452,13 +424,11 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
 
 /* ---- response body -------------------------------------------------------------- */
 
-bool wsg_http_body_complete(const wsg_http_head_t *h)
-{
+bool wsg_http_body_complete(const wsg_http_head_t *h) {
     return h->kind == WSG_HTTP_RESPONSE && h->result == WSG_HEAD_COMPLETE && h->body_done;
 }
 
-int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len)
-{
+int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
     llhttp_errno_t err;
 
     if (h->kind != WSG_HTTP_RESPONSE || h->result != WSG_HEAD_COMPLETE)
@@ -489,16 +459,14 @@ int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len)
 
 /* ---- validation (SPEC §3.3, RFC 6455 §4.2.1) -------------------------------------- */
 
-static bool is_b64(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+static bool is_b64(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 /* RFC 6455 §4.1: the key is 16 random bytes, base64 encoded: 22 significant
  * characters and "==". */
-static bool key_is_valid(const char *k, size_t n)
-{
+static bool key_is_valid(const char *k, size_t n) {
     if (n != 24 || k[22] != '=' || k[23] != '=')
         return false;
     for (size_t i = 0; i < 22; i++) {
@@ -508,8 +476,7 @@ static bool key_is_valid(const char *k, size_t n)
     return true;
 }
 
-int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason)
-{
+int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason) {
     const char *v;
     size_t n, count;
 
@@ -594,8 +561,7 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- accept key ----------------------------------------------------------------------- */
 
-void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1])
-{
+void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1]) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -627,8 +593,7 @@ typedef struct writer_s {
     bool overflow;
 } writer_t;
 
-static void put(writer_t *w, const char *s, size_t n)
-{
+static void put(writer_t *w, const char *s, size_t n) {
     if (w->overflow || n > w->cap - w->len) {
         w->overflow = true;
         return;
@@ -637,14 +602,12 @@ static void put(writer_t *w, const char *s, size_t n)
     w->len += n;
 }
 
-static void put_str(writer_t *w, const char *s)
-{
+static void put_str(writer_t *w, const char *s) {
     put(w, s, strlen(s));
 }
 
 static void put_header(writer_t *w, const char *name, size_t namelen, const char *value,
-                       size_t valuelen)
-{
+                       size_t valuelen) {
     put(w, name, namelen);
     put(w, ": ", 2);
     put(w, value, valuelen);
@@ -653,15 +616,13 @@ static void put_header(writer_t *w, const char *name, size_t namelen, const char
 
 /* Headers that wsgate sets itself: whatever the client sent under these names
  * is dropped, or a client could claim any address to the backend. */
-static bool is_replaced(const char *name, size_t n)
-{
+static bool is_replaced(const char *name, size_t n) {
     return eq_nocase(name, n, "X-Forwarded-Proto") || eq_nocase(name, n, "X-Forwarded-Host") ||
            eq_nocase(name, n, "X-Real-IP");
 }
 
 ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
-                                     const wsg_forward_info_t *info, char *out, size_t cap)
-{
+                                     const wsg_forward_info_t *info, char *out, size_t cap) {
     writer_t w = {.out = out, .cap = cap};
     const char *url, *host;
     size_t urllen, hostlen;
@@ -721,8 +682,7 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
 /* ---- backend response (RFC 6455 §4.1, client side) ----------------------------------------- */
 
 int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
-                                 const char expected_accept[WSG_WS_ACCEPT_LEN + 1])
-{
+                                 const char expected_accept[WSG_WS_ACCEPT_LEN + 1]) {
     const char *v;
     size_t n, count;
 
@@ -744,30 +704,44 @@ int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
 
 /* ---- wsgate's own answers ------------------------------------------------------------------ */
 
-const char *wsg_http_reason(int status)
-{
+const char *wsg_http_reason(int status) {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
-size_t wsg_http_error_response(int status, char *out, size_t cap)
-{
+size_t wsg_http_error_response(int status, char *out, size_t cap) {
     const char *reason = wsg_http_reason(status);
     const char *extra = "";
     char body[64], msg[512];

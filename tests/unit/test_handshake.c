@@ -16,11 +16,11 @@
 #define RFC_KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define RFC_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
-#define WS_REQ_HEADERS                                                                           \
-    "Host: example.com\r\n"                                                                      \
-    "Upgrade: websocket\r\n"                                                                     \
-    "Connection: Upgrade\r\n"                                                                    \
-    "Sec-WebSocket-Key: " RFC_KEY "\r\n"                                                         \
+#define WS_REQ_HEADERS                                                                             \
+    "Host: example.com\r\n"                                                                        \
+    "Upgrade: websocket\r\n"                                                                       \
+    "Connection: Upgrade\r\n"                                                                      \
+    "Sec-WebSocket-Key: " RFC_KEY "\r\n"                                                           \
     "Sec-WebSocket-Version: 13\r\n"
 
 #define WS_REQ "GET /chat?room=1 HTTP/1.1\r\n" WS_REQ_HEADERS "\r\n"
@@ -35,8 +35,7 @@ typedef struct guard_s {
     char *end; /* first byte of the protected page */
 } guard_t;
 
-static void guard_init(guard_t *g, size_t cap)
-{
+static void guard_init(guard_t *g, size_t cap) {
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
     size_t pages = (cap + pg - 1) / pg + 1;
 
@@ -48,16 +47,14 @@ static void guard_init(guard_t *g, size_t cap)
 }
 
 /* Copies <n> bytes of <s> so that they end at the guard page. */
-static char *guard_put(guard_t *g, const char *s, size_t n)
-{
+static char *guard_put(guard_t *g, const char *s, size_t n) {
     char *p = g->end - n;
 
     memcpy(p, s, n);
     return p;
 }
 
-static void guard_free(guard_t *g)
-{
+static void guard_free(guard_t *g) {
     munmap(g->map, g->maplen);
 }
 
@@ -72,8 +69,7 @@ typedef struct summary_s {
     int version;
 } summary_t;
 
-static void summarize(summary_t *s, const wsg_http_head_t *h, const char *buf, int result)
-{
+static void summarize(summary_t *s, const wsg_http_head_t *h, const char *buf, int result) {
     memset(s, 0, sizeof(*s));
     s->result = result;
     if (result != WSG_HEAD_COMPLETE)
@@ -96,8 +92,7 @@ static void summarize(summary_t *s, const wsg_http_head_t *h, const char *buf, i
 }
 
 /* Feeds <s> in one call, from a guarded copy. */
-static int feed_whole(wsg_http_kind_t kind, const char *s, size_t n, size_t max, summary_t *sum)
-{
+static int feed_whole(wsg_http_kind_t kind, const char *s, size_t n, size_t max, summary_t *sum) {
     guard_t g;
     wsg_http_head_t *h = wsg_http_head_new(kind, max);
     char *buf;
@@ -119,8 +114,7 @@ static int feed_whole(wsg_http_kind_t kind, const char *s, size_t n, size_t max,
  * a realloc may move it) and always ends at the guard page, so a read past
  * <len> crashes. */
 static int feed_bytewise(wsg_http_kind_t kind, const char *s, size_t n, size_t max,
-                         summary_t *sum)
-{
+                         summary_t *sum) {
     guard_t g;
     wsg_http_head_t *h = wsg_http_head_new(kind, max);
     char *buf = NULL;
@@ -138,8 +132,7 @@ static int feed_bytewise(wsg_http_kind_t kind, const char *s, size_t n, size_t m
     return r;
 }
 
-static void assert_same(const summary_t *a, const summary_t *b, const char *label)
-{
+static void assert_same(const summary_t *a, const summary_t *b, const char *label) {
     ck_assert_msg(a->result == b->result, "%s: result %d vs %d", label, a->result, b->result);
     ck_assert_msg(a->head_len == b->head_len, "%s: head_len %zu vs %zu", label, a->head_len,
                   b->head_len);
@@ -150,8 +143,7 @@ static void assert_same(const summary_t *a, const summary_t *b, const char *labe
 }
 
 /* Parses a complete request from a plain (heap) copy kept in *bufp. */
-static wsg_http_head_t *parse(wsg_http_kind_t kind, const char *s, char **bufp)
-{
+static wsg_http_head_t *parse(wsg_http_kind_t kind, const char *s, char **bufp) {
     size_t n = strlen(s);
     wsg_http_head_t *h = wsg_http_head_new(kind, 65536);
 
@@ -164,8 +156,7 @@ static wsg_http_head_t *parse(wsg_http_kind_t kind, const char *s, char **bufp)
 }
 
 static void assert_header(const wsg_http_head_t *h, const char *buf, size_t i, const char *name,
-                          const char *value)
-{
+                          const char *value) {
     const char *n, *v;
     size_t nl, vl;
 
@@ -178,8 +169,7 @@ static void assert_header(const wsg_http_head_t *h, const char *buf, size_t i, c
 
 /* ---- TCase parse ------------------------------------------------------------------ */
 
-START_TEST(test_handshake_parses_request_fields)
-{
+START_TEST(test_handshake_parses_request_fields) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST, WS_REQ "\x81\x85", &buf);
     const char *url, *v;
@@ -204,8 +194,7 @@ START_TEST(test_handshake_parses_request_fields)
 }
 END_TEST
 
-START_TEST(test_handshake_get_trims_and_takes_first)
-{
+START_TEST(test_handshake_get_trims_and_takes_first) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST,
                                "GET / HTTP/1.1\r\nHost: a\r\nX-A:   one two \t\r\nx-a: second\r\n"
@@ -236,19 +225,22 @@ static const struct {
     size_t head_len; /* 0: strlen(input) when complete */
 } heads[] = {
     {"websocket upgrade", WS_REQ, WSG_HEAD_COMPLETE, 0},
-    {"upgrade with early frames", WS_REQ "\x81\x83\x01\x02\x03\x04" "abc", WSG_HEAD_COMPLETE,
-     sizeof(WS_REQ) - 1},
+    {"upgrade with early frames",
+     WS_REQ "\x81\x83\x01\x02\x03\x04"
+            "abc",
+     WSG_HEAD_COMPLETE, sizeof(WS_REQ) - 1},
     {"no upgrade, then pipelined request",
      "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n", WSG_HEAD_COMPLETE, 27},
     {"no upgrade, bytes after", "GET / HTTP/1.1\r\nHost: a\r\n\r\nxyz", WSG_HEAD_COMPLETE, 27},
-    {"chunked request: head only", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n",
-     WSG_HEAD_COMPLETE, 56},
+    {"chunked request: head only",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n", WSG_HEAD_COMPLETE,
+     56},
     {"content-length request: head only",
      "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", WSG_HEAD_COMPLETE, 46},
     {"no headers at all", "GET / HTTP/1.1\r\n\r\n", WSG_HEAD_COMPLETE, 0},
     {"leading empty line", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", WSG_HEAD_COMPLETE, 0},
-    {"absolute target", "GET http://a.example/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n",
-     WSG_HEAD_COMPLETE, 0},
+    {"absolute target", "GET http://a.example/x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", WSG_HEAD_COMPLETE,
+     0},
     {"obs-text in value", "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n", WSG_HEAD_COMPLETE,
      0},
     {"incomplete", "GET / HTTP/1.1\r\nHost: a\r\n", WSG_HEAD_INCOMPLETE, 0},
@@ -278,8 +270,7 @@ static const struct {
     {"bad Content-Length", "GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", WSG_HEAD_MALFORMED, 0},
 };
 
-START_TEST(test_handshake_head_table_whole_and_bytewise)
-{
+START_TEST(test_handshake_head_table_whole_and_bytewise) {
     const char *in = heads[_i].input;
     size_t n = strlen(in);
     summary_t whole, bytes;
@@ -299,8 +290,7 @@ START_TEST(test_handshake_head_table_whole_and_bytewise)
 }
 END_TEST
 
-START_TEST(test_handshake_head_leaves_early_frames)
-{
+START_TEST(test_handshake_head_leaves_early_frames) {
     /* A masked text frame "Hi" pipelined with the request (SPEC §3.7). */
     static const char frame[] = "\x81\x82\x11\x22\x33\x44\x59\x4b";
     char in[512];
@@ -319,8 +309,7 @@ START_TEST(test_handshake_head_leaves_early_frames)
 }
 END_TEST
 
-START_TEST(test_handshake_head_size_limit)
-{
+START_TEST(test_handshake_head_size_limit) {
     const char *in = WS_REQ;
     size_t n = strlen(in);
     summary_t s, b;
@@ -349,8 +338,7 @@ START_TEST(test_handshake_head_size_limit)
 }
 END_TEST
 
-static void build_many_headers(char *out, size_t cap, int nheaders)
-{
+static void build_many_headers(char *out, size_t cap, int nheaders) {
     size_t len = (size_t)snprintf(out, cap, "GET / HTTP/1.1\r\n");
 
     for (int i = 0; i < nheaders; i++)
@@ -358,8 +346,7 @@ static void build_many_headers(char *out, size_t cap, int nheaders)
     snprintf(out + len, cap - len, "\r\n");
 }
 
-START_TEST(test_handshake_too_many_headers)
-{
+START_TEST(test_handshake_too_many_headers) {
     static char in[8192];
     summary_t s, b;
 
@@ -374,8 +361,7 @@ START_TEST(test_handshake_too_many_headers)
 }
 END_TEST
 
-START_TEST(test_handshake_results_are_sticky)
-{
+START_TEST(test_handshake_results_are_sticky) {
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_REQUEST, 8192);
     const char *bad = "FOO / HTTP/1.1\r\n\r\n";
     char buf[64];
@@ -423,26 +409,24 @@ static const struct {
     {"plain GET", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 426, "no Upgrade header"},
     {"Upgrade h2c", REQ_LINE H_HOST "Upgrade: h2c\r\n" H_CONN H_KEY H_VER "\r\n", 400,
      "Upgrade is not websocket"},
-    {"Upgrade websockets", REQ_LINE H_HOST "Upgrade: websockets\r\n" H_CONN H_KEY H_VER "\r\n",
-     400, "Upgrade is not websocket"},
+    {"Upgrade websockets", REQ_LINE H_HOST "Upgrade: websockets\r\n" H_CONN H_KEY H_VER "\r\n", 400,
+     "Upgrade is not websocket"},
     {"POST", "POST /ws HTTP/1.1\r\n" H_HOST H_UPGRADE H_CONN H_KEY H_VER "\r\n", 400,
      "method is not GET"},
     {"HTTP/1.0", "GET /ws HTTP/1.0\r\n" H_HOST H_UPGRADE H_CONN H_KEY H_VER "\r\n", 400,
      "not HTTP/1.1"},
     {"no Connection", REQ_LINE H_HOST H_UPGRADE H_KEY H_VER "\r\n", 400,
      "Connection lacks upgrade"},
-    {"Connection keep-alive", REQ_LINE H_HOST H_UPGRADE "Connection: keep-alive\r\n" H_KEY H_VER
-                              "\r\n",
-     400, "Connection lacks upgrade"},
-    {"Connection upgrades", REQ_LINE H_HOST H_UPGRADE "Connection: upgrades\r\n" H_KEY H_VER
-                            "\r\n",
+    {"Connection keep-alive",
+     REQ_LINE H_HOST H_UPGRADE "Connection: keep-alive\r\n" H_KEY H_VER "\r\n", 400,
+     "Connection lacks upgrade"},
+    {"Connection upgrades", REQ_LINE H_HOST H_UPGRADE "Connection: upgrades\r\n" H_KEY H_VER "\r\n",
      400, "Connection lacks upgrade"},
     {"no key", REQ_LINE H_HOST H_UPGRADE H_CONN H_VER "\r\n", 400, "missing Sec-WebSocket-Key"},
     {"two keys", REQ_LINE H_HOST H_UPGRADE H_CONN H_KEY H_KEY H_VER "\r\n", 400,
      "duplicate Sec-WebSocket-Key"},
     {"key without padding",
-     REQ_LINE H_HOST H_UPGRADE H_CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ\r\n" H_VER
-                                      "\r\n",
+     REQ_LINE H_HOST H_UPGRADE H_CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ\r\n" H_VER "\r\n",
      400, "invalid Sec-WebSocket-Key"},
     {"key of 15 bytes",
      REQ_LINE H_HOST H_UPGRADE H_CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ===\r\n" H_VER
@@ -464,8 +448,9 @@ static const struct {
      "unsupported Sec-WebSocket-Version"},
     {"version 13, 8", REQ_LINE H_HOST H_UPGRADE H_CONN H_KEY "Sec-WebSocket-Version: 13, 8\r\n\r\n",
      426, "unsupported Sec-WebSocket-Version"},
-    {"Content-Length body", REQ_LINE H_HOST H_UPGRADE H_CONN H_KEY H_VER "Content-Length: 4\r\n\r\n",
-     400, "request has a body"},
+    {"Content-Length body",
+     REQ_LINE H_HOST H_UPGRADE H_CONN H_KEY H_VER "Content-Length: 4\r\n\r\n", 400,
+     "request has a body"},
     {"chunked body",
      REQ_LINE H_HOST H_UPGRADE H_CONN H_KEY H_VER "Transfer-Encoding: chunked\r\n\r\n", 400,
      "request has a body"},
@@ -474,8 +459,7 @@ static const struct {
      "duplicate Host"},
 };
 
-START_TEST(test_handshake_validate_table)
-{
+START_TEST(test_handshake_validate_table) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST, validations[_i].input, &buf);
     const char *reason = NULL;
@@ -492,8 +476,7 @@ START_TEST(test_handshake_validate_table)
 }
 END_TEST
 
-START_TEST(test_handshake_validate_rejects_incomplete_head)
-{
+START_TEST(test_handshake_validate_rejects_incomplete_head) {
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_REQUEST, 8192);
     const char *buf = "GET / HTTP/1.1\r\n";
     const char *reason = NULL;
@@ -507,8 +490,7 @@ END_TEST
 
 /* ---- TCase accept ------------------------------------------------------------------ */
 
-START_TEST(test_handshake_accept_rfc6455_sample)
-{
+START_TEST(test_handshake_accept_rfc6455_sample) {
     char out[WSG_WS_ACCEPT_LEN + 1];
 
     /* RFC 6455 §1.3 (SHA-1 0xb3 0x7a 0x4f 0x2c 0xc0 0x62 0x4f 0x16...). */
@@ -522,9 +504,9 @@ END_TEST
 
 /* ---- TCase response ----------------------------------------------------------------- */
 
-#define RESP_101                                                                                 \
-    "HTTP/1.1 101 Switching Protocols\r\n"                                                       \
-    "Upgrade: websocket\r\n"                                                                     \
+#define RESP_101                                                                                   \
+    "HTTP/1.1 101 Switching Protocols\r\n"                                                         \
+    "Upgrade: websocket\r\n"                                                                       \
     "Connection: Upgrade\r\n"
 
 static const struct {
@@ -563,8 +545,7 @@ static const struct {
      WSG_RESP_OTHER},
 };
 
-START_TEST(test_handshake_check_response_table)
-{
+START_TEST(test_handshake_check_response_table) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_RESPONSE, responses[_i].input, &buf);
     char accept[WSG_WS_ACCEPT_LEN + 1];
@@ -578,8 +559,7 @@ START_TEST(test_handshake_check_response_table)
 }
 END_TEST
 
-START_TEST(test_handshake_response_101_leaves_frames)
-{
+START_TEST(test_handshake_response_101_leaves_frames) {
     const char *in = RESP_101 "Sec-WebSocket-Accept: " RFC_ACCEPT "\r\n\r\n\x81\x02hi";
     summary_t whole, bytes;
     size_t head = strlen(in) - 4;
@@ -593,11 +573,10 @@ START_TEST(test_handshake_response_101_leaves_frames)
 }
 END_TEST
 
-START_TEST(test_handshake_response_status_and_malformed)
-{
+START_TEST(test_handshake_response_status_and_malformed) {
     char *buf;
-    wsg_http_head_t *h = parse(WSG_HTTP_RESPONSE, "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\n\r\n",
-                               &buf);
+    wsg_http_head_t *h =
+        parse(WSG_HTTP_RESPONSE, "HTTP/1.1 503 Busy\r\nRetry-After: 1\r\n\r\n", &buf);
     summary_t s;
 
     ck_assert_int_eq(wsg_http_head_status(h), 503);
@@ -619,8 +598,7 @@ END_TEST
 /* Parses the head of <in> (a response), then feeds the rest in pieces of
  * <step> bytes, and returns at which byte offset of <in> the body
  * completed (0 if it did not). */
-static size_t body_completes_at(const char *in, size_t n, size_t step)
-{
+static size_t body_completes_at(const char *in, size_t n, size_t step) {
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
     guard_t g;
     size_t at = 0;
@@ -656,8 +634,7 @@ out:
     return at;
 }
 
-START_TEST(test_handshake_body_content_length)
-{
+START_TEST(test_handshake_body_content_length) {
     const char *in = "HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\nforbidden\n";
     size_t n = strlen(in);
 
@@ -667,8 +644,7 @@ START_TEST(test_handshake_body_content_length)
 }
 END_TEST
 
-START_TEST(test_handshake_body_chunked)
-{
+START_TEST(test_handshake_body_chunked) {
     const char *in = "HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
     size_t n = strlen(in);
@@ -680,8 +656,7 @@ START_TEST(test_handshake_body_chunked)
 }
 END_TEST
 
-START_TEST(test_handshake_body_until_eof)
-{
+START_TEST(test_handshake_body_until_eof) {
     const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n";
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
 
@@ -696,8 +671,7 @@ START_TEST(test_handshake_body_until_eof)
 }
 END_TEST
 
-START_TEST(test_handshake_body_truncated_by_eof)
-{
+START_TEST(test_handshake_body_truncated_by_eof) {
     const char *head = "HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\n";
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
 
@@ -709,8 +683,7 @@ START_TEST(test_handshake_body_truncated_by_eof)
 }
 END_TEST
 
-START_TEST(test_handshake_body_malformed_chunk)
-{
+START_TEST(test_handshake_body_malformed_chunk) {
     const char *head = "HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n";
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
 
@@ -721,8 +694,7 @@ START_TEST(test_handshake_body_malformed_chunk)
 }
 END_TEST
 
-START_TEST(test_handshake_body_none)
-{
+START_TEST(test_handshake_body_none) {
     static const char *const none[] = {
         "HTTP/1.1 204 No Content\r\n\r\n",
         "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
@@ -738,8 +710,7 @@ START_TEST(test_handshake_body_none)
 }
 END_TEST
 
-START_TEST(test_handshake_body_after_interim_1xx)
-{
+START_TEST(test_handshake_body_after_interim_1xx) {
     /* 103 Early Hints, then the real answer: relayed as one. */
     const char *in = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
                      "HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nno\n";
@@ -754,21 +725,21 @@ END_TEST
 
 static const wsg_forward_info_t fwd = {.client_ip = "192.0.2.7", .proto = "https"};
 
-START_TEST(test_handshake_upstream_adds_forwarding_headers)
-{
+START_TEST(test_handshake_upstream_adds_forwarding_headers) {
     char *buf;
-    wsg_http_head_t *h = parse(WSG_HTTP_REQUEST,
-                               "GET /chat?room=1 HTTP/1.1\r\n"
-                               "Host: example.com:8080\r\n"
-                               "Upgrade: websocket\r\n"
-                               "Connection: Upgrade\r\n"
-                               "Cookie: a=1; b=2\r\n"
-                               "Sec-WebSocket-Key: " RFC_KEY "\r\n"
-                               "Sec-WebSocket-Protocol: chat, superchat\r\n"
-                               "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-                               "Sec-WebSocket-Version: 13\r\n"
-                               "\r\n",
-                               &buf);
+    wsg_http_head_t *h =
+        parse(WSG_HTTP_REQUEST,
+              "GET /chat?room=1 HTTP/1.1\r\n"
+              "Host: example.com:8080\r\n"
+              "Upgrade: websocket\r\n"
+              "Connection: Upgrade\r\n"
+              "Cookie: a=1; b=2\r\n"
+              "Sec-WebSocket-Key: " RFC_KEY "\r\n"
+              "Sec-WebSocket-Protocol: chat, superchat\r\n"
+              "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+              "Sec-WebSocket-Version: 13\r\n"
+              "\r\n",
+              &buf);
     const char *want = "GET /chat?room=1 HTTP/1.1\r\n"
                        "Host: example.com:8080\r\n"
                        "Upgrade: websocket\r\n"
@@ -793,8 +764,7 @@ START_TEST(test_handshake_upstream_adds_forwarding_headers)
 }
 END_TEST
 
-START_TEST(test_handshake_upstream_appends_and_replaces)
-{
+START_TEST(test_handshake_upstream_appends_and_replaces) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST,
                                "GET / HTTP/1.1\r\n"
@@ -830,8 +800,7 @@ START_TEST(test_handshake_upstream_appends_and_replaces)
 }
 END_TEST
 
-START_TEST(test_handshake_upstream_output_parses)
-{
+START_TEST(test_handshake_upstream_output_parses) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST, WS_REQ, &buf);
     char out[2048];
@@ -850,8 +819,7 @@ START_TEST(test_handshake_upstream_output_parses)
 }
 END_TEST
 
-START_TEST(test_handshake_upstream_cap_too_small)
-{
+START_TEST(test_handshake_upstream_cap_too_small) {
     char *buf;
     wsg_http_head_t *h = parse(WSG_HTTP_REQUEST, WS_REQ, &buf);
     char full[2048];
@@ -880,8 +848,7 @@ END_TEST
 
 static const int error_statuses[] = {400, 404, 405, 408, 426, 431, 500, 502, 503, 504};
 
-START_TEST(test_handshake_error_responses_parse)
-{
+START_TEST(test_handshake_error_responses_parse) {
     int status = error_statuses[_i];
     char out[512], expect_body[64];
     size_t n = wsg_http_error_response(status, out, sizeof(out));
@@ -916,8 +883,7 @@ START_TEST(test_handshake_error_responses_parse)
 }
 END_TEST
 
-START_TEST(test_handshake_error_response_cap)
-{
+START_TEST(test_handshake_error_response_cap) {
     char out[512];
     size_t n = wsg_http_error_response(404, out, sizeof(out));
     guard_t g;
@@ -933,8 +899,7 @@ START_TEST(test_handshake_error_response_cap)
 }
 END_TEST
 
-START_TEST(test_handshake_reason_phrases)
-{
+START_TEST(test_handshake_reason_phrases) {
     ck_assert_str_eq(wsg_http_reason(404), "Not Found");
     ck_assert_str_eq(wsg_http_reason(405), "Method Not Allowed");
     ck_assert_str_eq(wsg_http_reason(426), "Upgrade Required");
@@ -949,8 +914,7 @@ END_TEST
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-Suite *wsg_handshake_suite(void)
-{
+Suite *wsg_handshake_suite(void) {
     Suite *s = suite_create("handshake");
     TCase *tc;
 
@@ -1002,8 +966,7 @@ Suite *wsg_handshake_suite(void)
     return s;
 }
 
-int main(void)
-{
+int main(void) {
     SRunner *sr = srunner_create(wsg_handshake_suite());
     int failed;
 
