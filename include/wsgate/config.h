@@ -138,7 +138,7 @@ typedef enum {
 } wsg_log_format_t;
 
 typedef struct wsg_config_s {
-    char *path; /* file it came from ("<string>" for wsg_config_parse) */
+    char *path; /* file it came from (wsg_config_parse: <name>, "<string>" if NULL) */
 
     unsigned workers; /* 0 in the file = one per CPU; resolved value here */
     unsigned workers_configured; /* as written */
@@ -163,7 +163,7 @@ typedef struct wsg_config_s {
 
     struct {
         uint64_t interval_ms; /* 30000, 0 = disabled */
-        uint64_t timeout_ms;  /* 10000 */
+        uint64_t timeout_ms;  /* 10000, 0 = a silent side is never declared dead */
     } heartbeat;
 
     struct {
@@ -202,12 +202,13 @@ typedef struct wsg_config_opts_s {
 
 /* Reads and validates the file at <path>. Returns a new config with a
  * refcount of 1, or NULL with <errs> filled (errs must be zeroed by the
- * caller). <opts> may be NULL (resolve = true). */
+ * caller; messages are appended; it may be NULL to discard them). <opts>
+ * may be NULL (resolve = true). Blocks in getaddrinfo() when resolving. */
 wsg_config_t *wsg_config_load(const char *path, const wsg_config_opts_t *opts,
                               wsg_config_errors_t *errs);
 
-/* Same, from a JSON text in memory; <name> is used as the file name in
- * error messages. */
+/* Same, from a JSON text in memory (<text> need not be NUL-terminated);
+ * <name> is used as the file name in error messages ("<string>" if NULL). */
 wsg_config_t *wsg_config_parse(const char *text, size_t len, const char *name,
                                const wsg_config_opts_t *opts, wsg_config_errors_t *errs);
 
