@@ -438,7 +438,7 @@ int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
     if (h->body_error)
         return -1;
 
-    if (len == 0) {
+    if (data == NULL) {
         /* EOF ends a body delimited by the connection (RFC 9112 §6.3 item 8);
          * anywhere else it truncates the message. llhttp_finish() runs
          * on_message_complete in the first case and fails in the second. */
@@ -448,6 +448,8 @@ int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
         h->body_error = true;
         return -1;
     }
+    if (len == 0)
+        return 0;
     err = llhttp_execute(&h->parser, data, len);
     if (h->body_done)
         return 1;

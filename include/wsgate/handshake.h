@@ -68,11 +68,13 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
 
 /* Feeds body bytes of a response whose head is complete (non-101 answers
  * are relayed with their body). Returns 1 once the message is complete,
- * 0 when more is expected, -1 if the body is malformed. With <len> == 0 it
- * signals EOF from the backend: returns 1 if EOF legitimately ends it, else
- * -1 (truncated). So do not call it with the 0 bytes that may follow a head:
- * ask wsg_http_body_complete() first. Bytes after the end of the message
- * are ignored. An interim 1xx head (100, 103) is followed by the final
+ * 0 when more is expected, -1 if the body is malformed. With <data> == NULL
+ * (and <len> 0) it signals EOF from the backend: returns 1 if EOF
+ * legitimately ends the message, else -1 (truncated). A non-NULL <data>
+ * with <len> == 0 (nothing after the head yet) changes nothing and returns
+ * the current state: 1 right away for a message without a body (101, 204,
+ * 304, "Content-Length: 0"). Bytes after the end of the message are
+ * ignored. An interim 1xx head (100, 103) is followed by the final
  * response, which is treated as part of its body. */
 int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len);
 
@@ -100,7 +102,10 @@ typedef struct wsg_forward_info_s {
  * and every header unchanged except that the client's address is appended to
  * X-Forwarded-For, and X-Forwarded-Proto, X-Forwarded-Host (from Host) and
  * X-Real-IP are set, replacing any the client sent. Returns the length, or
- * -1 if <cap> is too small. */
+ * -1 if <cap> is too small (nothing is written past <cap>). A <cap> of
+ * 2 * wsg_http_head_len(h) + 512 is always enough (client_ip up to 64 bytes,
+ * proto up to 8): each header may gain a space after its colon and
+ * X-Forwarded-Host repeats Host. */
 ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
                                      const wsg_forward_info_t *info, char *out, size_t cap);
 

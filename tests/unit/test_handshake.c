@@ -683,6 +683,30 @@ START_TEST(test_handshake_body_truncated_by_eof) {
 }
 END_TEST
 
+START_TEST(test_handshake_body_empty_feed_is_not_eof) {
+    /* A caller may pass the (empty) rest of the buffer right after the head:
+     * that must not be taken for EOF. */
+    const char *in = "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n";
+    wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
+    size_t head;
+
+    ck_assert_int_eq(wsg_http_head_feed(h, in, strlen(in)), WSG_HEAD_COMPLETE);
+    head = wsg_http_head_len(h);
+    ck_assert_int_eq(wsg_http_body_feed(h, in + head, 0), 0);
+    ck_assert_int_eq(wsg_http_body_feed(h, "n", 1), 0);
+    ck_assert_int_eq(wsg_http_body_feed(h, "o", 0), 0);
+    ck_assert_int_eq(wsg_http_body_feed(h, "o", 1), 1);
+    wsg_http_head_free(h);
+
+    /* Without a body, the empty feed already reports the end. */
+    in = "HTTP/1.1 204 No Content\r\n\r\n";
+    h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
+    ck_assert_int_eq(wsg_http_head_feed(h, in, strlen(in)), WSG_HEAD_COMPLETE);
+    ck_assert_int_eq(wsg_http_body_feed(h, in + strlen(in), 0), 1);
+    wsg_http_head_free(h);
+}
+END_TEST
+
 START_TEST(test_handshake_body_malformed_chunk) {
     const char *head = "HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n";
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
@@ -844,6 +868,37 @@ START_TEST(test_handshake_upstream_cap_too_small) {
 }
 END_TEST
 
+START_TEST(test_handshake_upstream_documented_bound) {
+    /* Worst case for growth: many headers written without a space after the
+     * colon, a huge Host repeated as X-Forwarded-Host, an XFF to extend and
+     * the longest textual IPv6 address. */
+    static char in[16384];
+    size_t len = (size_t)snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost:");
+    char *buf;
+
+    for (int i = 0; i < 3000; i++)
+        in[len++] = 'h';
+    len += (size_t)snprintf(in + len, sizeof(in) - len, "\r\nX-Forwarded-For:1\r\n");
+    for (int i = 0; i < WSG_HTTP_MAX_HEADERS - 2; i++)
+        len += (size_t)snprintf(in + len, sizeof(in) - len, "A:%d\r\n", i % 10);
+    snprintf(in + len, sizeof(in) - len, "\r\n");
+
+    wsg_http_head_t *h = parse(WSG_HTTP_REQUEST, in, &buf);
+    wsg_forward_info_t info = {.client_ip = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+                               .proto = "https"};
+    size_t cap = 2 * wsg_http_head_len(h) + 512;
+    char *out = malloc(cap);
+    ssize_t n;
+
+    ck_assert_ptr_nonnull(out);
+    n = wsg_handshake_build_upstream(h, buf, &info, out, cap);
+    ck_assert_int_gt(n, (ssize_t)wsg_http_head_len(h) + 3000);
+    free(out);
+    wsg_http_head_free(h);
+    free(buf);
+}
+END_TEST
+
 /* ---- TCase errors --------------------------------------------------------------------- */
 
 static const int error_statuses[] = {400, 404, 405, 408, 426, 431, 500, 502, 503, 504};
@@ -945,6 +1000,7 @@ Suite *wsg_handshake_suite(void) {
     tcase_add_test(tc, test_handshake_body_chunked);
     tcase_add_test(tc, test_handshake_body_until_eof);
     tcase_add_test(tc, test_handshake_body_truncated_by_eof);
+    tcase_add_test(tc, test_handshake_body_empty_feed_is_not_eof);
     tcase_add_test(tc, test_handshake_body_malformed_chunk);
     tcase_add_test(tc, test_handshake_body_none);
     tcase_add_test(tc, test_handshake_body_after_interim_1xx);
@@ -955,6 +1011,7 @@ Suite *wsg_handshake_suite(void) {
     tcase_add_test(tc, test_handshake_upstream_appends_and_replaces);
     tcase_add_test(tc, test_handshake_upstream_output_parses);
     tcase_add_test(tc, test_handshake_upstream_cap_too_small);
+    tcase_add_test(tc, test_handshake_upstream_documented_bound);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
