@@ -72,7 +72,9 @@ static void sb_addn(struct sb *b, const char *s, size_t n) {
     b->p[b->len] = '\0';
 }
 
-static void sb_add(struct sb *b, const char *s) { sb_addn(b, s, strlen(s)); }
+static void sb_add(struct sb *b, const char *s) {
+    sb_addn(b, s, strlen(s));
+}
 
 static void sb_vprintf(struct sb *b, const char *fmt, va_list ap) {
     char small[256];
@@ -298,7 +300,9 @@ static void missing(struct ctx *c, const char *key, const char *what) {
 /* ------------------------------------------------------------------------ */
 /* "Did you mean" hints                                                      */
 
-static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; }
+static int lower(int ch) {
+    return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch;
+}
 
 /* Case-insensitive edit distance counting a swap of two neighbours as one
  * edit ("optimal string alignment"), since "balnce" and "caht" are the
@@ -467,8 +471,7 @@ static void get_enum(struct ctx *c, json_t *obj, const char *key, const char *co
 }
 
 /* A required non-empty string (a file path, typically). */
-static void req_string(struct ctx *c, json_t *obj, const char *key, const char *what,
-                       char **out) {
+static void req_string(struct ctx *c, json_t *obj, const char *key, const char *what, char **out) {
     json_t *v = json_object_get(obj, key);
     if (v == NULL) {
         missing(c, key, what);
@@ -486,8 +489,7 @@ static void req_string(struct ctx *c, json_t *obj, const char *key, const char *
 
 /* An optional string that may also be null (absent and null both leave
  * *out NULL). */
-static void opt_string(struct ctx *c, json_t *obj, const char *key, const char *what,
-                       char **out) {
+static void opt_string(struct ctx *c, json_t *obj, const char *key, const char *what, char **out) {
     json_t *v = json_object_get(obj, key);
     if (v == NULL || json_is_null(v))
         return;
@@ -574,12 +576,12 @@ static char *host_pattern(const char *s, bool *oom) {
 
 enum hp_err {
     HP_OK = 0,
-    HP_SYNTAX,    /* not host:port at all */
-    HP_PORT,      /* port not in 1..65535 */
-    HP_V6,        /* unbracketed IPv6 */
-    HP_BRACKET,   /* brackets around something that is not IPv6 */
-    HP_HOST,      /* bad characters in the host */
-    HP_TOOLONG,   /* host does not fit the caller's buffer */
+    HP_SYNTAX,  /* not host:port at all */
+    HP_PORT,    /* port not in 1..65535 */
+    HP_V6,      /* unbracketed IPv6 */
+    HP_BRACKET, /* brackets around something that is not IPv6 */
+    HP_HOST,    /* bad characters in the host */
+    HP_TOOLONG, /* host does not fit the caller's buffer */
 };
 
 static enum hp_err split_hostport(const char *s, char *host, size_t hostcap, uint16_t *port,
@@ -905,8 +907,9 @@ static void parse_listeners(struct ctx *c, json_t *root, wsg_config_t *cfg) {
             const wsg_listener_conf_t *o = &cfg->listeners[j];
             if (same_endpoint(o->bind, &o->addr, l->bind, &l->addr)) {
                 size_t mk = push_key(c, "bind");
-                errf(c, "expected an address no other listener binds, got \"%s\" "
-                        "(listeners[%zu] binds \"%s\")",
+                errf(c,
+                     "expected an address no other listener binds, got \"%s\" "
+                     "(listeners[%zu] binds \"%s\")",
                      l->bind, j, o->bind);
                 pop(c, mk);
                 break;
@@ -953,8 +956,9 @@ static void parse_admin(struct ctx *c, json_t *root, wsg_config_t *cfg) {
         const wsg_listener_conf_t *l = &cfg->listeners[i];
         if (same_endpoint(l->bind, &l->addr, cfg->admin.bind, &cfg->admin.addr)) {
             size_t mk = push_key(c, "bind");
-            errf(c, "expected an address no listener binds, got \"%s\" (listeners[%zu] binds "
-                    "\"%s\")",
+            errf(c,
+                 "expected an address no listener binds, got \"%s\" (listeners[%zu] binds "
+                 "\"%s\")",
                  cfg->admin.bind, i, l->bind);
             pop(c, mk);
             break;
@@ -1110,8 +1114,9 @@ static void check_routes(struct ctx *c, wsg_config_t *cfg, bool have_pools) {
                 continue;
             if (host_covers(e->host, r->host) &&
                 strncmp(r->path_prefix, e->path_prefix, strlen(e->path_prefix)) == 0) {
-                errf(c, "never used: routes[%zu] comes first and matches every request this "
-                        "route matches",
+                errf(c,
+                     "never used: routes[%zu] comes first and matches every request this "
+                     "route matches",
                      j);
                 break;
             }
@@ -1298,7 +1303,7 @@ static void parse_backend(struct ctx *c, json_t *v, wsg_backend_conf_t *b) {
 
 static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
     static const char *const keys[] = {"backends", "balance", "health", "connect_timeout_ms",
-                                       "retries", "tls", NULL};
+                                       "retries",  "tls",     NULL};
     p->balance.key = WSG_KEY_IP;
     p->balance.fallback = WSG_FALLBACK_IP;
     p->health.type = WSG_HEALTH_NONE;
@@ -1342,8 +1347,9 @@ static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
                     wsg_sockaddr_t none = {0};
                     if (same_endpoint(p->backends[j].address, &none, b->address, &none)) {
                         size_t mk = push_key(c, "address");
-                        errf(c, "expected a unique backend address, got \"%s\" (also "
-                                "backends[%zu])",
+                        errf(c,
+                             "expected a unique backend address, got \"%s\" (also "
+                             "backends[%zu])",
                              b->address, j);
                         pop(c, mk);
                         break;
@@ -1426,7 +1432,8 @@ static bool parse_pools(struct ctx *c, json_t *root, wsg_config_t *cfg) {
         parse_pool(c, pv, p);
         pop(c, mp);
     }
-    qsort(cfg->pools, cfg->npools, sizeof *cfg->pools, pool_cmp);
+    if (cfg->npools > 1)
+        qsort(cfg->pools, cfg->npools, sizeof *cfg->pools, pool_cmp);
     pop(c, m);
     return true;
 }
@@ -1448,8 +1455,8 @@ static json_t *section(struct ctx *c, json_t *root, const char *key, const char 
 }
 
 static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
-    static const char *const keys[] = {"workers", "listeners", "admin", "routes", "pools",
-                                       "timeouts", "heartbeat", "limits", "log", NULL};
+    static const char *const keys[] = {"workers",  "listeners", "admin",  "routes", "pools",
+                                       "timeouts", "heartbeat", "limits", "log",    NULL};
     check_keys(c, root, keys);
 
     uint64_t w = 0;
@@ -1486,9 +1493,9 @@ static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
         pop(c, m);
     }
 
-    static const char *const lkeys[] = {"max_connections", "max_connections_per_ip",
-                                        "max_header_bytes", "max_frame_bytes", "buffer_bytes",
-                                        NULL};
+    static const char *const lkeys[] = {"max_connections",  "max_connections_per_ip",
+                                        "max_header_bytes", "max_frame_bytes",
+                                        "buffer_bytes",     NULL};
     json_t *l = section(c, root, "limits", lkeys);
     if (l != NULL) {
         size_t m = push_key(c, "limits");
@@ -1497,8 +1504,7 @@ static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
                 &cfg->limits.max_connections_per_ip);
         get_u64(c, l, "max_header_bytes", 256, 1048576, " (bytes)", &cfg->limits.max_header_bytes);
         /* 125 bytes: the largest control frame (RFC 6455 §5.5) must pass. */
-        get_u64(c, l, "max_frame_bytes", 125, UINT64_MAX, " (bytes)",
-                &cfg->limits.max_frame_bytes);
+        get_u64(c, l, "max_frame_bytes", 125, UINT64_MAX, " (bytes)", &cfg->limits.max_frame_bytes);
         get_u64(c, l, "buffer_bytes", 1024, 1073741824, " (bytes)", &cfg->limits.buffer_bytes);
         pop(c, m);
     }
@@ -1615,8 +1621,7 @@ wsg_config_t *wsg_config_parse(const char *text, size_t len, const char *name,
     json_error_t jerr;
     json_t *root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        raw_error(&c, "%s:%d:%d: JSON syntax error: %s", c.file, jerr.line, jerr.column,
-                  jerr.text);
+        raw_error(&c, "%s:%d:%d: JSON syntax error: %s", c.file, jerr.line, jerr.column, jerr.text);
         finish_errors(&c);
         return NULL;
     }
