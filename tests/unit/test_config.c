@@ -18,9 +18,9 @@
 
 /* A minimal valid configuration, split so that tests can add keys to the
  * top level (TOP), the listener (LST), the route (RTE) and the pool (POOL). */
-#define CONF(TOP, LST, RTE, POOL)                                                          \
-    "{" TOP "\"listeners\": [{\"name\": \"public\", \"bind\": \"127.0.0.1:8080\"" LST "}],"  \
-    "\"routes\": [{\"pool\": \"p\"" RTE "}],"                                               \
+#define CONF(TOP, LST, RTE, POOL)                                                                  \
+    "{" TOP "\"listeners\": [{\"name\": \"public\", \"bind\": \"127.0.0.1:8080\"" LST "}],"        \
+    "\"routes\": [{\"pool\": \"p\"" RTE "}],"                                                      \
     "\"pools\": {\"p\": {\"backends\": [{\"address\": \"127.0.0.1:9001\"}]" POOL "}}}"
 
 #define MINIMAL CONF("", "", "", "")
@@ -49,7 +49,9 @@ static void expect_errors(const char *json, const char *const *want, size_t n) {
     wsg_config_errors_free(&errs);
 }
 
-static void expect_error(const char *json, const char *want) { expect_errors(json, &want, 1); }
+static void expect_error(const char *json, const char *want) {
+    expect_errors(json, &want, 1);
+}
 
 static wsg_config_t *expect_ok(const char *json, const wsg_config_opts_t *o) {
     wsg_config_errors_t errs = {0};
@@ -136,8 +138,9 @@ END_TEST
 START_TEST(test_config_unknown_nested_key) {
     expect_error(CONF("", "", "", ", \"balnce\": {\"key\": \"ip\"}"),
                  "wsgate.json: pools.p.balnce: unknown key, did you mean \"balance\"?");
-    expect_error(CONF("", ", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"sni\": [{\"server_name\":"
-                          " \"a.b\", \"cert\": \"c\", \"key\": \"k\", \"certs\": 1}]}",
+    expect_error(CONF("",
+                      ", \"tls\": {\"cert\": \"c\", \"key\": \"k\", \"sni\": [{\"server_name\":"
+                      " \"a.b\", \"cert\": \"c\", \"key\": \"k\", \"certs\": 1}]}",
                       "", ""),
                  "wsgate.json: listeners[0].tls.sni[0].certs: unknown key, did you mean "
                  "\"cert\"?");
@@ -226,8 +229,9 @@ START_TEST(test_config_zero_means_never_where_allowed) {
     wsg_config_t *cfg = expect_ok(CONF("\"timeouts\": {\"idle_ms\": 0}, \"heartbeat\": "
                                        "{\"interval_ms\": 0, \"timeout_ms\": 0},"
                                        "\"limits\": {\"max_connections_per_ip\": 0},",
-                                       "", "", ", \"balance\": {\"load_factor\": 0}, "
-                                               "\"retries\": 0"),
+                                       "", "",
+                                       ", \"balance\": {\"load_factor\": 0}, "
+                                       "\"retries\": 0"),
                                   &noresolve);
     ck_assert_uint_eq(cfg->timeouts.idle_ms, 0);
     ck_assert_uint_eq(cfg->heartbeat.interval_ms, 0);
@@ -304,13 +308,13 @@ START_TEST(test_config_missing_required_keys) {
 END_TEST
 
 START_TEST(test_config_numeric_addresses_parse_without_resolving) {
-    wsg_config_t *cfg = expect_ok(
-        "{\"listeners\": [{\"name\": \"v4\", \"bind\": \"0.0.0.0:8080\"},"
-        "{\"name\": \"v6\", \"bind\": \"[::]:8443\"}],"
-        "\"routes\": [{\"pool\": \"p\"}],"
-        "\"pools\": {\"p\": {\"backends\": [{\"address\": \"10.0.0.1:9000\"},"
-        "{\"address\": \"chat-2.internal:9000\"}, {\"address\": \"[fd00::1]:9001\"}]}}}",
-        &noresolve);
+    wsg_config_t *cfg =
+        expect_ok("{\"listeners\": [{\"name\": \"v4\", \"bind\": \"0.0.0.0:8080\"},"
+                  "{\"name\": \"v6\", \"bind\": \"[::]:8443\"}],"
+                  "\"routes\": [{\"pool\": \"p\"}],"
+                  "\"pools\": {\"p\": {\"backends\": [{\"address\": \"10.0.0.1:9000\"},"
+                  "{\"address\": \"chat-2.internal:9000\"}, {\"address\": \"[fd00::1]:9001\"}]}}}",
+                  &noresolve);
     ck_assert_int_eq(cfg->listeners[0].addr.ss.ss_family, AF_INET);
     ck_assert_uint_eq(cfg->listeners[0].addr.len, sizeof(struct sockaddr_in));
     ck_assert_uint_eq(port_of(&cfg->listeners[0].addr), 8080);
@@ -324,7 +328,6 @@ START_TEST(test_config_numeric_addresses_parse_without_resolving) {
     wsg_config_unref(cfg);
 }
 END_TEST
-
 
 START_TEST(test_config_resolve_localhost_and_failure) {
     const char *ok = "{\"listeners\": [{\"name\": \"l\", \"bind\": \"localhost:8080\"}],"
@@ -382,8 +385,7 @@ START_TEST(test_config_split_hostport) {
     ck_assert_int_eq(wsg_config_split_hostport("a:0", host, sizeof host, &port), -1);
     ck_assert_int_eq(wsg_config_split_hostport("a:65536", host, sizeof host, &port), -1);
     ck_assert_int_eq(wsg_config_split_hostport("a:-1", host, sizeof host, &port), -1);
-    ck_assert_int_eq(wsg_config_split_hostport("a:99999999999999999999", host, sizeof host,
-                                               &port),
+    ck_assert_int_eq(wsg_config_split_hostport("a:99999999999999999999", host, sizeof host, &port),
                      -1);
     ck_assert_int_eq(wsg_config_split_hostport(":80", host, sizeof host, &port), -1);
     /* The host must fit the caller's buffer with its NUL. */
@@ -511,13 +513,15 @@ START_TEST(test_config_balance_keys_parse) {
 END_TEST
 
 START_TEST(test_config_bad_min_version) {
-    expect_error(CONF("", ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", "
-                          "\"min_version\": \"1.1\"}",
+    expect_error(CONF("",
+                      ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", "
+                      "\"min_version\": \"1.1\"}",
                       "", ""),
                  "wsgate.json: listeners[0].tls.min_version: expected \"1.2\" or \"1.3\", "
                  "got \"1.1\"");
-    expect_error(CONF("", ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", "
-                          "\"min_version\": 1.3}",
+    expect_error(CONF("",
+                      ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", "
+                      "\"min_version\": 1.3}",
                       "", ""),
                  "wsgate.json: listeners[0].tls.min_version: expected \"1.2\" or \"1.3\", "
                  "got 1.3");
@@ -525,9 +529,10 @@ START_TEST(test_config_bad_min_version) {
 END_TEST
 
 START_TEST(test_config_tls_and_sni) {
-    expect_errors(CONF("", ", \"tls\": {\"sni\": [{\"server_name\": \"a.*.com\", \"cert\": \"\"}, "
-                           "{\"server_name\": \"*.Example.com\", \"cert\": \"c\", \"key\": \"k\"},"
-                           "{\"server_name\": \"*.example.COM\", \"cert\": \"c\", \"key\": \"k\"}]}",
+    expect_errors(CONF("",
+                       ", \"tls\": {\"sni\": [{\"server_name\": \"a.*.com\", \"cert\": \"\"}, "
+                       "{\"server_name\": \"*.Example.com\", \"cert\": \"c\", \"key\": \"k\"},"
+                       "{\"server_name\": \"*.example.COM\", \"cert\": \"c\", \"key\": \"k\"}]}",
                        "", ""),
                   (const char *const[]){
                       "wsgate.json: listeners[0].tls.cert: missing, expected a non-empty string "
@@ -546,9 +551,10 @@ START_TEST(test_config_tls_and_sni) {
                   6);
 
     wsg_config_t *cfg =
-        expect_ok(CONF("", ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", \"min_version\":"
-                           " \"1.3\", \"sni\": [{\"server_name\": \"Chat.Example.COM\", "
-                           "\"cert\": \"chat.pem\", \"key\": \"chat.key\"}]}",
+        expect_ok(CONF("",
+                       ", \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\", \"min_version\":"
+                       " \"1.3\", \"sni\": [{\"server_name\": \"Chat.Example.COM\", "
+                       "\"cert\": \"chat.pem\", \"key\": \"chat.key\"}]}",
                        "", ""),
                   &noresolve);
     const wsg_tls_conf_t *t = cfg->listeners[0].tls;
@@ -582,16 +588,15 @@ START_TEST(test_config_admin) {
     wsg_config_t *cfg = expect_ok(CONF("\"admin\": null,", "", "", ""), &noresolve);
     ck_assert(!cfg->admin.enabled);
     wsg_config_unref(cfg);
-    cfg = expect_ok(CONF("\"admin\": {\"bind\": \"127.0.0.1:9090\", \"token\": \"s3cret\"},", "",
-                         "", ""),
-                    &noresolve);
+    cfg = expect_ok(
+        CONF("\"admin\": {\"bind\": \"127.0.0.1:9090\", \"token\": \"s3cret\"},", "", "", ""),
+        &noresolve);
     ck_assert(cfg->admin.enabled);
     ck_assert_str_eq(cfg->admin.bind, "127.0.0.1:9090");
     ck_assert_str_eq(cfg->admin.token, "s3cret");
     ck_assert_uint_eq(port_of(&cfg->admin.addr), 9090);
     wsg_config_unref(cfg);
-    cfg = expect_ok(CONF("\"admin\": {\"bind\": \"127.0.0.1:9090\", \"token\": null},", "", "",
-                         ""),
+    cfg = expect_ok(CONF("\"admin\": {\"bind\": \"127.0.0.1:9090\", \"token\": null},", "", "", ""),
                     &noresolve);
     ck_assert(cfg->admin.enabled);
     ck_assert_ptr_null(cfg->admin.token);
@@ -710,19 +715,19 @@ START_TEST(test_config_health_and_pool_tls) {
 END_TEST
 
 START_TEST(test_config_log) {
-    expect_errors(CONF("\"log\": {\"level\": \"verbose\", \"format\": \"xml\", \"access\": 1},", "",
-                       "", ""),
-                  (const char *const[]){
-                      "wsgate.json: log.level: expected \"debug\", \"info\", \"warn\" or "
-                      "\"error\", got \"verbose\"",
-                      "wsgate.json: log.format: expected \"text\" or \"json\", got \"xml\"",
-                      "wsgate.json: log.access: expected true or false, got 1",
-                  },
-                  3);
-    wsg_config_t *cfg = expect_ok(
-        CONF("\"log\": {\"level\": \"warn\", \"format\": \"json\", \"access\": false},", "", "",
-             ""),
-        &noresolve);
+    expect_errors(
+        CONF("\"log\": {\"level\": \"verbose\", \"format\": \"xml\", \"access\": 1},", "", "", ""),
+        (const char *const[]){
+            "wsgate.json: log.level: expected \"debug\", \"info\", \"warn\" or "
+            "\"error\", got \"verbose\"",
+            "wsgate.json: log.format: expected \"text\" or \"json\", got \"xml\"",
+            "wsgate.json: log.access: expected true or false, got 1",
+        },
+        3);
+    wsg_config_t *cfg =
+        expect_ok(CONF("\"log\": {\"level\": \"warn\", \"format\": \"json\", \"access\": false},",
+                       "", "", ""),
+                  &noresolve);
     ck_assert_int_eq(cfg->log.level, WSG_LOG_WARN);
     ck_assert_int_eq(cfg->log.format, WSG_LOG_JSON);
     ck_assert(!cfg->log.access);
