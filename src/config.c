@@ -21,7 +21,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -319,7 +318,7 @@ static size_t distance(const char *a, const char *b) {
     for (size_t i = 1; i <= la; i++) {
         for (size_t j = 1; j <= lb; j++) {
             int ai = lower((unsigned char)a[i - 1]), bj = lower((unsigned char)b[j - 1]);
-            unsigned best = d[i - 1][j - 1] + (ai != bj);
+            unsigned best = d[i - 1][j - 1] + (ai != bj ? 1u : 0u);
             if (d[i - 1][j] + 1u < best)
                 best = d[i - 1][j] + 1u;
             if (d[i][j - 1] + 1u < best)
