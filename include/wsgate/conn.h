@@ -1,0 +1,31 @@
+/*
+ * A proxied connection: the client side, the backend side, and the session
+ * between them from accept to the last handle closed.
+ */
+#ifndef WSGATE_CONN_H
+#define WSGATE_CONN_H
+
+#include <stdint.h>
+
+#include <wsgate/timer_heap.h>
+#include <wsgate/worker.h>
+
+/* Accepts one pending connection on listener <l> of worker <w>. Errors are
+ * logged and counted; nothing is returned. */
+void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l);
+
+/* Starts a graceful close of <c> because wsgate is going away: clients get
+ * close <code> with <reason>, backends get close 1001, and the connection
+ * ends within drain_ms. Connections still in the handshake are closed. */
+void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason);
+
+/* Closes every handle of <c> now, without close frames (drain deadline). */
+void wsg_conn_abort(wsg_conn_t *c, const char *why);
+
+/* Called by the worker when <c>'s deadline node fires. */
+void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now);
+
+/* The next connection of the worker's list (for iteration at shutdown). */
+wsg_conn_t *wsg_conn_next(wsg_conn_t *c);
+
+#endif /* WSGATE_CONN_H */

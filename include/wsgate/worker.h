@@ -1,0 +1,99 @@
+/*
+ * A worker: one thread, one uv loop, and everything accepted on it.
+ *
+ * Workers share nothing mutable on the hot path. Each owns its loop, its
+ * listening sockets (SO_REUSEPORT: the kernel spreads new connections), its
+ * connections, a buffer pool, a deadline heap driven by a single uv timer, and
+ * its counters, which readers sum. The server talks to a worker only through
+ * wsg_worker_post() (a uv_async_t), the one mechanism by which shutdown (and
+ * later reload and drain) reaches every worker.
+ */
+#ifndef WSGATE_WORKER_H
+#define WSGATE_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <wsgate/balancer.h>
+#include <wsgate/bufpool.h>
+#include <wsgate/timer_heap.h>
+
+typedef struct wsg_worker_s wsg_worker_t;
+typedef struct wsg_conn_s wsg_conn_t;
+typedef struct wsg_server_s wsg_server_t;
+
+/* Counters of one worker, written only by its thread (relaxed atomics so a
+ * reader on another thread gets whole values). */
+typedef struct wsg_worker_stats_s {
+    _Atomic uint64_t conns_total;
+    _Atomic uint64_t conns_active;
+    _Atomic uint64_t conns_rejected;
+    _Atomic uint64_t handshakes[8]; /* by status class: see wsg_stats_status_slot() */
+    _Atomic uint64_t frames[2];     /* [0] client->backend, [1] backend->client */
+    _Atomic uint64_t bytes[2];
+    _Atomic uint64_t closes[16];    /* 1000..1015 by code - 1000; others in [15] */
+    _Atomic uint64_t heartbeat_timeouts;
+    _Atomic uint64_t idle_timeouts;
+    _Atomic uint64_t protocol_errors;
+} wsg_worker_stats_t;
+
+/* A listening socket of this worker. */
+typedef struct wsg_wlistener_s {
+    uv_tcp_t tcp;
+    wsg_worker_t *worker;
+    size_t index; /* into the runtime config's listeners */
+    bool open;
+} wsg_wlistener_t;
+
+struct wsg_worker_s {
+    unsigned id;                  /* read-only */
+    wsg_server_t *server;         /* read-only, borrowed */
+    uv_loop_t loop;               /* private */
+    uv_thread_t thread;           /* private */
+    uv_async_t async;             /* private: wakes the loop for posted messages */
+    uv_timer_t timer;             /* private: fires for the top of <deadlines> */
+    uint64_t timer_due;           /* private: what <timer> is armed for, UINT64_MAX idle */
+    wsg_timer_heap_t deadlines;   /* private */
+    wsg_bufpool_t bufs;           /* private */
+    wsg_runtime_t *rt;            /* owned reference: what new connections use */
+    wsg_wlistener_t *listeners;   /* owned array */
+    size_t nlisteners;
+    wsg_conn_t *conns;            /* private: intrusive list of live connections */
+    uint64_t next_conn_id;
+    uint64_t rng;                 /* private: xorshift state for masks and jitter */
+    _Atomic int stop_requested;   /* written by the server thread */
+    bool stopping;
+    /* Called on the worker's thread once its loop has ended. */
+    void (*on_exit)(wsg_server_t *srv);
+    wsg_worker_stats_t stats;
+};
+
+/* Size of a buffer-pool chunk: the unit of reads and queued writes. */
+#define WSG_CHUNK_SIZE (16 * 1024)
+
+/* Prepares worker <id> with the listening sockets <fds> (one per listener of
+ * <rt>'s config, already bound). Takes a reference to <rt>. Returns 0 or a
+ * UV_E* code. Runs on the server thread. */
+int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime_t *rt,
+                    const int *fds);
+/* Starts the worker's thread. */
+int wsg_worker_start(wsg_worker_t *w);
+/* Asks the worker to stop gracefully (thread-safe). */
+void wsg_worker_request_stop(wsg_worker_t *w);
+/* Waits for the thread and frees the worker's resources. */
+void wsg_worker_join(wsg_worker_t *w);
+
+/* Deadline service for the worker's connections (worker thread only). */
+void wsg_worker_schedule(wsg_worker_t *w, wsg_timer_node_t *n, uint64_t deadline);
+void wsg_worker_unschedule(wsg_worker_t *w, wsg_timer_node_t *n);
+
+/* A 64-bit pseudo-random number from the worker's own generator. */
+uint64_t wsg_worker_random(wsg_worker_t *w);
+
+/* The server-wide count of open client connections (max_connections). */
+bool wsg_server_conn_admit(wsg_server_t *srv, uint64_t max);
+void wsg_server_conn_release(wsg_server_t *srv);
+
+#endif /* WSGATE_WORKER_H */

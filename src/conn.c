@@ -1,0 +1,846 @@
+/*
+ * The client<->backend session: accept, the handshake's I/O, and teardown.
+ *
+ * A connection is born on accept and reads the client's request head into
+ * one buffer (handshake.c parses it), routes it, picks backends, connects
+ * (trying the next backend on a failed connect), forwards the request and
+ * reads the backend's answer. A good 101 hands the connection to relay.c;
+ * anything else ends it with an HTTP answer. Parsing, validation and the
+ * frame pump live elsewhere: this file owns lifetimes and phases.
+ *
+ * Ownership: the connection owns its two uv_tcp_t handles (embedded) and
+ * frees itself in the close callback of the last one; every write chunk
+ * holds a pointer to the connection and is finished (with UV_ECANCELED at
+ * worst) before that close callback runs. Timers are not handles here: one
+ * node in the worker's deadline heap covers every deadline of every phase.
+ */
+#include "conn_int.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wsgate/balance_key.h>
+#include <wsgate/route.h>
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_side_closed(uv_handle_t *h);
+static void connect_next(wsg_conn_t *c);
+static void reject(wsg_conn_t *c, int status, const char *why);
+
+static const char *const phase_names[] = {
+    [WSG_CONN_HS_READ] = "handshake",   [WSG_CONN_CONNECTING] = "connecting",
+    [WSG_CONN_UPSTREAM] = "upstream",   [WSG_CONN_PASSTHRU] = "response",
+    [WSG_CONN_RELAY] = "relaying",      [WSG_CONN_CLOSING] = "closing",
+};
+
+static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
+
+static wsg_conn_t *conn_of_stream(uv_handle_t *h, int *side) {
+    /* The handle is the first member of the side, which is the first member
+     * of the peer; peers are the first array of the connection. */
+    wsg_peer_t *p = (wsg_peer_t *)(void *)h;
+    wsg_conn_t *c = (wsg_conn_t *)h->data;
+    *side = (p == &c->peer[WSG_CLIENT]) ? WSG_CLIENT : WSG_BACKEND;
+    return c;
+}
+
+void wsg__conn_log_ctx(const wsg_conn_t *c, wsg_log_ctx_t *ctx) {
+    ctx->worker = c->w->id;
+    ctx->conn = c->id;
+    ctx->phase = phase_names[c->state];
+}
+
+#define CLOG(c, level, ...)                                                            \
+    do {                                                                               \
+        if ((level) >= wsg_log_threshold()) {                                          \
+            wsg_log_ctx_t ctx_;                                                        \
+            wsg__conn_log_ctx((c), &ctx_);                                             \
+            wsg_log_write((level), "conn", &ctx_, __VA_ARGS__);                        \
+        }                                                                              \
+    } while (0)
+
+static void client_ip(const wsg_conn_t *c, char *out, size_t cap) {
+    if (c->client_addr.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &c->client_addr.in6.sin6_addr, out, (socklen_t)cap);
+    else if (c->client_addr.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &c->client_addr.in4.sin_addr, out, (socklen_t)cap);
+    else
+        snprintf(out, cap, "unknown");
+}
+
+static unsigned client_port(const wsg_conn_t *c) {
+    if (c->client_addr.sa.sa_family == AF_INET6)
+        return ntohs(c->client_addr.in6.sin6_port);
+    return ntohs(c->client_addr.in4.sin_port);
+}
+
+/* ---- buffers and writes ------------------------------------------------ */
+
+wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c) {
+    wsg_chunk_t *ch = wsg_bufpool_get(&c->w->bufs);
+    if (ch != NULL)
+        ch->conn = c;
+    return ch;
+}
+
+void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch) { wsg_bufpool_put(&c->w->bufs, ch); }
+
+static void on_write(uv_write_t *req, int status) {
+    wsg_chunk_t *ch = (wsg_chunk_t *)(void *)req;
+    wsg_conn_t *c = ch->conn;
+    int to = ch->to;
+    wsg_peer_t *p = &c->peer[to];
+
+    p->queued -= (uint32_t)ch->buf.len;
+    wsg__chunk_put(c, ch);
+    if (status == UV_ECANCELED || !p->open)
+        return;
+    if (status < 0) {
+        /* The peer is gone while we still had bytes for it: nothing more can
+         * reach it, so it counts as having ended its stream. */
+        CLOG(c, WSG_LOG_DEBUG, "write to %s failed: %s", to == WSG_CLIENT ? "client" : "backend",
+             uv_strerror(status));
+        p->eof = 1;
+        p->close_owed = 0;
+        if (c->state == WSG_CONN_RELAY)
+            wsg__relay_close(c, to == WSG_CLIENT ? 0 : WSG_WS_CLOSE_INTERNAL_ERROR,
+                             "backend connection lost", to == WSG_CLIENT ? WSG_WS_CLOSE_GOING_AWAY : 0,
+                             "client connection lost");
+        else
+            wsg__conn_finish(c);
+        return;
+    }
+    if (p->queued == 0 && p->want_shut)
+        wsg__conn_finish(c);
+    wsg__relay_on_drained(c, to);
+}
+
+int wsg__conn_send_chunk(wsg_conn_t *c, int to, wsg_chunk_t *ch, size_t len) {
+    wsg_peer_t *p = &c->peer[to];
+    size_t off = 0;
+
+    if (!p->open || p->shut || p->want_shut) {
+        wsg__chunk_put(c, ch);
+        return UV_EPIPE;
+    }
+    if (len == 0) {
+        wsg__chunk_put(c, ch);
+        return 0;
+    }
+    /* Write now when nothing is queued ahead of us: the common case costs
+     * one send() and no request, callback or held buffer. */
+    if (p->queued == 0) {
+        uv_buf_t b = uv_buf_init(ch->data, (unsigned)len);
+        int n = p->io.ops->try_write(&p->io, &b, 1);
+        if (n == (int)len) {
+            wsg__chunk_put(c, ch);
+            return 0;
+        }
+        if (n < 0 && n != UV_EAGAIN) {
+            wsg__chunk_put(c, ch);
+            return n;
+        }
+        if (n > 0)
+            off = (size_t)n;
+    }
+    ch->conn = c;
+    ch->to = (uint8_t)to;
+    ch->buf = uv_buf_init(ch->data + off, (unsigned)(len - off));
+    int r = p->io.ops->write(&p->io, &ch->req, &ch->buf, 1, on_write);
+    if (r < 0) {
+        wsg__chunk_put(c, ch);
+        return r;
+    }
+    p->queued += (uint32_t)(len - off);
+    return 0;
+}
+
+int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len) {
+    wsg_peer_t *p = &c->peer[to];
+    const char *src = data;
+
+    if (!p->open || p->shut || p->want_shut)
+        return UV_EPIPE;
+    if (p->queued == 0 && len > 0) {
+        uv_buf_t b = uv_buf_init((char *)(uintptr_t)src, (unsigned)len);
+        int n = p->io.ops->try_write(&p->io, &b, 1);
+        if (n < 0 && n != UV_EAGAIN)
+            return n;
+        if (n > 0) {
+            src += n;
+            len -= (size_t)n;
+        }
+    }
+    while (len > 0) {
+        wsg_chunk_t *ch = wsg__chunk_get(c);
+        if (ch == NULL)
+            return UV_ENOMEM;
+        size_t k = len < WSG_CHUNK_DATA ? len : WSG_CHUNK_DATA;
+        memcpy(ch->data, src, k);
+        int r = wsg__conn_send_chunk(c, to, ch, k);
+        if (r < 0)
+            return r;
+        src += k;
+        len -= k;
+    }
+    return 0;
+}
+
+/* ---- reading --------------------------------------------------------- */
+
+int wsg__conn_resume_read(wsg_conn_t *c, int side) {
+    wsg_peer_t *p = &c->peer[side];
+    p->paused = 0;
+    if (p->reading || !p->open || p->eof)
+        return 0;
+    int r = p->io.ops->read_start(&p->io, on_alloc, on_read);
+    if (r == 0)
+        p->reading = 1;
+    return r;
+}
+
+void wsg__conn_pause_read(wsg_conn_t *c, int side) {
+    wsg_peer_t *p = &c->peer[side];
+    if (p->reading && p->open)
+        p->io.ops->read_stop(&p->io);
+    p->reading = 0;
+}
+
+/* ---- deadlines --------------------------------------------------------- */
+
+void wsg__conn_reschedule(wsg_conn_t *c) {
+    uint64_t d;
+    switch (c->state) {
+    case WSG_CONN_RELAY:
+        d = wsg__relay_next_deadline(c);
+        break;
+    case WSG_CONN_CLOSING:
+        d = c->close_deadline;
+        break;
+    default:
+        d = c->hs->deadline;
+        break;
+    }
+    if (d == UINT64_MAX)
+        wsg_worker_unschedule(c->w, &c->timer);
+    else
+        wsg_worker_schedule(c->w, &c->timer, d);
+}
+
+void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
+    wsg_conn_t *c = (wsg_conn_t *)(void *)((char *)node - offsetof(wsg_conn_t, timer));
+
+    switch (c->state) {
+    case WSG_CONN_HS_READ:
+        if (now < c->hs->deadline)
+            break;
+        reject(c, 408, "request head not complete within handshake_ms");
+        return;
+    case WSG_CONN_CONNECTING:
+        if (now < c->hs->deadline)
+            break;
+        /* Closing the handle cancels the connect: on_connect sees
+         * UV_ECANCELED and moves on to the next backend. */
+        c->end_reason = "connect timeout";
+        wsg__conn_close_side(c, WSG_BACKEND);
+        return;
+    case WSG_CONN_UPSTREAM:
+        if (now < c->hs->deadline)
+            break;
+        wsg_balancer_report_failure(c->rt->pools[c->pool], (unsigned)c->backend, now,
+                                    "no handshake answer in time");
+        reject(c, 504, "backend did not answer the handshake within handshake_ms");
+        return;
+    case WSG_CONN_PASSTHRU:
+        if (now < c->hs->deadline)
+            break;
+        wsg_conn_abort(c, "response body not complete within drain_ms");
+        return;
+    case WSG_CONN_RELAY:
+        wsg__relay_on_deadline(c, now);
+        return;
+    case WSG_CONN_CLOSING:
+        if (now < c->close_deadline)
+            break;
+        wsg_conn_abort(c, "close not complete within drain_ms");
+        return;
+    }
+    wsg__conn_reschedule(c);
+}
+
+/* ---- teardown ---------------------------------------------------------- */
+
+static void conn_free(wsg_conn_t *c) {
+    wsg_worker_t *w = c->w;
+    const wsg_config_t *cfg = cfg_of(c);
+
+    if (cfg->log.access) {
+        char ip[INET6_ADDRSTRLEN], client[INET6_ADDRSTRLEN + 16], route[512];
+        static const char *const by[] = {NULL, "client", "backend", "wsgate"};
+        client_ip(c, ip, sizeof(ip));
+        snprintf(client, sizeof(client), c->client_addr.sa.sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+                 ip, client_port(c));
+        if (c->route >= 0) {
+            const wsg_route_conf_t *r = &cfg->routes[c->route];
+            snprintf(route, sizeof(route), "%s%s", r->host ? r->host : "", r->path_prefix);
+        }
+        wsg_access_rec_t rec = {
+            .worker = w->id,
+            .conn = c->id,
+            .client = client,
+            .listener = cfg->listeners[c->listener].name,
+            .route = c->route >= 0 ? route : NULL,
+            .pool = c->pool >= 0 ? cfg->pools[c->pool].name : NULL,
+            .backend = c->backend >= 0 ? cfg->pools[c->pool].backends[c->backend].address : NULL,
+            .status = c->status,
+            .duration_ms = uv_now(&w->loop) - c->t_start,
+            .bytes_in = c->peer[WSG_CLIENT].bytes,
+            .bytes_out = c->peer[WSG_BACKEND].bytes,
+            .frames_in = c->peer[WSG_CLIENT].frames,
+            .frames_out = c->peer[WSG_BACKEND].frames,
+            .close_code = c->close_code,
+            .closed_by = by[c->closed_by],
+            .reason = c->end_reason,
+        };
+        wsg_log_access(&rec);
+    }
+    if (c->close_code >= 1000 && c->close_code < 1015)
+        atomic_fetch_add_explicit(&w->stats.closes[c->close_code - 1000], 1, memory_order_relaxed);
+    else if (c->close_code != 0)
+        atomic_fetch_add_explicit(&w->stats.closes[15], 1, memory_order_relaxed);
+    if (c->counted_backend)
+        wsg_balancer_conn_end(c->rt->pools[c->pool], (unsigned)c->backend);
+    if (c->hs != NULL) {
+        wsg_http_head_free(c->hs->req_head);
+        wsg_http_head_free(c->hs->resp_head);
+        free(c->hs->req);
+        free(c->hs->resp);
+        free(c->hs->upstream);
+        free(c->hs);
+    }
+    for (int s = 0; s < 2; s++)
+        if (c->peer[s].rchunk != NULL)
+            wsg__chunk_put(c, c->peer[s].rchunk);
+    wsg_worker_unschedule(w, &c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    atomic_fetch_sub_explicit(&w->stats.conns_active, 1, memory_order_relaxed);
+    wsg_server_conn_release(w->server);
+    wsg_runtime_unref(c->rt);
+    free(c);
+}
+
+static void on_side_closed(uv_handle_t *h) {
+    int side;
+    wsg_conn_t *c = conn_of_stream(h, &side);
+
+    if (--c->handles == 0)
+        conn_free(c);
+    else if (side == WSG_BACKEND && c->state == WSG_CONN_CONNECTING)
+        /* The connect failed or timed out and its callback already ran:
+         * the handle is free again, so try the next backend. */
+        connect_next(c);
+}
+
+void wsg__conn_close_side(wsg_conn_t *c, int side) {
+    wsg_peer_t *p = &c->peer[side];
+    if (!p->open)
+        return;
+    p->open = 0;
+    p->reading = 0;
+    p->io.ops->close(&p->io, on_side_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    wsg_conn_t *c = req->data;
+    int side = (req->handle == (uv_stream_t *)&c->peer[WSG_CLIENT].io.tcp) ? WSG_CLIENT : WSG_BACKEND;
+    free(req);
+    if (status < 0)
+        wsg__conn_close_side(c, side);
+}
+
+/* Moves one side towards closed: flush what is queued, send FIN, read until
+ * the peer's FIN (so unread bytes never turn our close into a reset that
+ * destroys the close frame we just sent), then close. */
+static void end_side(wsg_conn_t *c, int side) {
+    wsg_peer_t *p = &c->peer[side];
+
+    if (!p->open || p->close_owed)
+        return;
+    if (p->queued > 0) {
+        p->want_shut = 1;
+        return;
+    }
+    p->want_shut = 0;
+    if (p->eof) {
+        wsg__conn_close_side(c, side);
+        return;
+    }
+    if (!p->shut) {
+        uv_shutdown_t *req = malloc(sizeof(*req));
+        p->shut = 1;
+        if (req == NULL) {
+            wsg__conn_close_side(c, side);
+            return;
+        }
+        req->data = c;
+        if (p->io.ops->shutdown(&p->io, req, on_shutdown) < 0) {
+            free(req);
+            wsg__conn_close_side(c, side);
+            return;
+        }
+    }
+    wsg__conn_resume_read(c, side);
+}
+
+void wsg__conn_finish(wsg_conn_t *c) {
+    if (c->state != WSG_CONN_CLOSING) {
+        c->state = WSG_CONN_CLOSING;
+        uint64_t d = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
+        if (c->close_deadline == 0 || d < c->close_deadline)
+            c->close_deadline = d;
+        wsg__conn_reschedule(c);
+    }
+    end_side(c, WSG_CLIENT);
+    end_side(c, WSG_BACKEND);
+}
+
+void wsg_conn_abort(wsg_conn_t *c, const char *why) {
+    if (c->end_reason == NULL)
+        c->end_reason = why;
+    CLOG(c, WSG_LOG_INFO, "closing: %s", why);
+    c->state = WSG_CONN_CLOSING;
+    wsg__conn_close_side(c, WSG_CLIENT);
+    wsg__conn_close_side(c, WSG_BACKEND);
+}
+
+wsg_conn_t *wsg_conn_next(wsg_conn_t *c) { return c->next; }
+
+void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason) {
+    if (c->state == WSG_CONN_RELAY) {
+        if (c->closed_by == WSG_BY_NONE)
+            c->closed_by = WSG_BY_WSGATE;
+        wsg__relay_close(c, code, reason, WSG_WS_CLOSE_GOING_AWAY, reason);
+    } else if (c->state != WSG_CONN_CLOSING) {
+        wsg_conn_abort(c, "wsgate is shutting down");
+    }
+}
+
+/* Answers the client with wsgate's own HTTP error and ends the connection. */
+static void reject(wsg_conn_t *c, int status, const char *why) {
+    char buf[512];
+    size_t n = wsg_http_error_response(status, buf, sizeof(buf));
+
+    c->status = (uint16_t)status;
+    if (c->end_reason == NULL)
+        c->end_reason = why;
+    atomic_fetch_add_explicit(&c->w->stats.handshakes[status / 100], 1, memory_order_relaxed);
+    CLOG(c, status >= 500 ? WSG_LOG_WARN : WSG_LOG_INFO, "answered %d: %s", status, why);
+    wsg__conn_pause_read(c, WSG_CLIENT);
+    wsg__conn_close_side(c, WSG_BACKEND);
+    if (n > 0)
+        wsg__conn_send(c, WSG_CLIENT, buf, n);
+    wsg__conn_finish(c);
+}
+
+/* ---- accept -------------------------------------------------------------- */
+
+static void reject_at_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
+    /* Over max_connections: accept so the client hears a 503 now instead of
+     * waiting in the backlog, and close at once. */
+    uv_tcp_t *t = malloc(sizeof(*t));
+    char buf[256];
+    size_t n = wsg_http_error_response(503, buf, sizeof(buf));
+
+    atomic_fetch_add_explicit(&w->stats.conns_rejected, 1, memory_order_relaxed);
+    if (t == NULL || uv_tcp_init(&w->loop, t) != 0) {
+        free(t);
+        return;
+    }
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)t, &b, 1);
+    }
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
+void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
+    const wsg_config_t *cfg = w->rt->cfg;
+
+    if (!wsg_server_conn_admit(w->server, cfg->limits.max_connections)) {
+        WSG_LOG(WSG_LOG_WARN, "listener", "max_connections (%llu) reached: rejecting",
+                (unsigned long long)cfg->limits.max_connections);
+        reject_at_accept(w, l);
+        return;
+    }
+    wsg_conn_t *c = calloc(1, sizeof(*c));
+    wsg_hs_t *hs = calloc(1, sizeof(*hs));
+    if (c == NULL || hs == NULL || wsg_side_init_tcp(&w->loop, &c->peer[WSG_CLIENT].io) != 0) {
+        free(c);
+        free(hs);
+        wsg_server_conn_release(w->server);
+        reject_at_accept(w, l);
+        return;
+    }
+    c->w = w;
+    c->rt = wsg_runtime_ref(w->rt);
+    c->hs = hs;
+    c->id = ++w->next_conn_id;
+    c->t_start = uv_now(&w->loop);
+    c->listener = (uint32_t)l->index;
+    c->route = c->pool = c->backend = -1;
+    c->handles = 1;
+    c->state = WSG_CONN_HS_READ;
+    c->peer[WSG_CLIENT].open = 1;
+    c->peer[WSG_CLIENT].io.tcp.data = c;
+    wsg_timer_node_init(&c->timer);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    atomic_fetch_add_explicit(&w->stats.conns_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stats.conns_active, 1, memory_order_relaxed);
+
+    int r = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->peer[WSG_CLIENT].io.tcp);
+    int len = sizeof(c->client_addr);
+    if (r == 0)
+        r = uv_tcp_getpeername(&c->peer[WSG_CLIENT].io.tcp, &c->client_addr.sa, &len);
+    if (r != 0) {
+        hs->deadline = c->t_start;
+        wsg_conn_abort(c, "accept failed");
+        return;
+    }
+    uv_tcp_nodelay(&c->peer[WSG_CLIENT].io.tcp, 1);
+    hs->req_cap = cfg->limits.max_header_bytes;
+    hs->req = malloc(hs->req_cap);
+    hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, cfg->limits.max_header_bytes);
+    hs->deadline = c->t_start + cfg->timeouts.handshake_ms;
+    if (hs->req == NULL || hs->req_head == NULL || wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
+        wsg_conn_abort(c, "out of memory");
+        return;
+    }
+    wsg__conn_reschedule(c);
+}
+
+/* ---- the handshake ------------------------------------------------------- */
+
+static void start_relay(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    size_t req_head = wsg_http_head_len(hs->req_head);
+    size_t resp_head = wsg_http_head_len(hs->resp_head);
+
+    c->status = 101;
+    atomic_fetch_add_explicit(&c->w->stats.handshakes[1], 1, memory_order_relaxed);
+    if (wsg__conn_send(c, WSG_CLIENT, hs->resp, resp_head) < 0) {
+        wsg_conn_abort(c, "client gone before the 101 could be sent");
+        return;
+    }
+    wsg__relay_start(c);
+    /* Frames the client pipelined behind its request and frames the backend
+     * sent right behind its 101 go through the relay like any later bytes. */
+    if (hs->req_len > req_head)
+        wsg__relay_feed(c, WSG_CLIENT, hs->req + req_head, hs->req_len - req_head);
+    if (hs->resp_len > resp_head && c->state == WSG_CONN_RELAY)
+        wsg__relay_feed(c, WSG_BACKEND, hs->resp + resp_head, hs->resp_len - resp_head);
+    wsg_http_head_free(hs->req_head);
+    wsg_http_head_free(hs->resp_head);
+    free(hs->req);
+    free(hs->resp);
+    free(hs->upstream);
+    free(hs);
+    c->hs = NULL;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    wsg_conn_t *c = req->data;
+    wsg_hs_t *hs = c->hs;
+    const wsg_config_t *cfg = cfg_of(c);
+    wsg_balancer_t *bal = c->rt->pools[c->pool];
+
+    if (c->state != WSG_CONN_CONNECTING)
+        return; /* the connection is being torn down */
+    if (status == 0) {
+        wsg_balancer_report_success(bal, (unsigned)c->backend);
+        c->state = WSG_CONN_UPSTREAM;
+        uv_tcp_nodelay(&c->peer[WSG_BACKEND].io.tcp, 1);
+        hs->resp_cap = cfg->limits.max_header_bytes;
+        hs->resp = malloc(hs->resp_cap);
+        hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, cfg->limits.max_header_bytes);
+        hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
+        if (hs->resp == NULL || hs->resp_head == NULL) {
+            reject(c, 500, "out of memory");
+            return;
+        }
+        if (wsg__conn_send(c, WSG_BACKEND, hs->upstream, hs->upstream_len) < 0 ||
+            wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
+            reject(c, 502, "could not send the request to the backend");
+            return;
+        }
+        wsg__conn_reschedule(c);
+        return;
+    }
+    const char *why = status == UV_ECANCELED ? "connect timeout" : uv_strerror(status);
+    CLOG(c, WSG_LOG_WARN, "connect to %s failed: %s", bal->backends[c->backend].conf->address, why);
+    wsg_balancer_report_failure(bal, (unsigned)c->backend, uv_now(&c->w->loop), why);
+    wsg_balancer_conn_end(bal, (unsigned)c->backend);
+    c->counted_backend = 0;
+    c->end_reason = why;
+    /* The next attempt needs a fresh handle: continue in on_side_closed. */
+    wsg__conn_close_side(c, WSG_BACKEND);
+}
+
+static void connect_next(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    const wsg_pool_conf_t *pool = &cfg_of(c)->pools[c->pool];
+    wsg_balancer_t *bal = c->rt->pools[c->pool];
+
+    while (hs->tried < hs->ncand) {
+        unsigned idx = hs->cand[hs->tried++];
+        const wsg_backend_conf_t *be = &pool->backends[idx];
+        wsg_peer_t *p = &c->peer[WSG_BACKEND];
+
+        if (wsg_side_init_tcp(&c->w->loop, &p->io) != 0)
+            break;
+        p->io.tcp.data = c;
+        p->open = 1;
+        c->handles++;
+        c->backend = (int32_t)idx;
+        wsg_balancer_conn_start(bal, idx);
+        c->counted_backend = 1;
+        hs->connect_req.data = c;
+        hs->deadline = uv_now(&c->w->loop) + pool->connect_timeout_ms;
+        int r = uv_tcp_connect(&hs->connect_req, &p->io.tcp, (const struct sockaddr *)&be->addr.ss,
+                               on_connect);
+        if (r == 0) {
+            wsg__conn_reschedule(c);
+            return;
+        }
+        /* Failed before any packet left (e.g. no route): same as refused. */
+        on_connect(&hs->connect_req, r);
+        return;
+    }
+    reject(c, 502, c->end_reason ? c->end_reason : "every backend failed");
+}
+
+/* The request head is complete: route, validate, choose and connect. */
+static void on_request(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    const wsg_config_t *cfg = cfg_of(c);
+    const char *url, *host, *reason;
+    size_t urllen, hostlen;
+
+    wsg__conn_pause_read(c, WSG_CLIENT);
+    wsg_http_head_url(hs->req_head, hs->req, &url, &urllen);
+    host = wsg_http_head_get(hs->req_head, hs->req, "host", &hostlen);
+    c->route = wsg_route_match(cfg->routes, cfg->nroutes, host, host ? hostlen : 0, url, urllen);
+    if (c->route < 0) {
+        reject(c, 404, "no route matches the request");
+        return;
+    }
+    c->pool = (int32_t)cfg->routes[c->route].pool_index;
+    int status = wsg_handshake_validate(hs->req_head, hs->req, &reason);
+    if (status != 0) {
+        reject(c, status, reason);
+        return;
+    }
+
+    /* The sticky key decides the backend order. */
+    const wsg_pool_conf_t *pool = &cfg->pools[c->pool];
+    char ip[INET6_ADDRSTRLEN];
+    const char *key;
+    size_t keylen;
+    uint64_t h;
+    client_ip(c, ip, sizeof(ip));
+    if (wsg_balance_key(&pool->balance, hs->req_head, hs->req, ip, &key, &keylen))
+        h = wsg_ring_hash(key, keylen);
+    else if (pool->balance.fallback == WSG_FALLBACK_RANDOM)
+        h = wsg_worker_random(c->w);
+    else
+        h = wsg_ring_hash(ip, strlen(ip));
+    size_t want = (size_t)pool->retries + 1;
+    if (want > sizeof(hs->cand) / sizeof(hs->cand[0]))
+        want = sizeof(hs->cand) / sizeof(hs->cand[0]);
+    hs->ncand = wsg_balancer_candidates(c->rt->pools[c->pool], h, uv_now(&c->w->loop), hs->cand,
+                                        want);
+    if (hs->ncand == 0) {
+        reject(c, 503, "no healthy backend in the pool");
+        return;
+    }
+
+    const char *wskey = wsg_http_head_get(hs->req_head, hs->req, "sec-websocket-key", &keylen);
+    wsg_ws_accept(wskey, keylen, hs->accept);
+    const wsg_listener_conf_t *lc = &cfg->listeners[c->listener];
+    wsg_forward_info_t fi = {.client_ip = ip, .proto = lc->tls ? "https" : "http"};
+    size_t cap = 2 * wsg_http_head_len(hs->req_head) + 512; /* see build_upstream */
+    hs->upstream = malloc(cap);
+    ssize_t n = hs->upstream ? wsg_handshake_build_upstream(hs->req_head, hs->req, &fi,
+                                                            hs->upstream, cap)
+                             : -1;
+    if (n < 0) {
+        reject(c, 500, "could not build the upstream request");
+        return;
+    }
+    hs->upstream_len = (size_t)n;
+    c->state = WSG_CONN_CONNECTING;
+    connect_next(c);
+}
+
+static void on_request_bytes(wsg_conn_t *c, size_t n) {
+    wsg_hs_t *hs = c->hs;
+    hs->req_len += n;
+    switch (wsg_http_head_feed(hs->req_head, hs->req, hs->req_len)) {
+    case WSG_HEAD_INCOMPLETE:
+        if (hs->req_len == hs->req_cap)
+            reject(c, 431, "request head larger than max_header_bytes");
+        return;
+    case WSG_HEAD_COMPLETE:
+        on_request(c);
+        return;
+    case WSG_HEAD_TOO_LARGE:
+        reject(c, 431, "request head larger than max_header_bytes");
+        return;
+    default:
+        reject(c, 400, "malformed request");
+        return;
+    }
+}
+
+static void on_response_bytes(wsg_conn_t *c, size_t n) {
+    wsg_hs_t *hs = c->hs;
+    hs->resp_len += n;
+    int r = wsg_http_head_feed(hs->resp_head, hs->resp, hs->resp_len);
+    if (r == WSG_HEAD_INCOMPLETE) {
+        if (hs->resp_len == hs->resp_cap)
+            reject(c, 502, "backend response head too large");
+        return;
+    }
+    if (r != WSG_HEAD_COMPLETE) {
+        reject(c, 502, "malformed response from the backend");
+        return;
+    }
+    switch (wsg_handshake_check_response(hs->resp_head, hs->resp, hs->accept)) {
+    case WSG_RESP_UPGRADE:
+        start_relay(c);
+        return;
+    case WSG_RESP_BAD_ACCEPT:
+        reject(c, 502, "backend answered 101 with a wrong Sec-WebSocket-Accept");
+        return;
+    default:
+        break;
+    }
+    /* Any other answer goes to the client as the backend sent it, body
+     * included, and then the connection ends (SPEC §3.6). */
+    size_t head = wsg_http_head_len(hs->resp_head);
+    c->status = (uint16_t)wsg_http_head_status(hs->resp_head);
+    c->end_reason = "backend refused the upgrade";
+    atomic_fetch_add_explicit(&c->w->stats.handshakes[c->status / 100 % 8], 1,
+                              memory_order_relaxed);
+    CLOG(c, WSG_LOG_INFO, "backend answered %u: relaying it", c->status);
+    c->state = WSG_CONN_PASSTHRU;
+    hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
+    wsg__conn_reschedule(c);
+    wsg__conn_send(c, WSG_CLIENT, hs->resp, hs->resp_len);
+    int done = wsg_http_body_feed(hs->resp_head, hs->resp + head, hs->resp_len - head);
+    hs->resp_len = 0;
+    if (done != 0)
+        wsg__conn_finish(c);
+}
+
+static void on_passthru_bytes(wsg_conn_t *c, size_t n) {
+    wsg_hs_t *hs = c->hs;
+    wsg__conn_send(c, WSG_CLIENT, hs->resp, n);
+    if (wsg_http_body_feed(hs->resp_head, hs->resp, n) != 0) {
+        wsg__conn_finish(c);
+        return;
+    }
+    if (c->peer[WSG_CLIENT].queued >= cfg_of(c)->limits.buffer_bytes) {
+        wsg__conn_pause_read(c, WSG_BACKEND);
+        c->peer[WSG_BACKEND].paused = 1;
+    }
+}
+
+/* Reads that only watch for the peer's FIN after wsgate answered the
+ * handshake itself: the bytes are dropped into the handshake buffer. */
+static uv_buf_t scratch(wsg_hs_t *hs) { return uv_buf_init(hs->req, (unsigned)hs->req_cap); }
+
+static int relaying(const wsg_conn_t *c) {
+    return c->state == WSG_CONN_RELAY || (c->state == WSG_CONN_CLOSING && c->hs == NULL);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    int side;
+    wsg_conn_t *c = conn_of_stream(h, &side);
+    wsg_hs_t *hs = c->hs;
+    (void)suggested;
+
+    if (relaying(c)) {
+        wsg__relay_alloc(c, side, buf);
+        return;
+    }
+    if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
+        *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)(hs->req_cap - hs->req_len));
+    else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
+             side == WSG_BACKEND)
+        *buf = uv_buf_init(hs->resp + hs->resp_len, (unsigned)(hs->resp_cap - hs->resp_len));
+    else
+        *buf = scratch(hs);
+}
+
+void wsg__conn_side_eof(wsg_conn_t *c, int side) {
+    wsg_peer_t *p = &c->peer[side];
+    p->eof = 1;
+    p->reading = 0;
+    if (c->state == WSG_CONN_CLOSING)
+        end_side(c, side);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    int side;
+    wsg_conn_t *c = conn_of_stream((uv_handle_t *)s, &side);
+    (void)buf;
+
+    if (relaying(c)) {
+        wsg__relay_on_read(c, side, nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        wsg__conn_side_eof(c, side);
+        switch (c->state) {
+        case WSG_CONN_HS_READ:
+            wsg_conn_abort(c, nread == UV_EOF ? "client closed during the handshake"
+                                              : "client error during the handshake");
+            return;
+        case WSG_CONN_UPSTREAM:
+            if (side == WSG_BACKEND)
+                reject(c, 502, "backend closed before answering the handshake");
+            else
+                wsg_conn_abort(c, "client gone while waiting for the backend");
+            return;
+        case WSG_CONN_PASSTHRU:
+            if (side == WSG_BACKEND) {
+                wsg_http_body_feed(c->hs->resp_head, NULL, 0);
+                wsg__conn_finish(c);
+            } else {
+                wsg_conn_abort(c, "client gone during the response");
+            }
+            return;
+        default:
+            return;
+        }
+    }
+    if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
+        on_request_bytes(c, (size_t)nread);
+    else if (c->state == WSG_CONN_UPSTREAM && side == WSG_BACKEND)
+        on_response_bytes(c, (size_t)nread);
+    else if (c->state == WSG_CONN_PASSTHRU && side == WSG_BACKEND)
+        on_passthru_bytes(c, (size_t)nread);
+}

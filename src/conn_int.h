@@ -1,0 +1,193 @@
+/*
+ * Private layout of a connection, shared by conn.c (accept, handshake,
+ * teardown) and relay.c (the frame pump). Nothing outside those two files
+ * includes this header.
+ */
+#ifndef WSGATE_CONN_INT_H
+#define WSGATE_CONN_INT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <wsgate/balancer.h>
+#include <wsgate/conn.h>
+#include <wsgate/handshake.h>
+#include <wsgate/log.h>
+#include <wsgate/transport.h>
+#include <wsgate/worker.h>
+#include <wsgate/ws_frame.h>
+
+enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
+#define WSG_OTHER(side) (1 - (side))
+
+/*
+ * Connection states and what moves between them:
+ *
+ *   accept
+ *     |
+ *     v        head complete, route + backend found
+ *   HS_READ ------------------------------------------> CONNECTING <---+
+ *     |  bad request / timeout (4xx)                        |   |      | connect failed or
+ *     |                                                     |   +------+ timed out, retries left
+ *     |                             connected, request sent v
+ *     |                                                 UPSTREAM
+ *     |                       101 + right accept  /        |         \  other status
+ *     |                                         v          |          v
+ *     |                                      RELAY         |       PASSTHRU (response and
+ *     |   close frame / EOF / error / timeout  |           |         body relayed as sent)
+ *     |                                        v           v          |
+ *     +------------------------------------> CLOSING <----------------+
+ *                                              | every handle closed
+ *                                              v
+ *                                            (freed)
+ *
+ * HS_READ..UPSTREAM and PASSTHRU own a wsg_hs_t; RELAY and CLOSING do not.
+ */
+typedef enum {
+    WSG_CONN_HS_READ = 0,
+    WSG_CONN_CONNECTING,
+    WSG_CONN_UPSTREAM,
+    WSG_CONN_PASSTHRU,
+    WSG_CONN_RELAY,
+    WSG_CONN_CLOSING,
+} wsg_conn_state_t;
+
+/* A buffer-pool chunk: header, then data up to WSG_CHUNK_SIZE in total.
+ * While queued for writing it is owned by its write request. */
+typedef struct wsg_chunk_s {
+    uv_write_t req;
+    uv_buf_t buf;            /* what is being written */
+    struct wsg_conn_s *conn;
+    uint8_t to;              /* side it is written to */
+    char data[];
+} wsg_chunk_t;
+
+#define WSG_CHUNK_DATA (WSG_CHUNK_SIZE - offsetof(wsg_chunk_t, data))
+
+/* One side of a connection: its transport, what it sends us (parsed as a
+ * frame stream) and what we owe it. */
+typedef struct wsg_peer_s {
+    wsg_side_t io;
+
+    /* --- the stream this peer sends --- */
+    wsg_ws_parser_t parser;
+    uint64_t payload_left;   /* payload bytes of the current frame still to come */
+    wsg_chunk_t *rchunk;     /* read chunk kept across reads while hold > 0 */
+    uint32_t hold;           /* rchunk->data[0..hold): an unfinished header or
+                                control frame, not forwarded yet */
+    uint8_t cur_op;          /* opcode of the current frame */
+    uint8_t cur_hlen;        /* its header length */
+    uint8_t cur_masked;
+    uint8_t cur_mask[4];
+    uint8_t in_ctl;          /* the current frame is a control frame being held */
+    uint8_t mid_frame;       /* a forwarded data frame's payload is still streaming,
+                                so nothing may be injected into the other peer's stream */
+    uint8_t close_rx;        /* this peer sent a close frame */
+    uint8_t eof;             /* this peer's stream ended (EOF or error) */
+    uint8_t reading;         /* read_start is in effect */
+    uint8_t paused;          /* reading stopped because the other side is full */
+
+    /* --- liveness of this peer (heartbeat) --- */
+    uint8_t ping_out;        /* a wsgate ping went out and no byte came back since */
+    uint8_t ping_wanted;     /* a ping is due but the stream to this peer is mid-frame */
+    uint32_t ping_seq;       /* payload of the last ping sent to this peer */
+    uint64_t last_rx;        /* loop time of the last byte received from it */
+    uint64_t ping_at;
+
+    /* --- what we write to this peer --- */
+    uint32_t queued;         /* bytes handed to uv_write and not completed */
+    uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
+    const char *close_reason;/* static string */
+    uint8_t close_sent;      /* wsgate (or the other peer) sent it a close frame */
+    uint8_t open;            /* the handle is initialised and not closing */
+    uint8_t shut;            /* shutdown(SHUT_WR) requested */
+    uint8_t want_shut;       /* shut down once queued drains */
+
+    uint64_t bytes;          /* received from this peer */
+    uint64_t frames;
+} wsg_peer_t;
+
+/* Handshake-time state, freed when the relay starts. */
+typedef struct wsg_hs_s {
+    char *req;               /* client's request head, then early frame bytes */
+    size_t req_len, req_cap;
+    wsg_http_head_t *req_head;
+    char *resp;              /* backend's response head, then its first frame bytes */
+    size_t resp_len, resp_cap;
+    wsg_http_head_t *resp_head;
+    char *upstream;          /* the request sent to the backend */
+    size_t upstream_len;
+    char accept[WSG_WS_ACCEPT_LEN + 1];
+    unsigned cand[8];        /* backends to try, in order */
+    size_t ncand, tried;
+    uv_connect_t connect_req;
+    uint64_t deadline;       /* of the current phase */
+} wsg_hs_t;
+
+struct wsg_conn_s {
+    wsg_peer_t peer[2];
+    wsg_worker_t *w;
+    wsg_runtime_t *rt;       /* owned reference: the config this connection started with */
+    wsg_conn_t *prev, *next; /* worker's list */
+    wsg_timer_node_t timer;
+    wsg_hs_t *hs;            /* owned; NULL once relaying */
+    uint64_t id;
+    uint64_t t_start;
+    uint64_t last_data;      /* loop time of the last data frame byte either way */
+    uint64_t close_deadline; /* CLOSING: force-close at this time */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } client_addr;
+    uint32_t listener;       /* index into rt->cfg->listeners */
+    int32_t route;           /* -1 until routed */
+    int32_t pool;
+    int32_t backend;         /* -1 until a backend is chosen */
+    uint16_t status;         /* HTTP status the client got */
+    uint16_t close_code;     /* first close code seen or sent */
+    uint8_t closed_by;       /* WSG_BY_* */
+    uint8_t state;           /* wsg_conn_state_t */
+    uint8_t handles;         /* open uv handles; freed at 0 */
+    uint8_t counted_backend; /* wsg_balancer_conn_start() was called */
+    const char *end_reason;  /* static string for the access log */
+};
+
+enum { WSG_BY_NONE = 0, WSG_BY_CLIENT, WSG_BY_BACKEND, WSG_BY_WSGATE };
+
+/* conn.c */
+wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c);
+void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch);
+/* Sends bytes to side <to> after whatever is queued; copies what cannot be
+ * written now. Returns 0 or a UV_E* code. */
+int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len);
+/* Sends ch->data[0..len) to <to>; takes ownership of <ch>. */
+int wsg__conn_send_chunk(wsg_conn_t *c, int to, wsg_chunk_t *ch, size_t len);
+void wsg__conn_reschedule(wsg_conn_t *c);
+/* Ends the connection: flush, shut down both sides, wait for their EOF
+ * (bounded by drain_ms), close. */
+void wsg__conn_finish(wsg_conn_t *c);
+/* <side> ended its stream (EOF or read error). */
+void wsg__conn_side_eof(wsg_conn_t *c, int side);
+void wsg__conn_close_side(wsg_conn_t *c, int side);
+void wsg__conn_log_ctx(const wsg_conn_t *c, wsg_log_ctx_t *ctx);
+int wsg__conn_resume_read(wsg_conn_t *c, int side);
+void wsg__conn_pause_read(wsg_conn_t *c, int side);
+
+/* relay.c */
+void wsg__relay_start(wsg_conn_t *c);
+void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread);
+void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf);
+void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now);
+uint64_t wsg__relay_next_deadline(const wsg_conn_t *c);
+/* wsgate closes the session: close <client_code> to the client and
+ * <backend_code> to the backend (0: none), then finish. */
+void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_reason,
+                      uint16_t backend_code, const char *backend_reason);
+/* Output to <to> drained or changed: inject owed frames, resume readers. */
+void wsg__relay_on_drained(wsg_conn_t *c, int to);
+/* Feeds <len> bytes received from <from> during the handshake. */
+void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len);
+
+#endif /* WSGATE_CONN_INT_H */

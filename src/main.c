@@ -1,0 +1,157 @@
+/*
+ * wsgate's command line (SPEC §1): argument parsing, the one-shot commands
+ * (-t, --which, -V, -h) and the exit codes. Running the proxy is
+ * wsg_server_run()'s job; nothing else lives here.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <llhttp.h>
+#include <openssl/crypto.h>
+#include <uv.h>
+
+#include <wsgate/config.h>
+#include <wsgate/hash_ring.h>
+#include <wsgate/server.h>
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: wsgate [-c FILE]                 run with FILE (default: ./%s, else %s)\n"
+            "       wsgate -t -c FILE                check FILE and exit\n"
+            "       wsgate --which KEY [-p POOL] -c FILE\n"
+            "                                        print the backend sticky key KEY maps to\n"
+            "       wsgate -V | --version            print versions\n"
+            "       wsgate -h | --help               this help\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT shut down gracefully (a second one exits at once).\n"
+            "Exit status: 0 ok, 1 configuration error, 2 usage error, 3 start-up failure.\n",
+            WSG_CONFIG_DEFAULT_PATH, WSG_CONFIG_FALLBACK_PATH);
+}
+
+static void version(void) {
+    printf("wsgate %s\n", WSG_VERSION);
+    printf("libuv %s\n", uv_version_string());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+    printf("jansson %s\n", JANSSON_VERSION);
+}
+
+static const char *default_config(void) {
+    if (access(WSG_CONFIG_DEFAULT_PATH, F_OK) == 0)
+        return WSG_CONFIG_DEFAULT_PATH;
+    return WSG_CONFIG_FALLBACK_PATH;
+}
+
+static wsg_config_t *load(const char *path, bool resolve) {
+    wsg_config_errors_t errs = {0};
+    wsg_config_opts_t opts = {.resolve = resolve};
+    wsg_config_t *cfg = wsg_config_load(path, &opts, &errs);
+    for (size_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "%s\n", errs.msgs[i]);
+    wsg_config_errors_free(&errs);
+    return cfg;
+}
+
+static int which(const char *path, const char *key, const char *pool_name) {
+    wsg_config_t *cfg = load(path, false);
+    if (cfg == NULL)
+        return WSG_EXIT_CONFIG;
+    const wsg_pool_conf_t *pool =
+        pool_name ? wsg_config_pool(cfg, pool_name) : &cfg->pools[cfg->routes[0].pool_index];
+    if (pool == NULL) {
+        fprintf(stderr, "wsgate: %s: no pool named \"%s\"\n", path, pool_name);
+        wsg_config_unref(cfg);
+        return WSG_EXIT_USAGE;
+    }
+    wsg_ring_member_t *m = calloc(pool->nbackends, sizeof(*m));
+    for (size_t i = 0; m != NULL && i < pool->nbackends; i++) {
+        m[i].id = pool->backends[i].address;
+        m[i].weight = pool->backends[i].weight;
+    }
+    wsg_ring_t *ring = m ? wsg_ring_new(m, pool->nbackends) : NULL;
+    free(m);
+    if (ring == NULL) {
+        fprintf(stderr, "wsgate: out of memory\n");
+        wsg_config_unref(cfg);
+        return WSG_EXIT_STARTUP;
+    }
+    unsigned idx = wsg_ring_lookup(ring, wsg_ring_hash(key, strlen(key)));
+    printf("%s\n", pool->backends[idx].address);
+    wsg_ring_free(ring);
+    wsg_config_unref(cfg);
+    return WSG_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"which", required_argument, NULL, 'w'},  {"pool", required_argument, NULL, 'p'},
+        {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *key = NULL, *pool = NULL;
+    bool test = false;
+    int opt;
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":c:tp:Vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = true;
+            break;
+        case 'w':
+            key = optarg;
+            break;
+        case 'p':
+            pool = optarg;
+            break;
+        case 'V':
+            version();
+            return WSG_EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return WSG_EXIT_OK;
+        case ':':
+            fprintf(stderr, "wsgate: option %s needs an argument\n", argv[optind - 1]);
+            usage(stderr);
+            return WSG_EXIT_USAGE;
+        default:
+            fprintf(stderr, "wsgate: unknown option %s\n", argv[optind - 1]);
+            usage(stderr);
+            return WSG_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wsgate: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return WSG_EXIT_USAGE;
+    }
+    if ((pool != NULL && key == NULL) || (test && key != NULL)) {
+        fprintf(stderr, "wsgate: -p goes with --which, and -t and --which exclude each other\n");
+        usage(stderr);
+        return WSG_EXIT_USAGE;
+    }
+    if (path == NULL)
+        path = default_config();
+    if (key != NULL)
+        return which(path, key, pool);
+
+    wsg_config_t *cfg = load(path, true);
+    if (cfg == NULL)
+        return WSG_EXIT_CONFIG;
+    if (test) {
+        printf("%s: configuration OK\n", path);
+        wsg_config_unref(cfg);
+        return WSG_EXIT_OK;
+    }
+    int rc = wsg_server_run(cfg);
+    wsg_config_unref(cfg);
+    return rc;
+}

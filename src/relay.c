@@ -1,0 +1,493 @@
+/*
+ * The relay: once the backend said 101, frames flow both ways through here.
+ *
+ * One routine serves both directions, parameterised by the sending side. A
+ * read lands in a chunk from the worker's pool; the frame headers in it are
+ * parsed in place (ws_frame.c) only to learn where frames start and end, and
+ * the bytes go out unchanged in ONE write, normally straight from the read
+ * chunk with uv_try_write, so a relayed message costs one recv, one send and
+ * no copy. What the receiver cannot take stays in the chunk, queued; at
+ * buffer_bytes queued the sender is no longer read (backpressure). A chunk
+ * goes back to the pool as soon as its bytes are written, so a quiet
+ * connection holds no buffer.
+ *
+ * The relay changes the stream in three ways only, each at a frame
+ * boundary: it drops the pongs answering its own heartbeat pings, it inserts
+ * its own pings and close frames, and it stops forwarding on a protocol
+ * error. To keep to frame boundaries, an unfinished header or control frame
+ * at the end of a read is held back (at most 14 + 125 bytes) and completed by
+ * the next read; data frame payloads stream through as they arrive and are
+ * never gathered.
+ *
+ * Deadlines (idle, heartbeat, close) are timestamps compared lazily when the
+ * connection's single deadline-heap node fires; relaying a frame never
+ * touches a timer.
+ */
+#include "conn_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define HB_PAYLOAD_LEN 18 /* "wsgate-hb-" + 8 hex digits */
+
+static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
+
+#define RLOG(c, level, ...)                                                            \
+    do {                                                                               \
+        if ((level) >= wsg_log_threshold()) {                                          \
+            wsg_log_ctx_t ctx_;                                                        \
+            wsg__conn_log_ctx((c), &ctx_);                                             \
+            wsg_log_write((level), "relay", &ctx_, __VA_ARGS__);                       \
+        }                                                                              \
+    } while (0)
+
+static const char *side_name(int side) { return side == WSG_CLIENT ? "client" : "backend"; }
+
+static void hb_payload(uint32_t seq, char out[HB_PAYLOAD_LEN + 1]) {
+    snprintf(out, HB_PAYLOAD_LEN + 1, "wsgate-hb-%08x", (unsigned)seq);
+}
+
+void wsg__relay_start(wsg_conn_t *c) {
+    const wsg_config_t *cfg = cfg_of(c);
+    uint64_t now = uv_now(&c->w->loop);
+
+    c->state = WSG_CONN_RELAY;
+    c->last_data = now;
+    for (int s = 0; s < 2; s++) {
+        wsg_peer_t *p = &c->peer[s];
+        wsg_ws_parser_init(&p->parser, s == WSG_CLIENT, cfg->limits.max_frame_bytes);
+        p->last_rx = now;
+    }
+    wsg__conn_resume_read(c, WSG_CLIENT);
+    wsg__conn_resume_read(c, WSG_BACKEND);
+    wsg__conn_reschedule(c);
+}
+
+/* ---- frames wsgate writes itself ------------------------------------------ */
+
+/* Frames to the backend are masked (wsgate is its client, RFC 6455 §5.3);
+ * the mask only has to be unpredictable to scripts, which never see it. */
+static const uint8_t *mask_for(wsg_conn_t *c, int to, uint8_t mask[4]) {
+    if (to == WSG_CLIENT)
+        return NULL;
+    uint64_t r = wsg_worker_random(c->w);
+    memcpy(mask, &r, 4);
+    return mask;
+}
+
+/* Writes what wsgate owes <to> (a close, else a ping) if the stream to it is
+ * at a frame boundary. */
+static void try_inject(wsg_conn_t *c, int to) {
+    wsg_peer_t *q = &c->peer[to];
+    wsg_peer_t *src = &c->peer[WSG_OTHER(to)];
+    uint8_t frame[WSG_WS_MAX_HEADER + WSG_WS_MAX_CONTROL_PAYLOAD], mask[4];
+    size_t n;
+
+    if (!q->open || q->shut || q->want_shut || q->eof) {
+        q->close_owed = 0;
+        q->ping_wanted = 0;
+        return;
+    }
+    if (src->mid_frame)
+        return; /* retried when the frame being forwarded ends */
+    if (q->close_owed) {
+        n = wsg_ws_build_close(frame, sizeof(frame), q->close_owed, q->close_reason,
+                               mask_for(c, to, mask));
+        RLOG(c, WSG_LOG_DEBUG, "sending close %u to the %s", q->close_owed, side_name(to));
+        q->close_owed = 0;
+        q->close_sent = 1;
+        q->ping_wanted = 0;
+        wsg__conn_send(c, to, frame, n);
+        return;
+    }
+    if (q->ping_wanted && !q->close_sent) {
+        char payload[HB_PAYLOAD_LEN + 1];
+        q->ping_wanted = 0;
+        q->ping_seq++;
+        hb_payload(q->ping_seq, payload);
+        n = wsg_ws_build(frame, sizeof(frame), WSG_WS_OP_PING, payload, HB_PAYLOAD_LEN,
+                         mask_for(c, to, mask));
+        q->ping_out = 1;
+        q->ping_at = uv_now(&c->w->loop);
+        wsg__conn_send(c, to, frame, n);
+        wsg__conn_reschedule(c);
+    }
+}
+
+void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_reason,
+                      uint16_t backend_code, const char *backend_reason) {
+    if (c->state != WSG_CONN_RELAY)
+        return;
+    if (c->close_code == 0)
+        c->close_code = client_code ? client_code : backend_code;
+    if (c->closed_by == WSG_BY_NONE)
+        c->closed_by = WSG_BY_WSGATE;
+    wsg_peer_t *cl = &c->peer[WSG_CLIENT], *be = &c->peer[WSG_BACKEND];
+    if (client_code && !cl->close_sent) {
+        cl->close_owed = client_code;
+        cl->close_reason = client_reason;
+    }
+    if (backend_code && !be->close_sent) {
+        be->close_owed = backend_code;
+        be->close_reason = backend_reason;
+    }
+    /* CLOSING first: try_inject and the read path then stop forwarding new
+     * frames, and finish() waits for the owed frames before shutting down. */
+    wsg__conn_finish(c);
+    try_inject(c, WSG_CLIENT);
+    try_inject(c, WSG_BACKEND);
+    wsg__conn_finish(c);
+}
+
+/* ---- control frames ------------------------------------------------------- */
+
+/* A complete control frame <f>[0..len) arrived from <from>. Returns 1 to
+ * forward it, 0 to drop it. */
+static int on_control(wsg_conn_t *c, int from, const uint8_t *f, size_t len) {
+    wsg_peer_t *p = &c->peer[from];
+    wsg_peer_t *q = &c->peer[WSG_OTHER(from)];
+    uint8_t payload[WSG_WS_MAX_CONTROL_PAYLOAD];
+    size_t plen = len - p->cur_hlen;
+
+    memcpy(payload, f + p->cur_hlen, plen);
+    if (p->cur_masked)
+        wsg_ws_unmask(payload, plen, p->cur_mask, 0);
+
+    switch (p->cur_op) {
+    case WSG_WS_OP_PONG: {
+        char expect[HB_PAYLOAD_LEN + 1];
+        hb_payload(p->ping_seq, expect);
+        /* Our own heartbeat answered: consumed, never forwarded (SPEC §4). */
+        return !(p->ping_seq != 0 && plen == HB_PAYLOAD_LEN &&
+                 memcmp(payload, expect, HB_PAYLOAD_LEN) == 0);
+    }
+    case WSG_WS_OP_CLOSE: {
+        uint16_t code = wsg_ws_close_code(payload, plen);
+        p->close_rx = 1;
+        if (c->close_code == 0) {
+            c->close_code = code;
+            c->closed_by = from == WSG_CLIENT ? WSG_BY_CLIENT : WSG_BY_BACKEND;
+        }
+        RLOG(c, WSG_LOG_DEBUG, "close %u from the %s", code, side_name(from));
+        if (c->state == WSG_CONN_CLOSING || q->close_sent)
+            return 0; /* the answer to a close wsgate sent: it ends here */
+        q->close_sent = 1;
+        return 1;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* ---- the pump --------------------------------------------------------------- */
+
+/* Parses and forwards ch->data[0..n) received from <from>; bytes
+ * [0..p->hold) are the unfinished unit of the previous read. Takes <ch>. */
+static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
+    wsg_peer_t *p = &c->peer[from];
+    int to = WSG_OTHER(from);
+    uint8_t *data = (uint8_t *)ch->data;
+    size_t pos = p->hold, out = 0, ustart = 0, tail = 0;
+    int err = 0, saw_data = 0;
+    wsg_ws_frame_t f;
+
+    p->hold = 0;
+    p->rchunk = NULL;
+
+/* Forwarding compacts in place, so dropped frames leave no gap. */
+#define EMIT(a, b)                                                                     \
+    do {                                                                               \
+        if (out != (a))                                                                \
+            memmove(data + out, data + (a), (b) - (a));                                \
+        out += (b) - (a);                                                              \
+    } while (0)
+
+    while (pos < n || (p->in_ctl && p->payload_left == 0)) {
+        if (p->in_ctl) {
+            size_t take = n - pos < p->payload_left ? n - pos : (size_t)p->payload_left;
+            pos += take;
+            p->payload_left -= take;
+            if (p->payload_left > 0) {
+                tail = n - ustart;
+                break;
+            }
+            p->in_ctl = 0;
+            if (on_control(c, from, data + ustart, pos - ustart) && c->state == WSG_CONN_RELAY)
+                EMIT(ustart, pos);
+            continue;
+        }
+        if (p->payload_left > 0) {
+            size_t take = n - pos < p->payload_left ? n - pos : (size_t)p->payload_left;
+            if (p->mid_frame)
+                EMIT(pos, pos + take);
+            pos += take;
+            p->payload_left -= take;
+            if (p->payload_left == 0)
+                p->mid_frame = 0;
+            saw_data = 1;
+            continue;
+        }
+        if (!wsg_ws_parser_mid_header(&p->parser))
+            ustart = pos;
+        size_t used;
+        int r = wsg_ws_parse(&p->parser, data + pos, n - pos, &used, &f);
+        if (r == WSG_WS_INCOMPLETE) {
+            tail = n - ustart;
+            break;
+        }
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        pos += used;
+        p->frames++;
+        p->payload_left = f.payload_len;
+        if (f.opcode & 0x8) {
+            p->in_ctl = 1;
+            p->cur_op = f.opcode;
+            p->cur_hlen = f.header_len;
+            p->cur_masked = f.masked;
+            memcpy(p->cur_mask, f.mask, 4);
+            continue;
+        }
+        saw_data = 1;
+        /* Data after this side's close frame, or after wsgate began closing,
+         * is dropped whole (RFC 6455 §5.5.1: nothing follows a close). */
+        if (c->state != WSG_CONN_RELAY || p->close_rx)
+            continue;
+        EMIT(ustart, pos);
+        p->mid_frame = p->payload_left > 0;
+    }
+#undef EMIT
+
+    wsg_worker_stats_t *st = &c->w->stats;
+    atomic_fetch_add_explicit(&st->bytes[from], n, memory_order_relaxed);
+    if (saw_data)
+        c->last_data = uv_now(&c->w->loop);
+
+    /* Keep the unfinished unit for the next read. When the chunk itself is
+     * about to be written out, the unit (at most 139 bytes) moves to a new
+     * chunk; otherwise it slides to the front of this one. */
+    if (tail > 0 && out > 0) {
+        wsg_chunk_t *nc = wsg__chunk_get(c);
+        if (nc == NULL) {
+            err = WSG_WS_ERR_TOO_BIG; /* out of memory: end the connection */
+        } else {
+            memcpy(nc->data, data + ustart, tail);
+            p->rchunk = nc;
+            p->hold = (uint32_t)tail;
+        }
+    } else if (tail > 0) {
+        if (ustart > 0)
+            memmove(data, data + ustart, tail);
+        p->rchunk = ch;
+        p->hold = (uint32_t)tail;
+        ch = NULL;
+    }
+    if (ch != NULL) {
+        if (out > 0)
+            wsg__conn_send_chunk(c, to, ch, out);
+        else
+            wsg__chunk_put(c, ch);
+    }
+
+    if (err < 0) {
+        uint16_t code = wsg_ws_error_close_code(err);
+        atomic_fetch_add_explicit(&st->protocol_errors, 1, memory_order_relaxed);
+        RLOG(c, WSG_LOG_INFO, "protocol error from the %s: %s: closing with %u", side_name(from),
+             wsg_ws_strerror(err), code);
+        c->end_reason = wsg_ws_strerror(err);
+        c->closed_by = WSG_BY_WSGATE;
+        c->close_code = code;
+        wsg__conn_pause_read(c, from);
+        wsg__relay_close(c, code, wsg_ws_strerror(err), code, wsg_ws_strerror(err));
+        return;
+    }
+
+    wsg_peer_t *q = &c->peer[to];
+    if (c->state == WSG_CONN_RELAY) {
+        if (p->close_rx && q->close_rx) {
+            wsg__conn_finish(c); /* both directions carried a close frame */
+            return;
+        }
+        if (p->close_rx && c->close_deadline == 0) {
+            c->close_deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
+            wsg__conn_reschedule(c);
+        }
+        if (q->queued >= cfg_of(c)->limits.buffer_bytes && p->reading) {
+            wsg__conn_pause_read(c, from);
+            p->paused = 1;
+        }
+    }
+    if (!p->mid_frame && (q->close_owed || q->ping_wanted)) {
+        try_inject(c, to);
+        if (c->state == WSG_CONN_CLOSING)
+            wsg__conn_finish(c);
+    }
+}
+
+void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
+    wsg_peer_t *p = &c->peer[from];
+    wsg_peer_t *q = &c->peer[WSG_OTHER(from)];
+
+    if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) == NULL) {
+        *buf = uv_buf_init(NULL, 0); /* the read callback sees UV_ENOBUFS */
+        return;
+    }
+    size_t room = WSG_CHUNK_DATA - p->hold;
+    uint64_t limit = cfg_of(c)->limits.buffer_bytes;
+    /* Never read more than the receiver may still queue: buffer_bytes is a
+     * bound, not a threshold. */
+    if (c->state == WSG_CONN_RELAY && q->queued < limit && limit - q->queued < room)
+        room = (size_t)(limit - q->queued);
+    *buf = uv_buf_init(p->rchunk->data + p->hold, (unsigned)room);
+}
+
+static void on_peer_eof(wsg_conn_t *c, int from, ssize_t err) {
+    wsg_peer_t *p = &c->peer[from];
+
+    if (c->state == WSG_CONN_RELAY && !p->close_rx) {
+        /* The TCP connection ended without a close frame (SPEC §4): the
+         * client learns with 1011, the backend with 1001. */
+        RLOG(c, WSG_LOG_INFO, "%s connection ended without a close frame (%s)", side_name(from),
+             err == UV_EOF ? "EOF" : uv_strerror((int)err));
+        if (c->closed_by == WSG_BY_NONE)
+            c->closed_by = from == WSG_CLIENT ? WSG_BY_CLIENT : WSG_BY_BACKEND;
+        c->end_reason = from == WSG_CLIENT ? "client connection lost" : "backend connection lost";
+        p->eof = 1;
+        p->reading = 0;
+        if (from == WSG_BACKEND)
+            wsg__relay_close(c, WSG_WS_CLOSE_INTERNAL_ERROR, "backend connection lost", 0, NULL);
+        else
+            wsg__relay_close(c, 0, NULL, WSG_WS_CLOSE_GOING_AWAY, "client connection lost");
+        wsg__conn_side_eof(c, from);
+        return;
+    }
+    wsg__conn_side_eof(c, from);
+}
+
+void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
+    wsg_peer_t *p = &c->peer[from];
+
+    if (nread <= 0) {
+        /* Nothing read (EAGAIN) or the end: the chunk goes back unless it
+         * holds part of a frame. */
+        if (p->rchunk != NULL && (p->hold == 0 || nread < 0)) {
+            wsg__chunk_put(c, p->rchunk);
+            p->rchunk = NULL;
+            p->hold = 0;
+        }
+        if (nread < 0)
+            on_peer_eof(c, from, nread);
+        return;
+    }
+    p->last_rx = uv_now(&c->w->loop);
+    p->ping_out = 0; /* any byte proves the peer alive */
+    p->bytes += (uint64_t)nread;
+    if (!p->open || p->eof) {
+        wsg__chunk_put(c, p->rchunk);
+        p->rchunk = NULL;
+        return;
+    }
+    process(c, from, p->rchunk, p->hold + (size_t)nread);
+}
+
+void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len) {
+    wsg_peer_t *p = &c->peer[from];
+
+    while (len > 0 && c->state == WSG_CONN_RELAY) {
+        if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) == NULL) {
+            wsg_conn_abort(c, "out of memory");
+            return;
+        }
+        size_t room = WSG_CHUNK_DATA - p->hold;
+        size_t k = len < room ? len : room;
+        memcpy(p->rchunk->data + p->hold, data, k);
+        p->bytes += k;
+        process(c, from, p->rchunk, p->hold + k);
+        data += k;
+        len -= k;
+    }
+}
+
+void wsg__relay_on_drained(wsg_conn_t *c, int to) {
+    wsg_peer_t *q = &c->peer[to];
+    wsg_peer_t *src = &c->peer[WSG_OTHER(to)];
+
+    if (src->paused && q->queued <= cfg_of(c)->limits.buffer_bytes / 2)
+        wsg__conn_resume_read(c, WSG_OTHER(to));
+}
+
+/* ---- deadlines --------------------------------------------------------------- */
+
+uint64_t wsg__relay_next_deadline(const wsg_conn_t *c) {
+    const wsg_config_t *cfg = cfg_of(c);
+    uint64_t d = UINT64_MAX;
+
+    if (c->close_deadline)
+        d = c->close_deadline;
+    if (cfg->timeouts.idle_ms && c->last_data + cfg->timeouts.idle_ms < d)
+        d = c->last_data + cfg->timeouts.idle_ms;
+    if (cfg->heartbeat.interval_ms) {
+        for (int s = 0; s < 2; s++) {
+            const wsg_peer_t *p = &c->peer[s];
+            uint64_t t;
+            if (p->ping_out)
+                t = p->ping_at + cfg->heartbeat.timeout_ms;
+            else if (!p->ping_wanted)
+                t = p->last_rx + cfg->heartbeat.interval_ms;
+            else
+                continue;
+            if (t < d)
+                d = t;
+        }
+    }
+    return d;
+}
+
+void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
+    const wsg_config_t *cfg = cfg_of(c);
+    wsg_worker_stats_t *st = &c->w->stats;
+
+    if (c->close_deadline && now >= c->close_deadline) {
+        wsg_conn_abort(c, "close handshake not complete within drain_ms");
+        return;
+    }
+    if (cfg->timeouts.idle_ms && now >= c->last_data + cfg->timeouts.idle_ms) {
+        atomic_fetch_add_explicit(&st->idle_timeouts, 1, memory_order_relaxed);
+        c->end_reason = "idle timeout";
+        RLOG(c, WSG_LOG_INFO, "no data frame for %llu ms: closing",
+             (unsigned long long)cfg->timeouts.idle_ms);
+        wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
+                         "idle timeout");
+        return;
+    }
+    if (cfg->heartbeat.interval_ms) {
+        for (int s = 0; s < 2; s++) {
+            wsg_peer_t *p = &c->peer[s];
+            if (p->ping_out && now >= p->ping_at + cfg->heartbeat.timeout_ms) {
+                /* Dead: nothing came back after our ping. The other side
+                 * hears 1001; the dead side is simply closed. */
+                atomic_fetch_add_explicit(&st->heartbeat_timeouts, 1, memory_order_relaxed);
+                c->end_reason = s == WSG_CLIENT ? "client heartbeat timeout"
+                                                : "backend heartbeat timeout";
+                RLOG(c, WSG_LOG_INFO, "%s sent nothing within %llu ms of a ping: closing",
+                     side_name(s), (unsigned long long)cfg->heartbeat.timeout_ms);
+                p->eof = 1;
+                if (s == WSG_CLIENT)
+                    wsg__relay_close(c, 0, NULL, WSG_WS_CLOSE_GOING_AWAY, "client heartbeat timeout");
+                else
+                    wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, "backend heartbeat timeout", 0,
+                                     NULL);
+                wsg__conn_close_side(c, s);
+                return;
+            }
+            if (!p->ping_out && !p->ping_wanted &&
+                now >= p->last_rx + cfg->heartbeat.interval_ms) {
+                p->ping_wanted = 1;
+                try_inject(c, s);
+            }
+        }
+    }
+    wsg__conn_reschedule(c);
+}
