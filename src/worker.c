@@ -101,6 +101,10 @@ static void begin_stop(wsg_worker_t *w) {
         return;
     w->stopping = true;
     close_listeners(w);
+    /* From now on only live connections keep the loop running; the deadline
+     * timer still fires for them but must not hold the worker up once they
+     * are gone. */
+    uv_unref((uv_handle_t *)&w->timer);
     /* Every relayed client hears 1001 "going away" (SPEC §8); the
      * connections then end by themselves within drain_ms, each bounded by
      * its own close deadline. */
