@@ -15,12 +15,26 @@
 #include <wsgate/balancer.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wsgate/log.h>
 
 #define RANK_STACK 64
+
+const char *wsg_health_type_name(wsg_health_type_t t) {
+    switch (t) {
+    case WSG_HEALTH_TCP:
+        return "tcp";
+    case WSG_HEALTH_HTTP:
+        return "http";
+    case WSG_HEALTH_WEBSOCKET:
+        return "websocket";
+    default:
+        return "passive";
+    }
+}
 
 const char *wsg_backend_state_name(wsg_backend_state_t s) {
     switch (s) {
@@ -34,20 +48,59 @@ const char *wsg_backend_state_name(wsg_backend_state_t s) {
     return "unknown";
 }
 
-wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf) {
+static wsg_backend_t *backend_new(const char *pool, const char *address) {
+    wsg_backend_t *be = calloc(1, sizeof(*be));
+    if (be == NULL)
+        return NULL;
+    be->address = strdup(address);
+    be->pool = strdup(pool);
+    if (be->address == NULL || be->pool == NULL) {
+        free(be->address);
+        free(be->pool);
+        free(be);
+        return NULL;
+    }
+    atomic_init(&be->state, WSG_BACKEND_UP);
+    atomic_init(&be->refcount, 1);
+    return be;
+}
+
+static void backend_unref(wsg_backend_t *be) {
+    if (be == NULL || atomic_fetch_sub_explicit(&be->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    free(be->address);
+    free(be->pool);
+    free(be);
+}
+
+int wsg_balancer_find(const wsg_balancer_t *b, const char *address) {
+    for (size_t i = 0; i < b->nbackends; i++)
+        if (strcmp(b->backends[i]->address, address) == 0)
+            return (int)i;
+    return -1;
+}
+
+wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer_t *prev) {
     wsg_balancer_t *b = calloc(1, sizeof(*b));
     wsg_ring_member_t *members = calloc(conf->nbackends, sizeof(*members));
     if (b == NULL || members == NULL)
         goto fail;
     b->conf = conf;
     b->nbackends = conf->nbackends;
+    b->active_checks = conf->health.type != WSG_HEALTH_NONE;
     b->backends = calloc(conf->nbackends, sizeof(*b->backends));
     if (b->backends == NULL)
         goto fail;
     for (size_t i = 0; i < conf->nbackends; i++) {
-        b->backends[i].conf = &conf->backends[i];
-        atomic_init(&b->backends[i].state, WSG_BACKEND_UP);
-        members[i].id = conf->backends[i].address;
+        const char *addr = conf->backends[i].address;
+        int old = prev ? wsg_balancer_find(prev, addr) : -1;
+        if (old >= 0) {
+            b->backends[i] = prev->backends[old];
+            atomic_fetch_add_explicit(&b->backends[i]->refcount, 1, memory_order_relaxed);
+        } else if ((b->backends[i] = backend_new(conf->name, addr)) == NULL) {
+            goto fail;
+        }
+        members[i].id = addr;
         members[i].weight = conf->backends[i].weight;
     }
     b->ring = wsg_ring_new(members, conf->nbackends);
@@ -65,6 +118,8 @@ void wsg_balancer_free(wsg_balancer_t *b) {
     if (b == NULL)
         return;
     wsg_ring_free(b->ring);
+    for (size_t i = 0; b->backends != NULL && i < b->nbackends; i++)
+        backend_unref(b->backends[i]);
     free(b->backends);
     free(b);
 }
@@ -91,7 +146,7 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
      * the caller wants only one answer. */
     if (cap == 1 && b->conf->balance.load_factor <= 0) {
         unsigned first = wsg_ring_lookup(b->ring, key_hash);
-        if (eligible(&b->backends[first], now_ms)) {
+        if (eligible(b->backends[first], now_ms)) {
             out[0] = first;
             return 1;
         }
@@ -103,7 +158,7 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
     uint64_t bound = UINT64_MAX;
     if (b->conf->balance.load_factor > 0) {
         for (size_t i = 0; i < n; i++)
-            usable += eligible(&b->backends[order[i]], now_ms);
+            usable += eligible(b->backends[order[i]], now_ms);
         if (usable > 0) {
             /* Consistent hashing with bounded loads (Mirrokni et al.): a
              * backend may hold at most ceil(c * (m + 1) / n) connections,
@@ -114,7 +169,7 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
         }
     }
     for (size_t i = 0; i < n && found < cap; i++) {
-        wsg_backend_t *be = &b->backends[order[i]];
+        wsg_backend_t *be = b->backends[order[i]];
         if (!eligible(be, now_ms))
             continue;
         if (atomic_load_explicit(&be->active, memory_order_relaxed) >= bound)
@@ -126,49 +181,111 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
     return found;
 }
 
+static void set_state(wsg_balancer_t *b, wsg_backend_t *be, int from, int to, const char *why) {
+    if (atomic_compare_exchange_strong(&be->state, &from, to))
+        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is %s (was %s): %s", be->address,
+                b->conf->name, wsg_backend_state_name(to), wsg_backend_state_name(from), why);
+}
+
 void wsg_balancer_report_success(wsg_balancer_t *b, unsigned idx) {
-    wsg_backend_t *be = &b->backends[idx];
+    wsg_backend_t *be = b->backends[idx];
     atomic_store_explicit(&be->fails, 0, memory_order_relaxed);
-    int expect = WSG_BACKEND_DOWN;
-    if (atomic_compare_exchange_strong(&be->state, &expect, WSG_BACKEND_UP))
-        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is up (connect succeeded)",
-                be->conf->address, b->conf->name);
+    /* With active checks, only they bring a backend back (after rise
+     * passes); without, a successful probe connection does. */
+    if (!b->active_checks)
+        set_state(b, be, WSG_BACKEND_DOWN, WSG_BACKEND_UP, "a connection succeeded");
 }
 
 void wsg_balancer_report_failure(wsg_balancer_t *b, unsigned idx, uint64_t now_ms,
                                  const char *why) {
-    wsg_backend_t *be = &b->backends[idx];
+    wsg_backend_t *be = b->backends[idx];
     unsigned fall = b->conf->health.fall ? b->conf->health.fall : 1;
     unsigned fails = atomic_fetch_add_explicit(&be->fails, 1, memory_order_relaxed) + 1;
-    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    char msg[160];
 
-    /* A backend already down stays down; its probe failed, so push the next
-     * probe out by another interval. */
-    atomic_store_explicit(&be->retry_at_ms, now_ms + b->conf->health.interval_ms,
+    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    /* Without active checks a passively downed backend is probed again by
+     * real traffic after one health interval; a failed probe pushes the
+     * next one out. With active checks, the checks decide. */
+    atomic_store_explicit(&be->retry_at_ms,
+                          b->active_checks ? UINT64_MAX : now_ms + b->conf->health.interval_ms,
                           memory_order_relaxed);
     if (fails < fall)
         return;
-    int expect = WSG_BACKEND_UP;
-    if (atomic_compare_exchange_strong(&be->state, &expect, WSG_BACKEND_DOWN))
-        WSG_LOG(WSG_LOG_WARN, "health",
-                "backend %s of pool %s is down (%u failures in a row, last: %s); "
-                "retrying in %llu ms",
-                be->conf->address, b->conf->name, fails, why,
-                (unsigned long long)b->conf->health.interval_ms);
+    snprintf(msg, sizeof(msg), "%u failures in a row, last: %s", fails, why);
+    set_state(b, be, WSG_BACKEND_UP, WSG_BACKEND_DOWN, msg);
+}
+
+void wsg_balancer_check_result(wsg_balancer_t *b, unsigned idx, bool ok, uint64_t ms,
+                               const char *why) {
+    wsg_backend_t *be = b->backends[idx];
+    char msg[192];
+
+    be->last_check.done = true;
+    be->last_check.ok = ok;
+    be->last_check.ms = ms;
+    snprintf(be->last_check.error, sizeof(be->last_check.error), "%s", ok ? "" : why);
+    if (ok) {
+        atomic_store_explicit(&be->fails, 0, memory_order_relaxed);
+        unsigned passes = atomic_fetch_add_explicit(&be->passes, 1, memory_order_relaxed) + 1;
+        if (passes >= b->conf->health.rise) {
+            snprintf(msg, sizeof(msg), "%u %s check%s passed", passes,
+                     wsg_health_type_name(b->conf->health.type), passes == 1 ? "" : "s");
+            set_state(b, be, WSG_BACKEND_DOWN, WSG_BACKEND_UP, msg);
+        }
+        return;
+    }
+    atomic_store_explicit(&be->passes, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    atomic_store_explicit(&be->retry_at_ms, UINT64_MAX, memory_order_relaxed);
+    unsigned fails = atomic_fetch_add_explicit(&be->fails, 1, memory_order_relaxed) + 1;
+    if (fails >= b->conf->health.fall) {
+        snprintf(msg, sizeof(msg), "%u %s checks failed, last: %s", fails,
+                 wsg_health_type_name(b->conf->health.type), why);
+        set_state(b, be, WSG_BACKEND_UP, WSG_BACKEND_DOWN, msg);
+    }
+}
+
+wsg_backend_state_t wsg_balancer_set_draining(wsg_balancer_t *b, unsigned idx) {
+    wsg_backend_t *be = b->backends[idx];
+    int prev = atomic_exchange(&be->state, WSG_BACKEND_DRAINING);
+    if (prev != WSG_BACKEND_DRAINING)
+        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is draining (was %s): admin request",
+                be->address, b->conf->name, wsg_backend_state_name(prev));
+    return (wsg_backend_state_t)prev;
+}
+
+wsg_backend_state_t wsg_balancer_enable(wsg_balancer_t *b, unsigned idx) {
+    wsg_backend_t *be = b->backends[idx];
+    atomic_store(&be->fails, 0);
+    atomic_store(&be->passes, 0);
+    atomic_store(&be->retry_at_ms, 0);
+    int prev = atomic_exchange(&be->state, WSG_BACKEND_UP);
+    if (prev != WSG_BACKEND_UP)
+        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is up (was %s): admin request",
+                be->address, b->conf->name, wsg_backend_state_name(prev));
+    return (wsg_backend_state_t)prev;
 }
 
 void wsg_balancer_conn_start(wsg_balancer_t *b, unsigned idx) {
-    atomic_fetch_add_explicit(&b->backends[idx].active, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->backends[idx].total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->backends[idx]->active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->backends[idx]->total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&b->active, 1, memory_order_relaxed);
 }
 
 void wsg_balancer_conn_end(wsg_balancer_t *b, unsigned idx) {
-    atomic_fetch_sub_explicit(&b->backends[idx].active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->backends[idx]->active, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&b->active, 1, memory_order_relaxed);
 }
 
-wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg) {
+wsg_balancer_t *wsg_runtime_pool(const wsg_runtime_t *rt, const char *name) {
+    for (size_t i = 0; i < rt->cfg->npools; i++)
+        if (strcmp(rt->cfg->pools[i].name, name) == 0)
+            return rt->pools[i];
+    return NULL;
+}
+
+wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev) {
     wsg_runtime_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL)
         return NULL;
@@ -180,7 +297,8 @@ wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg) {
     rt->cfg = wsg_config_ref(cfg);
     atomic_init(&rt->refcount, 1);
     for (size_t i = 0; i < cfg->npools; i++) {
-        rt->pools[i] = wsg_balancer_new(&cfg->pools[i]);
+        const wsg_balancer_t *old = prev ? wsg_runtime_pool(prev, cfg->pools[i].name) : NULL;
+        rt->pools[i] = wsg_balancer_new(&cfg->pools[i], old);
         if (rt->pools[i] == NULL) {
             wsg_runtime_unref(rt);
             return NULL;

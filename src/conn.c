@@ -423,6 +423,14 @@ void wsg_conn_abort(wsg_conn_t *c, const char *why) {
 
 wsg_conn_t *wsg_conn_next(wsg_conn_t *c) { return c->next; }
 
+void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at) {
+    if (c->state != WSG_CONN_RELAY || c->backend < 0 ||
+        c->rt->pools[c->pool]->backends[c->backend] != backend)
+        return;
+    c->drain_at = at ? at : 1;
+    wsg__conn_reschedule(c);
+}
+
 void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason) {
     if (c->state == WSG_CONN_RELAY) {
         if (c->closed_by == WSG_BY_NONE)
@@ -441,7 +449,7 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
     c->status = (uint16_t)status;
     if (c->end_reason == NULL)
         c->end_reason = why;
-    atomic_fetch_add_explicit(&c->w->stats.handshakes[status / 100], 1, memory_order_relaxed);
+    wsg_worker_count_handshake(c->w, status, (uv_hrtime() - c->t_start_ns) / 1000);
     CLOG(c, status >= 500 ? WSG_LOG_WARN : WSG_LOG_INFO, "answered %d: %s", status, why);
     wsg__conn_pause_read(c, WSG_CLIENT);
     wsg__conn_close_side(c, WSG_BACKEND);
@@ -494,6 +502,7 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     c->hs = hs;
     c->id = ++w->next_conn_id;
     c->t_start = uv_now(&w->loop);
+    c->t_start_ns = uv_hrtime();
     c->listener = (uint32_t)l->index;
     c->route = c->pool = c->backend = -1;
     c->handles = 1;
@@ -537,7 +546,7 @@ static void start_relay(wsg_conn_t *c) {
     size_t resp_head = wsg_http_head_len(hs->resp_head);
 
     c->status = 101;
-    atomic_fetch_add_explicit(&c->w->stats.handshakes[1], 1, memory_order_relaxed);
+    wsg_worker_count_handshake(c->w, 101, (uv_hrtime() - c->t_start_ns) / 1000);
     if (wsg__conn_send(c, WSG_CLIENT, hs->resp, resp_head) < 0) {
         wsg_conn_abort(c, "client gone before the 101 could be sent");
         return;
@@ -587,7 +596,7 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     const char *why = status == UV_ECANCELED ? "connect timeout" : uv_strerror(status);
-    CLOG(c, WSG_LOG_WARN, "connect to %s failed: %s", bal->backends[c->backend].conf->address, why);
+    CLOG(c, WSG_LOG_WARN, "connect to %s failed: %s", bal->backends[c->backend]->address, why);
     wsg_balancer_report_failure(bal, (unsigned)c->backend, uv_now(&c->w->loop), why);
     wsg_balancer_conn_end(bal, (unsigned)c->backend);
     c->counted_backend = 0;
@@ -740,8 +749,7 @@ static void on_response_bytes(wsg_conn_t *c, size_t n) {
     size_t head = wsg_http_head_len(hs->resp_head);
     c->status = (uint16_t)wsg_http_head_status(hs->resp_head);
     c->end_reason = "backend refused the upgrade";
-    atomic_fetch_add_explicit(&c->w->stats.handshakes[c->status / 100 % 8], 1,
-                              memory_order_relaxed);
+    wsg_worker_count_handshake(c->w, c->status, (uv_hrtime() - c->t_start_ns) / 1000);
     CLOG(c, WSG_LOG_INFO, "backend answered %u: relaying it", c->status);
     c->state = WSG_CONN_PASSTHRU;
     hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;

@@ -426,6 +426,8 @@ uint64_t wsg__relay_next_deadline(const wsg_conn_t *c) {
 
     if (c->close_deadline)
         d = c->close_deadline;
+    if (c->drain_at && c->drain_at < d)
+        d = c->drain_at;
     if (cfg->timeouts.idle_ms && c->last_data + cfg->timeouts.idle_ms < d)
         d = c->last_data + cfg->timeouts.idle_ms;
     if (cfg->heartbeat.interval_ms) {
@@ -451,6 +453,15 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
 
     if (c->close_deadline && now >= c->close_deadline) {
         wsg_conn_abort(c, "close handshake not complete within drain_ms");
+        return;
+    }
+    if (c->drain_at && now >= c->drain_at) {
+        /* The backend is being drained: 1012 tells the client to reconnect,
+         * which lands it on another backend (SPEC §6). */
+        c->end_reason = "backend drained";
+        RLOG(c, WSG_LOG_INFO, "backend draining: sending 1012 to the client");
+        wsg__relay_close(c, WSG_WS_CLOSE_SERVICE_RESTART, "service restart",
+                         WSG_WS_CLOSE_GOING_AWAY, "going away");
         return;
     }
     if (cfg->timeouts.idle_ms && now >= c->last_data + cfg->timeouts.idle_ms) {

@@ -23,6 +23,7 @@
 
 struct wsg_server_s {
     uv_loop_t loop;
+    uint64_t started_ms;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_async_t done;           /* a worker finished */
     uv_timer_t deadline;       /* shutdown safety net */
@@ -32,7 +33,190 @@ struct wsg_server_s {
     _Atomic unsigned finished;
     _Atomic uint64_t active;   /* client connections, all workers */
     unsigned signals;
+    bool stopping;
 };
+
+/* Hooks for the modules that run on the server loop (admin, health). */
+static void server_reconfigured(wsg_server_t *srv) { (void)srv; }
+static void server_stopping(wsg_server_t *srv) { (void)srv; }
+
+uv_loop_t *wsg_server_loop(wsg_server_t *srv) { return &srv->loop; }
+wsg_runtime_t *wsg_server_runtime(wsg_server_t *srv) { return srv->rt; }
+uint64_t wsg_server_uptime_ms(const wsg_server_t *srv) { return uv_now((uv_loop_t *)&srv->loop) - srv->started_ms; }
+bool wsg_server_stopping(const wsg_server_t *srv) { return srv->stopping; }
+unsigned wsg_server_nworkers(const wsg_server_t *srv) { return srv->nworkers; }
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        const wsg_worker_stats_t *st = &srv->workers[i].stats;
+        out->conns_active += LOAD(st->conns_active);
+        out->conns_total += LOAD(st->conns_total);
+        out->conns_rejected += LOAD(st->conns_rejected);
+        for (int k = 0; k < 8; k++)
+            out->handshakes[k] += LOAD(st->handshakes[k]);
+        for (int k = 0; k < 600; k++)
+            out->handshake_status[k] += LOAD(st->handshake_status[k]);
+        for (int k = 0; k < 2; k++) {
+            out->frames[k] += LOAD(st->frames[k]);
+            out->bytes[k] += LOAD(st->bytes[k]);
+        }
+        for (int k = 0; k < 16; k++)
+            out->closes[k] += LOAD(st->closes[k]);
+        out->heartbeat_timeouts += LOAD(st->heartbeat_timeouts);
+        out->idle_timeouts += LOAD(st->idle_timeouts);
+        out->protocol_errors += LOAD(st->protocol_errors);
+        for (int k = 0; k < WSG_HS_BUCKETS; k++) {
+            uint64_t n = LOAD(st->hs_latency[k]);
+            out->hs_latency_buckets[k] += n;
+            out->hs_latency_count += n;
+        }
+        out->hs_latency_sum_us += LOAD(st->hs_latency_sum_us);
+    }
+}
+
+static void add_error(wsg_config_errors_t *errs, const char *msg) {
+    char **m = realloc(errs->msgs, (errs->count + 1) * sizeof(*m));
+    if (m == NULL)
+        return;
+    errs->msgs = m;
+    if ((m[errs->count] = strdup(msg)) != NULL)
+        errs->count++;
+}
+
+static bool same_addr(const wsg_sockaddr_t *a, const wsg_sockaddr_t *b) {
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Binds, for every worker, the listeners of <cfg> whose address <old> does
+ * not already serve. fds[w * n + i] is the fd or -1 ("keep"). */
+static int bind_new(wsg_server_t *srv, const wsg_config_t *cfg, const wsg_config_t *old,
+                    int **fds_out, char *err, size_t errcap) {
+    size_t n = cfg->nlisteners, total = (size_t)srv->nworkers * n;
+    int *fds = malloc((total ? total : 1) * sizeof(*fds));
+    if (fds == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < total; i++)
+        fds[i] = -1;
+    for (size_t l = 0; l < n; l++) {
+        const wsg_listener_conf_t *lc = &cfg->listeners[l];
+        bool keep = false;
+        for (size_t j = 0; old != NULL && j < old->nlisteners && !keep; j++)
+            keep = same_addr(&old->listeners[j].addr, &lc->addr);
+        if (keep)
+            continue;
+        char what[256];
+        snprintf(what, sizeof(what), "listener %s", lc->name);
+        for (unsigned w = 0; w < srv->nworkers; w++) {
+            int fd = wsg_listener_bind(what, lc->bind, &lc->addr, err, errcap);
+            if (fd < 0) {
+                for (size_t i = 0; i < total; i++)
+                    if (fds[i] >= 0)
+                        close(fds[i]);
+                free(fds);
+                return -1;
+            }
+            fds[w * n + l] = fd;
+        }
+    }
+    *fds_out = fds;
+    return 0;
+}
+
+int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
+    const char *path = srv->rt->cfg->path;
+    char err[512];
+    int *fds = NULL;
+
+    if (srv->stopping) {
+        add_error(errs, "wsgate is shutting down: reload refused");
+        return -1;
+    }
+    WSG_LOG(WSG_LOG_INFO, "server", "reloading %s", path);
+    wsg_config_t *cfg = wsg_config_load(path, NULL, errs);
+    if (cfg == NULL) {
+        for (size_t i = 0; i < errs->count; i++)
+            WSG_LOG(WSG_LOG_ERROR, "config", "%s", errs->msgs[i]);
+        WSG_LOG(WSG_LOG_ERROR, "server", "reload of %s failed: the running configuration stays",
+                path);
+        return -1;
+    }
+    if (cfg->workers != srv->nworkers)
+        WSG_LOG(WSG_LOG_WARN, "server", "workers: %u -> %u takes effect only after a restart",
+                srv->nworkers, cfg->workers);
+    wsg_runtime_t *rt = wsg_runtime_new(cfg, srv->rt);
+    wsg_config_unref(cfg); /* the runtime holds its own reference */
+    if (rt == NULL || bind_new(srv, rt->cfg, srv->rt->cfg, &fds, err, sizeof(err)) != 0) {
+        if (rt == NULL)
+            snprintf(err, sizeof(err), "out of memory");
+        add_error(errs, err);
+        WSG_LOG(WSG_LOG_ERROR, "server", "reload of %s failed: %s; the running configuration stays",
+                path, err);
+        wsg_runtime_unref(rt);
+        return -1;
+    }
+    size_t n = rt->cfg->nlisteners;
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
+        int *mine = malloc((n ? n : 1) * sizeof(*mine));
+        if (m == NULL || mine == NULL)
+            abort(); /* half-applied reload is worse than a crash the supervisor restarts */
+        memcpy(mine, fds + w * n, n * sizeof(*mine));
+        m->kind = WSG_MSG_RUNTIME;
+        m->rt = wsg_runtime_ref(rt);
+        m->fds = mine;
+        wsg_worker_post(&srv->workers[w], m);
+    }
+    free(fds);
+    wsg_runtime_unref(srv->rt);
+    srv->rt = rt;
+    wsg_log_configure(rt->cfg->log.level, rt->cfg->log.format);
+    server_reconfigured(srv);
+    WSG_LOG(WSG_LOG_INFO, "server", "reloaded %s: %zu listener%s, %zu route%s, %zu pool%s", path,
+            n, n == 1 ? "" : "s", rt->cfg->nroutes, rt->cfg->nroutes == 1 ? "" : "s",
+            rt->cfg->npools, rt->cfg->npools == 1 ? "" : "s");
+    return 0;
+}
+
+static int find_backend(wsg_server_t *srv, const char *pool, const char *address,
+                        wsg_balancer_t **b) {
+    *b = wsg_runtime_pool(srv->rt, pool);
+    return *b ? wsg_balancer_find(*b, address) : -1;
+}
+
+int wsg_server_drain(wsg_server_t *srv, const char *pool, const char *address,
+                     uint64_t spread_ms) {
+    wsg_balancer_t *b;
+    int idx = find_backend(srv, pool, address, &b);
+    if (idx < 0)
+        return -1;
+    wsg_balancer_set_draining(b, (unsigned)idx);
+    if (srv->stopping)
+        return 0;
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
+        if (m == NULL)
+            continue;
+        m->kind = WSG_MSG_DRAIN;
+        m->backend = b->backends[idx];
+        m->spread_ms = spread_ms;
+        wsg_worker_post(&srv->workers[w], m);
+    }
+    return 0;
+}
+
+int wsg_server_enable(wsg_server_t *srv, const char *pool, const char *address) {
+    wsg_balancer_t *b;
+    int idx = find_backend(srv, pool, address, &b);
+    if (idx < 0)
+        return -1;
+    wsg_balancer_enable(b, (unsigned)idx);
+    return 0;
+}
 
 bool wsg_server_conn_admit(wsg_server_t *srv, uint64_t max) {
     uint64_t n = atomic_fetch_add_explicit(&srv->active, 1, memory_order_relaxed);
@@ -67,7 +251,9 @@ static void on_signal(uv_signal_t *s, int signum) {
     wsg_server_t *srv = s->data;
 
     if (signum == SIGHUP) {
-        WSG_LOG(WSG_LOG_WARN, "server", "SIGHUP: reload is not available in this version");
+        wsg_config_errors_t errs = {0};
+        wsg_server_reload(srv, &errs); /* logs its own outcome */
+        wsg_config_errors_free(&errs);
         return;
     }
     if (++srv->signals > 1) {
@@ -80,6 +266,8 @@ static void on_signal(uv_signal_t *s, int signum) {
     WSG_LOG(WSG_LOG_INFO, "server",
             "%s: shutting down: closing listeners, sending 1001 to clients, waiting up to %llu ms",
             signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drain);
+    srv->stopping = true;
+    server_stopping(srv);
     for (unsigned i = 0; i < srv->nworkers; i++)
         wsg_worker_request_stop(&srv->workers[i]);
     uv_timer_start(&srv->deadline, on_deadline, drain + 1000, 0);
@@ -96,37 +284,6 @@ struct worker_arg {
     wsg_worker_t *w;
 };
 
-static int bind_all(wsg_server_t *srv, int **fds_out) {
-    const wsg_config_t *cfg = srv->rt->cfg;
-    size_t n = (size_t)srv->nworkers * cfg->nlisteners;
-    int *fds = malloc((n ? n : 1) * sizeof(*fds));
-    char err[512];
-
-    if (fds == NULL)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        fds[i] = -1;
-    for (unsigned w = 0; w < srv->nworkers; w++) {
-        for (size_t l = 0; l < cfg->nlisteners; l++) {
-            const wsg_listener_conf_t *lc = &cfg->listeners[l];
-            char what[256];
-            snprintf(what, sizeof(what), "listener %s", lc->name);
-            int fd = wsg_listener_bind(what, lc->bind, &lc->addr, err, sizeof(err));
-            if (fd < 0) {
-                fprintf(stderr, "wsgate: %s\n", err);
-                for (size_t i = 0; i < n; i++)
-                    if (fds[i] >= 0)
-                        close(fds[i]);
-                free(fds);
-                return -1;
-            }
-            fds[w * cfg->nlisteners + l] = fd;
-        }
-    }
-    *fds_out = fds;
-    return 0;
-}
-
 int wsg_server_run(wsg_config_t *cfg) {
     wsg_server_t srv;
     int *fds = NULL;
@@ -134,18 +291,21 @@ int wsg_server_run(wsg_config_t *cfg) {
     memset(&srv, 0, sizeof(srv));
     signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an error code, not a death */
     wsg_log_configure(cfg->log.level, cfg->log.format);
-    srv.rt = wsg_runtime_new(cfg);
+    srv.rt = wsg_runtime_new(cfg, NULL);
     if (srv.rt == NULL) {
         fprintf(stderr, "wsgate: out of memory\n");
         return WSG_EXIT_STARTUP;
     }
     srv.nworkers = cfg->workers ? cfg->workers : 1;
-    if (bind_all(&srv, &fds) != 0) {
+    char err[512];
+    if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
         wsg_runtime_unref(srv.rt);
         return WSG_EXIT_STARTUP;
     }
     srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
     uv_loop_init(&srv.loop);
+    srv.started_ms = uv_now(&srv.loop);
     uv_async_init(&srv.loop, &srv.done, on_done);
     srv.done.data = &srv;
     uv_timer_init(&srv.loop, &srv.deadline);

@@ -16,6 +16,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <wsgate/conn.h>
 #include <wsgate/log.h>
@@ -75,6 +76,23 @@ uint64_t wsg_worker_random(wsg_worker_t *w) {
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+const uint64_t wsg_hs_bucket_us[WSG_HS_BUCKETS - 1] = {
+    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000,
+};
+
+void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us) {
+    wsg_worker_stats_t *st = &w->stats;
+    size_t b = 0;
+    if (status >= 100 && status < 600) {
+        atomic_fetch_add_explicit(&st->handshake_status[status], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&st->handshakes[status / 100], 1, memory_order_relaxed);
+    }
+    while (b < WSG_HS_BUCKETS - 1 && us > wsg_hs_bucket_us[b])
+        b++;
+    atomic_fetch_add_explicit(&st->hs_latency[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->hs_latency_sum_us, us, memory_order_relaxed);
+}
+
 static void on_connection(uv_stream_t *s, int status) {
     wsg_wlistener_t *l = s->data;
     if (status < 0) {
@@ -87,12 +105,35 @@ static void on_connection(uv_stream_t *s, int status) {
     wsg_conn_accept(l->worker, l);
 }
 
+static wsg_wlistener_t *listener_open(wsg_worker_t *w, size_t index, int fd) {
+    wsg_wlistener_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->worker = w;
+    l->index = index;
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    int r = uv_tcp_open(&l->tcp, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+    if (r != 0) {
+        WSG_LOG(WSG_LOG_ERROR, "listener", "worker %u cannot listen on %s: %s", w->id,
+                w->rt->cfg->listeners[index].bind, uv_strerror(r));
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+        return NULL;
+    }
+    return l;
+}
+
+static void listener_close(wsg_wlistener_t *l) {
+    if (l != NULL)
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+}
+
 static void close_listeners(wsg_worker_t *w) {
     for (size_t i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].open) {
-            w->listeners[i].open = false;
-            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
-        }
+        listener_close(w->listeners[i]);
+        w->listeners[i] = NULL;
     }
 }
 
@@ -115,10 +156,97 @@ static void begin_stop(wsg_worker_t *w) {
     uv_close((uv_handle_t *)&w->async, NULL);
 }
 
+static bool same_addr(const wsg_sockaddr_t *a, const wsg_sockaddr_t *b) {
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Reload: adopt the new runtime. Listeners bound to an address that stays
+ * are kept as they are (their accept queue is never dropped), new ones are
+ * adopted from the fds the server bound, removed ones are closed. Live
+ * connections keep the runtime they started with. */
+static void apply_runtime(wsg_worker_t *w, wsg_worker_msg_t *m) {
+    const wsg_config_t *ncfg = m->rt->cfg, *ocfg = w->rt->cfg;
+    wsg_wlistener_t **nl = calloc(ncfg->nlisteners ? ncfg->nlisteners : 1, sizeof(*nl));
+
+    if (nl == NULL) {
+        WSG_LOG(WSG_LOG_ERROR, "worker", "worker %u: out of memory applying a reload", w->id);
+        wsg_runtime_unref(m->rt);
+        return;
+    }
+    for (size_t i = 0; i < ncfg->nlisteners; i++) {
+        if (m->fds[i] >= 0) {
+            nl[i] = listener_open(w, i, m->fds[i]);
+            continue;
+        }
+        for (size_t j = 0; j < w->nlisteners; j++) {
+            wsg_wlistener_t *old = w->listeners[j];
+            if (old && same_addr(&ocfg->listeners[old->index].addr, &ncfg->listeners[i].addr)) {
+                nl[i] = old;
+                old->index = i;
+                w->listeners[j] = NULL;
+                break;
+            }
+        }
+    }
+    close_listeners(w);
+    free(w->listeners);
+    w->listeners = nl;
+    w->nlisteners = ncfg->nlisteners;
+    wsg_runtime_unref(w->rt);
+    w->rt = m->rt; /* the message's reference */
+    if (w->stopping)
+        close_listeners(w);
+}
+
+static void apply_drain(wsg_worker_t *w, wsg_worker_msg_t *m) {
+    uint64_t now = uv_now(&w->loop);
+    for (wsg_conn_t *c = w->conns, *next; c != NULL; c = next) {
+        next = wsg_conn_next(c);
+        uint64_t at = now;
+        /* Spread with jitter so the clients do not all reconnect at once. */
+        if (m->spread_ms > 0)
+            at += wsg_worker_random(w) % m->spread_ms;
+        wsg_conn_drain(c, m->backend, at);
+    }
+}
+
 static void on_async(uv_async_t *a) {
     wsg_worker_t *w = a->data;
-    if (atomic_load(&w->stop_requested))
-        begin_stop(w);
+    wsg_worker_msg_t *m;
+
+    uv_mutex_lock(&w->mq_lock);
+    m = w->mq_head;
+    w->mq_head = w->mq_tail = NULL;
+    uv_mutex_unlock(&w->mq_lock);
+    while (m != NULL) {
+        wsg_worker_msg_t *next = m->next;
+        switch (m->kind) {
+        case WSG_MSG_STOP:
+            begin_stop(w);
+            break;
+        case WSG_MSG_RUNTIME:
+            apply_runtime(w, m);
+            break;
+        case WSG_MSG_DRAIN:
+            apply_drain(w, m);
+            break;
+        }
+        free(m->fds);
+        free(m);
+        m = next;
+    }
+}
+
+void wsg_worker_post(wsg_worker_t *w, wsg_worker_msg_t *msg) {
+    msg->next = NULL;
+    uv_mutex_lock(&w->mq_lock);
+    if (w->mq_tail)
+        w->mq_tail->next = msg;
+    else
+        w->mq_head = msg;
+    w->mq_tail = msg;
+    uv_mutex_unlock(&w->mq_lock);
+    uv_async_send(&w->async);
 }
 
 int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime_t *rt,
@@ -133,6 +261,8 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
         w->rng = 1;
     if ((r = uv_loop_init(&w->loop)) != 0)
         return r;
+    if ((r = uv_mutex_init(&w->mq_lock)) != 0)
+        return r;
     wsg_timer_heap_init(&w->deadlines);
     wsg_bufpool_init(&w->bufs, WSG_CHUNK_SIZE, POOL_MAX_FREE);
     uv_timer_init(&w->loop, &w->timer);
@@ -141,21 +271,12 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
     w->async.data = w;
     w->rt = wsg_runtime_ref(rt);
     w->nlisteners = rt->cfg->nlisteners;
-    w->listeners = calloc(w->nlisteners, sizeof(*w->listeners));
+    w->listeners = calloc(w->nlisteners ? w->nlisteners : 1, sizeof(*w->listeners));
     if (w->listeners == NULL)
         return UV_ENOMEM;
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        wsg_wlistener_t *l = &w->listeners[i];
-        l->worker = w;
-        l->index = i;
-        uv_tcp_init(&w->loop, &l->tcp);
-        l->tcp.data = l;
-        l->open = true;
-        if ((r = uv_tcp_open(&l->tcp, fds[i])) != 0)
-            return r;
-        if ((r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) != 0)
-            return r;
-    }
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if ((w->listeners[i] = listener_open(w, i, fds[i])) == NULL)
+            return UV_EINVAL;
     return 0;
 }
 
@@ -169,8 +290,11 @@ static void run(void *arg) {
 int wsg_worker_start(wsg_worker_t *w) { return uv_thread_create(&w->thread, run, w); }
 
 void wsg_worker_request_stop(wsg_worker_t *w) {
-    atomic_store(&w->stop_requested, 1);
-    uv_async_send(&w->async);
+    wsg_worker_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        abort(); /* cannot even ask for shutdown: nothing sane is left */
+    m->kind = WSG_MSG_STOP;
+    wsg_worker_post(w, m);
 }
 
 static void close_walk(uv_handle_t *h, void *arg) {
@@ -191,4 +315,16 @@ void wsg_worker_join(wsg_worker_t *w) {
     wsg_bufpool_close(&w->bufs);
     wsg_runtime_unref(w->rt);
     free(w->listeners);
+    for (wsg_worker_msg_t *m = w->mq_head, *next; m != NULL; m = next) {
+        next = m->next;
+        if (m->rt) {
+            for (size_t i = 0; m->fds && i < m->rt->cfg->nlisteners; i++)
+                if (m->fds[i] >= 0)
+                    close(m->fds[i]);
+            wsg_runtime_unref(m->rt);
+        }
+        free(m->fds);
+        free(m);
+    }
+    uv_mutex_destroy(&w->mq_lock);
 }

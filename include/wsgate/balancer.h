@@ -26,27 +26,44 @@ typedef enum {
     WSG_BACKEND_DRAINING = 2,
 } wsg_backend_state_t;
 
+/* The live state of one backend. It outlives configurations: a reload that
+ * keeps a pool's backend (same pool name, same address) hands the same
+ * object to the new balancer, so health state, counters and the identity
+ * that drain uses survive the reload. Reference counted. */
 typedef struct wsg_backend_s {
-    const wsg_backend_conf_t *conf; /* borrowed from the runtime's config */
+    char *address;                  /* owned copy: "host:port" as configured */
+    char *pool;                     /* owned copy: pool name */
     _Atomic int state;              /* wsg_backend_state_t */
-    _Atomic unsigned fails;         /* consecutive failed connects / handshake timeouts */
-    _Atomic uint64_t retry_at_ms;   /* DOWN by passive checks: eligible again from then */
+    _Atomic unsigned fails;         /* consecutive failures (passive and active) */
+    _Atomic unsigned passes;        /* consecutive active-check passes while down */
+    _Atomic uint64_t retry_at_ms;   /* DOWN by passive checks only: eligible again from then */
     _Atomic uint64_t active;        /* connections relaying or connecting to it */
     _Atomic uint64_t total;         /* connections it was given */
-    _Atomic uint64_t failures;      /* failed connects, ever */
+    _Atomic uint64_t failures;      /* failed connects / checks, ever */
+    /* Last active check, written and read on the server thread only. */
+    struct {
+        bool done;                  /* a check has completed */
+        bool ok;
+        uint64_t ms;                /* how long it took */
+        char error[96];             /* why it failed, "" when ok */
+    } last_check;
+    _Atomic int refcount;
 } wsg_backend_t;
 
 typedef struct wsg_balancer_s {
-    const wsg_pool_conf_t *conf; /* borrowed */
+    const wsg_pool_conf_t *conf; /* borrowed from the runtime's config */
     wsg_ring_t *ring;            /* owned */
-    wsg_backend_t *backends;     /* owned array, conf->nbackends long, config order */
+    wsg_backend_t **backends;    /* owned references, conf->nbackends long, config order */
     size_t nbackends;
-    _Atomic uint64_t active;     /* sum of backends[].active, for load_factor */
+    bool active_checks;          /* conf->health.type != NONE */
+    _Atomic uint64_t active;     /* sum of the backends' active, for load_factor */
 } wsg_balancer_t;
 
-/* Builds the run-time state of pool <conf>: ring and backends, all up.
- * Returns a new balancer or NULL on ENOMEM. */
-wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf);
+/* Builds the run-time state of pool <conf>: the ring, and backends that are
+ * taken over from <prev> (the same pool of the previous runtime, matched by
+ * address; may be NULL) or new and up. Returns a new balancer or NULL on
+ * ENOMEM. */
+wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer_t *prev);
 void wsg_balancer_free(wsg_balancer_t *b);
 
 /* The order in which backends are tried for a key hashed to <key_hash>:
@@ -67,11 +84,26 @@ void wsg_balancer_report_success(wsg_balancer_t *b, unsigned idx);
 void wsg_balancer_report_failure(wsg_balancer_t *b, unsigned idx, uint64_t now_ms,
                                  const char *why);
 
+/* Active health checks (health.c): one check of backend <idx> passed or
+ * failed. Applies rise/fall, logs every state change with <why>. A
+ * draining backend stays draining. */
+void wsg_balancer_check_result(wsg_balancer_t *b, unsigned idx, bool ok, uint64_t ms,
+                               const char *why);
+
+/* Admin: draining takes no new connections; enable returns the backend to
+ * normal checking (up, counters reset). Return the previous state. */
+wsg_backend_state_t wsg_balancer_set_draining(wsg_balancer_t *b, unsigned idx);
+wsg_backend_state_t wsg_balancer_enable(wsg_balancer_t *b, unsigned idx);
+
+/* Index of the backend with <address> in <b>, or -1. */
+int wsg_balancer_find(const wsg_balancer_t *b, const char *address);
+
 /* Connection accounting for load_factor and /status. */
 void wsg_balancer_conn_start(wsg_balancer_t *b, unsigned idx);
 void wsg_balancer_conn_end(wsg_balancer_t *b, unsigned idx);
 
 const char *wsg_backend_state_name(wsg_backend_state_t s);
+const char *wsg_health_type_name(wsg_health_type_t t);
 
 /* Everything a connection needs that a reload may replace: the config and
  * the pools' balancers built from it. Shared by all workers, reference
@@ -82,8 +114,12 @@ typedef struct wsg_runtime_s {
     _Atomic int refcount;
 } wsg_runtime_t;
 
-/* Takes a reference to <cfg>. Returns NULL on ENOMEM. */
-wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg);
+/* Takes a reference to <cfg>. Backends of <prev> (may be NULL) that stay
+ * keep their state. Returns NULL on ENOMEM. */
+wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev);
+
+/* The balancer of the pool named <name>, or NULL. */
+wsg_balancer_t *wsg_runtime_pool(const wsg_runtime_t *rt, const char *name);
 wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt);
 void wsg_runtime_unref(wsg_runtime_t *rt);
 

@@ -19,6 +19,10 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l);
  * ends within drain_ms. Connections still in the handshake are closed. */
 void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason);
 
+/* If <c> is relaying to <backend>, schedules close 1012 "service restart"
+ * to its client (and 1001 to the backend) at loop time <at>. */
+void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at);
+
 /* Closes every handle of <c> now, without close frames (drain deadline). */
 void wsg_conn_abort(wsg_conn_t *c, const char *why);
 

@@ -6,7 +6,13 @@
 #ifndef WSGATE_SERVER_H
 #define WSGATE_SERVER_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <wsgate/balancer.h>
 #include <wsgate/config.h>
+#include <wsgate/worker.h>
 
 /* Exit statuses (SPEC §1). */
 enum {
@@ -15,6 +21,47 @@ enum {
     WSG_EXIT_USAGE = 2,
     WSG_EXIT_STARTUP = 3,
 };
+
+typedef struct wsg_server_s wsg_server_t;
+
+/* Everything below but wsg_server_run() is for modules that run on the
+ * server thread's loop (admin endpoint, health checks) and must be called
+ * on that thread. */
+
+uv_loop_t *wsg_server_loop(wsg_server_t *srv);
+/* The runtime new connections get (borrowed: valid until the next reload;
+ * take a reference to keep it longer). */
+wsg_runtime_t *wsg_server_runtime(wsg_server_t *srv);
+uint64_t wsg_server_uptime_ms(const wsg_server_t *srv);
+bool wsg_server_stopping(const wsg_server_t *srv);
+unsigned wsg_server_nworkers(const wsg_server_t *srv);
+
+/* A sum over all workers of their counters (metrics are summed when read). */
+typedef struct wsg_stats_s {
+    uint64_t conns_active, conns_total, conns_rejected;
+    uint64_t handshakes[8];        /* by status class: [1] 1xx (101), [4] 4xx, [5] 5xx */
+    uint64_t handshake_status[600]; /* by exact status */
+    uint64_t frames[2], bytes[2];  /* [0] client->backend, [1] backend->client */
+    uint64_t closes[16];           /* [code - 1000] for 1000..1014, [15] any other */
+    uint64_t heartbeat_timeouts, idle_timeouts, protocol_errors;
+    uint64_t hs_latency_buckets[WSG_HS_BUCKETS]; /* cumulative-ready counts per bucket */
+    uint64_t hs_latency_count;
+    uint64_t hs_latency_sum_us;
+} wsg_stats_t;
+void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out);
+
+/* Re-reads the configuration file (SPEC §8). On success the new listeners,
+ * routes and pools serve new connections, live connections are untouched,
+ * and 0 is returned. On failure nothing changes, -1 is returned and <errs>
+ * (zeroed by the caller) holds every error. */
+int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs);
+
+/* Admin drain / enable of backend <address> in pool <pool> (SPEC §6):
+ * draining takes no new connections and its clients get close 1012, all at
+ * once or spread over <spread_ms>. Return 0, or -1 if no such backend. */
+int wsg_server_drain(wsg_server_t *srv, const char *pool, const char *address,
+                     uint64_t spread_ms);
+int wsg_server_enable(wsg_server_t *srv, const char *pool, const char *address);
 
 /* Runs wsgate with <cfg> (borrowed; the server takes its own reference)
  * until a graceful shutdown completes. Returns the process exit status. */

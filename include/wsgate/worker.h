@@ -24,6 +24,11 @@ typedef struct wsg_worker_s wsg_worker_t;
 typedef struct wsg_conn_s wsg_conn_t;
 typedef struct wsg_server_s wsg_server_t;
 
+/* Handshake latency histogram bounds, in microseconds (the last bucket is
+ * +Inf). */
+#define WSG_HS_BUCKETS 14
+extern const uint64_t wsg_hs_bucket_us[WSG_HS_BUCKETS - 1];
+
 /* Counters of one worker, written only by its thread (relaxed atomics so a
  * reader on another thread gets whole values). */
 typedef struct wsg_worker_stats_s {
@@ -37,15 +42,39 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t heartbeat_timeouts;
     _Atomic uint64_t idle_timeouts;
     _Atomic uint64_t protocol_errors;
+    _Atomic uint64_t handshake_status[600];
+    _Atomic uint64_t hs_latency[WSG_HS_BUCKETS];
+    _Atomic uint64_t hs_latency_sum_us;
 } wsg_worker_stats_t;
 
-/* A listening socket of this worker. */
+/* Records one finished handshake (status sent to the client, time since
+ * accept). Worker thread only. */
+void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us);
+
+/* A listening socket of this worker. Heap-allocated: a reload moves kept
+ * listeners into a new array while their handles stay where they are. */
 typedef struct wsg_wlistener_s {
     uv_tcp_t tcp;
     wsg_worker_t *worker;
-    size_t index; /* into the runtime config's listeners */
-    bool open;
+    size_t index; /* into w->rt->cfg->listeners */
 } wsg_wlistener_t;
+
+/* Messages from the server thread (wsg_worker_post). */
+typedef enum {
+    WSG_MSG_STOP = 0,    /* graceful shutdown */
+    WSG_MSG_RUNTIME,     /* reload: new runtime and listeners */
+    WSG_MSG_DRAIN,       /* send 1012 to the clients of a backend */
+} wsg_msg_kind_t;
+
+typedef struct wsg_worker_msg_s {
+    struct wsg_worker_msg_s *next;
+    wsg_msg_kind_t kind;
+    wsg_runtime_t *rt;        /* RUNTIME: a reference the worker takes over */
+    int *fds;                 /* RUNTIME: per listener of rt: fd to adopt, or -1 to keep
+                                 the worker's listener bound to the same address; owned */
+    wsg_backend_t *backend;   /* DRAIN: borrowed; kept alive by the server's runtime */
+    uint64_t spread_ms;       /* DRAIN */
+} wsg_worker_msg_t;
 
 struct wsg_worker_s {
     unsigned id;                  /* read-only */
@@ -53,17 +82,18 @@ struct wsg_worker_s {
     uv_loop_t loop;               /* private */
     uv_thread_t thread;           /* private */
     uv_async_t async;             /* private: wakes the loop for posted messages */
+    uv_mutex_t mq_lock;           /* private: guards mq_head/mq_tail */
+    wsg_worker_msg_t *mq_head, *mq_tail;
     uv_timer_t timer;             /* private: fires for the top of <deadlines> */
     uint64_t timer_due;           /* private: what <timer> is armed for, UINT64_MAX idle */
     wsg_timer_heap_t deadlines;   /* private */
     wsg_bufpool_t bufs;           /* private */
     wsg_runtime_t *rt;            /* owned reference: what new connections use */
-    wsg_wlistener_t *listeners;   /* owned array */
+    wsg_wlistener_t **listeners;  /* owned array of owned listeners */
     size_t nlisteners;
     wsg_conn_t *conns;            /* private: intrusive list of live connections */
     uint64_t next_conn_id;
     uint64_t rng;                 /* private: xorshift state for masks and jitter */
-    _Atomic int stop_requested;   /* written by the server thread */
     bool stopping;
     /* Called on the worker's thread once its loop has ended. */
     void (*on_exit)(wsg_server_t *srv);
@@ -80,6 +110,8 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
                     const int *fds);
 /* Starts the worker's thread. */
 int wsg_worker_start(wsg_worker_t *w);
+/* Hands <msg> (heap-allocated, taken) to the worker; thread-safe. */
+void wsg_worker_post(wsg_worker_t *w, wsg_worker_msg_t *msg);
 /* Asks the worker to stop gracefully (thread-safe). */
 void wsg_worker_request_stop(wsg_worker_t *w);
 /* Waits for the thread and frees the worker's resources. */
