@@ -41,6 +41,13 @@ static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
         }                                                                              \
     } while (0)
 
+/* Worker counters have one writer (the worker's thread): a relaxed load and
+ * store is enough for readers on other threads to see whole values, and
+ * avoids a locked read-modify-write per read on the hot path. */
+#define STAT_ADD(field, n)                                                             \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+
 static const char *side_name(int side) { return side == WSG_CLIENT ? "client" : "backend"; }
 
 static void hb_payload(uint32_t seq, char out[HB_PAYLOAD_LEN + 1]) {
@@ -189,6 +196,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     uint8_t *data = (uint8_t *)ch->data;
     size_t pos = p->hold, out = 0, ustart = 0, tail = 0;
     int err = 0, saw_data = 0;
+    uint64_t frames = 0, fresh = n - p->hold;
     wsg_ws_frame_t f;
 
     p->hold = 0;
@@ -240,7 +248,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
             break;
         }
         pos += used;
-        p->frames++;
+        frames++;
         p->payload_left = f.payload_len;
         if (f.opcode & 0x8) {
             p->in_ctl = 1;
@@ -261,7 +269,9 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
 #undef EMIT
 
     wsg_worker_stats_t *st = &c->w->stats;
-    atomic_fetch_add_explicit(&st->bytes[from], n, memory_order_relaxed);
+    p->frames += frames;
+    STAT_ADD(st->frames[from], frames);
+    STAT_ADD(st->bytes[from], fresh);
     if (saw_data)
         c->last_data = uv_now(&c->w->loop);
 
