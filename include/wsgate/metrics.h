@@ -1,0 +1,60 @@
+/*
+ * The Prometheus text exposition (format 0.0.4) of wsgate's counters, for
+ * GET /metrics (SPEC §7). Every metric name and label is documented in
+ * docs/metrics.md.
+ *
+ * A pure text writer: it reads a wsg_stats_t (the workers' counters already
+ * summed by wsg_server_stats()) and the backend states of a runtime, and
+ * appends text to a growable buffer. It does no I/O and touches no loop, so
+ * it is unit-tested without a server. It allocates: the buffer grows with
+ * realloc().
+ */
+#ifndef WSGATE_METRICS_H
+#define WSGATE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <wsgate/balancer.h>
+#include <wsgate/server.h>
+
+/* The Content-Type of the exposition. */
+#define WSG_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* A growable text buffer. Zero-initialise it; release with
+ * wsg_metrics_buf_free(). After an allocation failure <oom> is set, further
+ * appends do nothing, and the text must not be used. */
+typedef struct wsg_metrics_buf_s {
+    char *data; /* owned; NUL-terminated when len > 0 */
+    size_t len;
+    size_t cap;
+    int oom;
+} wsg_metrics_buf_t;
+
+void wsg_metrics_buf_free(wsg_metrics_buf_t *b);
+
+/* Everything one exposition reads. All pointers are borrowed for the call. */
+typedef struct wsg_metrics_input_s {
+    const wsg_stats_t *stats;    /* required */
+    const wsg_runtime_t *rt;     /* backend states; NULL: no backend metrics */
+    /* The handshake latency histogram: hs_nbuckets buckets (at most
+     * WSG_HS_BUCKETS), of which the first hs_nbuckets - 1 have the ascending
+     * upper bounds hs_bounds_us (microseconds) and the last is +Inf. The
+     * counts are stats->hs_latency_buckets, per bucket (not cumulative). */
+    const uint64_t *hs_bounds_us;
+    size_t hs_nbuckets;
+    const char *version;         /* wsgate version for wsgate_build_info */
+    uint64_t uptime_ms;
+    unsigned workers;
+} wsg_metrics_input_t;
+
+/* Appends the whole exposition for <in> to <out>. Returns 0, or UV_ENOMEM
+ * (-12) when the buffer could not grow (<out>->oom is then set). Call on
+ * the server thread: it reads the backends' last_check. */
+int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in);
+
+/* Appends <s>[0..len) to <out> as a label value, escaped per the text
+ * format (backslash, double quote and line feed). Exposed for tests. */
+void wsg_metrics_escape_label(wsg_metrics_buf_t *out, const char *s, size_t len);
+
+#endif /* WSGATE_METRICS_H */
