@@ -14,6 +14,7 @@ fake behind one wsgate serves many tests:
                          "stream:N:S" -> send N bytes in binary frames of S
                                          bytes, frame i = pattern(i, S)
                          "ping:P"     -> send a ping with payload P
+                         "tick:N:MS"  -> send N text frames "tick-i", one every MS ms
   mode=noclose         as echo, but never answers a close frame
   mode=sink            101, then read nothing until rec.resume is set; then
                        count data bytes (rec.sink_bytes) without echoing
@@ -236,7 +237,7 @@ class FakeBackend:
             f = c.read_frame()
             if f.opcode in (OP_TEXT, OP_BINARY, 0) and len(f.payload) > 65536:
                 # Keep the record light for big frames.
-                rec.add_frame(type(f)(f.fin, f.rsv, f.opcode, f.masked, f.payload[:16]))
+                rec.add_frame(type(f)(f.fin, f.rsv, f.opcode, f.masked, f.payload[:16], f.mask_key))
             else:
                 rec.add_frame(f)
             if f.opcode == OP_CLOSE:
@@ -266,6 +267,12 @@ class FakeBackend:
                     continue
                 if p.startswith(b"ping:"):
                     c.send(encode_frame(OP_PING, p[5:], mask=False))
+                    continue
+                if p.startswith(b"tick:"):
+                    _, count, ms = p.decode().split(":")
+                    for i in range(int(count)):
+                        time.sleep(int(ms) / 1000)
+                        c.send(encode_frame(OP_TEXT, f"tick-{i}".encode(), mask=False))
                     continue
                 if p.startswith(b"stream:"):
                     _, total, size = p.decode().split(":")

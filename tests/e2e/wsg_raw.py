@@ -67,11 +67,12 @@ def close_payload(code, reason=""):
 
 
 class Frame:
-    __slots__ = ("fin", "rsv", "opcode", "masked", "payload")
+    __slots__ = ("fin", "rsv", "opcode", "masked", "payload", "mask_key")
 
-    def __init__(self, fin, rsv, opcode, masked, payload):
+    def __init__(self, fin, rsv, opcode, masked, payload, mask_key=None):
         self.fin, self.rsv, self.opcode, self.masked, self.payload = (
             fin, rsv, opcode, masked, payload)
+        self.mask_key = mask_key
 
     @property
     def close_code(self):
@@ -152,7 +153,7 @@ class Conn:
         payload = self.read_exact(n)
         if masked:
             payload = apply_mask(payload, key)
-        return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, masked, payload)
+        return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, masked, payload, key)
 
     def read_message(self, skip_control=True):
         """Reassembles one data message; returns (opcode, payload)."""
@@ -232,9 +233,20 @@ class Conn:
             pass
 
 
-def connect(port, host="127.0.0.1", timeout=5.0, source=None):
-    sock = socket.create_connection((host, port), timeout=timeout,
-                                    source_address=(source, 0) if source else None)
+def connect(port, host="127.0.0.1", timeout=5.0, source=None, rcvbuf=None):
+    """<rcvbuf> sets SO_RCVBUF before connecting (a small window for
+    backpressure tests)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source:
+        sock.bind((source, 0))
+    try:
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Conn(sock, timeout)
 
@@ -255,9 +267,9 @@ def upgrade_request(path="/", host="127.0.0.1", key=None, headers=None, omit=(),
 
 
 def ws_connect(port, path="/", host=None, headers=None, early=b"", timeout=5.0,
-               source=None):
+               source=None, rcvbuf=None):
     """Raw client: handshake and check the 101. Returns (conn, headers)."""
-    c = connect(port, timeout=timeout, source=source)
+    c = connect(port, timeout=timeout, source=source, rcvbuf=rcvbuf)
     req, key = upgrade_request(path, host or f"127.0.0.1:{port}", headers=headers)
     c.send(req + early)
     status, hdrs, raw = c.read_http_head()
