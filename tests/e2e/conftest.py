@@ -80,6 +80,17 @@ def can_connect(port, host="127.0.0.1"):
         return False
 
 
+def split_bind(bind):
+    """"host:port" / "[v6]:port" -> (connectable host, port)."""
+    host, port = bind.rsplit(":", 1)
+    host = host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, int(port)
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -192,18 +203,19 @@ class Gate(Proc):
         self.cfg_path.write_text(json.dumps(cfg, indent=2))
         super().__init__([WSGATE_BIN, "-c", self.cfg_path], Path(tmpdir) / f"{tag}.log",
                          env=env, cwd=cwd)
-        self.port = int(cfg["listeners"][0]["bind"].rsplit(":", 1)[1])
+        self.port = split_bind(cfg["listeners"][0]["bind"])[1]
         self.drain_ms = cfg.get("timeouts", {}).get("drain_ms", 10000)
         if wait:
             self.wait_ready()
 
     def wait_ready(self, timeout=10.0):
-        ports = [int(lst["bind"].rsplit(":", 1)[1]) for lst in self.cfg["listeners"]]
+        binds = [lst["bind"] for lst in self.cfg["listeners"]]
         if self.cfg.get("admin"):
-            ports.append(int(self.cfg["admin"]["bind"].rsplit(":", 1)[1]))
+            binds.append(self.cfg["admin"]["bind"])
         deadline = time.monotonic() + timeout
-        for port in ports:
-            while not can_connect(port):
+        for bind in binds:
+            host, port = split_bind(bind)
+            while not can_connect(port, host):
                 if not self.alive:
                     raise AssertionError(f"wsgate exited with {self.p.returncode}:\n{self.log()}")
                 if time.monotonic() > deadline:

@@ -6,17 +6,44 @@ unique request id so that the tests do not depend on each other's order.
 """
 
 import json
+import socket
 import subprocess
 import uuid
 
 import pytest
 
 from conftest import WSGATE_BIN, free_port, make_config, pool, run, wsc
-from wsg_raw import (OP_TEXT, accept_for, connect, encode_frame, http_exchange, new_key,
+from wsg_raw import (OP_TEXT, accept_for, connect, encode_frame, new_key,
                      upgrade_request, ws_connect)
 
 HANDSHAKE_MS = 500
 MAX_HEADER = 2048
+
+
+class Blackhole:
+    """A listener whose accept queue is full: connects to it hang (the SYNs
+    are dropped), which is how a connect timeout looks on loopback."""
+
+    def __init__(self):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(0)
+        self.port = self.lsock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.fill = []
+        for _ in range(3):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fill.append(s)
+
+    def stop(self):
+        for s in self.fill:
+            s.close()
+        self.lsock.close()
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +63,8 @@ def env(mstack):
         async for msg in ws:
             await ws.send(msg)
     e["wslib"] = s.wslib(subproto_handler, subprotocols=["chat.v2"])
+    e["blackhole"] = Blackhole()
+    s.fakes.append(e["blackhole"])
 
     port = free_port()
     dead = e["dead"]
@@ -49,6 +78,8 @@ def env(mstack):
         "to503": pool([dead[3]], retries=0),
         "subproto": pool([e["wslib"].address]),
         "echo": pool([e["echo"].address]),
+        "slow": pool([e["blackhole"].address, e["retry"].address], retries=1,
+                     connect_timeout_ms=300),
     }
     local = "127.0.0.1"
     routes = [
@@ -60,6 +91,7 @@ def env(mstack):
         {"host": local, "path_prefix": "/to503", "pool": "to503"},
         {"host": local, "path_prefix": "/subproto", "pool": "subproto"},
         {"host": local, "path_prefix": "/echo", "pool": "echo"},
+        {"host": local, "path_prefix": "/slow", "pool": "slow"},
         {"host": local, "pool": "main"},
     ]
     cfg = make_config(port, pools, routes,
@@ -312,6 +344,14 @@ def test_refused_backend_is_retried_on_the_next_one(env):
     assert to_dead, "no key maps to the refusing backend"
     for k in to_dead[:4] + [k for k in keys if k not in to_dead][:2]:
         assert whoami_raw(env["port"], f"/retry?user={k}", "127.0.0.1") == "pool-retry"
+
+
+def test_connect_timeout_is_retried_on_the_next_backend(env):
+    hole = env["blackhole"].address
+    keys = [k for k in (f"s{i}" for i in range(30)) if hole in _which(env, k, "slow")]
+    assert keys, "no key maps to the unresponsive backend"
+    for k in keys[:2]:
+        assert whoami_raw(env["port"], f"/slow?user={k}", "127.0.0.1") == "pool-retry"
 
 
 def test_all_backends_refusing_gets_502(env):

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from conftest import free_port, make_config, pool, run, wsc
-from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Closed,
+from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
                      close_payload, encode_frame, ws_connect)
 
 MAX_FRAME = 2 << 20

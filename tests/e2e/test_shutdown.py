@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import free_port, make_config, pool, run, wait_for, wsc
-from wsg_raw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, close_payload, connect, ws_connect
+from wsg_raw import OP_CLOSE, OP_PING, OP_PONG, close_payload, connect, ws_connect
 
 DRAIN_MS = 1500
 SLACK = 4.0
