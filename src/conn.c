@@ -366,9 +366,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
         wsg__conn_close_side(c, side);
 }
 
-/* Moves one side towards closed: flush what is queued, send FIN, read until
- * the peer's FIN (so unread bytes never turn our close into a reset that
- * destroys the close frame we just sent), then close. */
+/* Moves one side towards closed: flush what is queued; then close at once
+ * if the peer finished its close handshake, else send FIN and read until the
+ * peer's FIN (so unread bytes never turn our close into a reset that destroys
+ * the answer we just sent), bounded by the close deadline. */
 static void end_side(wsg_conn_t *c, int side) {
     wsg_peer_t *p = &c->peer[side];
 
@@ -379,7 +380,11 @@ static void end_side(wsg_conn_t *c, int side) {
         return;
     }
     p->want_shut = 0;
-    if (p->eof) {
+    /* The close handshake with this peer is complete (RFC 6455 §7.1.1: the
+     * server closes the TCP connection then), or the peer is gone: close.
+     * Its close frame was the last thing it may send, so no unread byte can
+     * turn our close into a reset. */
+    if (p->eof || (p->close_rx && p->close_sent)) {
         wsg__conn_close_side(c, side);
         return;
     }

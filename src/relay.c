@@ -329,11 +329,12 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
             p->paused = 1;
         }
     }
-    if (!p->mid_frame && (q->close_owed || q->ping_wanted)) {
+    if (!p->mid_frame && (q->close_owed || q->ping_wanted))
         try_inject(c, to);
-        if (c->state == WSG_CONN_CLOSING)
-            wsg__conn_finish(c);
-    }
+    /* While closing, every read may have completed a close handshake (the
+     * peer's answer to our close) or released an owed close frame. */
+    if (c->state == WSG_CONN_CLOSING)
+        wsg__conn_finish(c);
 }
 
 void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
