@@ -1,97 +1,182 @@
-"""SPEC §8 reload (and §1 SIGHUP): the new file is checked first; an invalid
-one is logged and the running configuration stays; a valid one swaps
-listeners, routes and pools for new connections; live relayed connections
-are never cut."""
+"""SPEC §8 reload (SIGHUP and POST /reload): the new file is checked first;
+an invalid one changes nothing and is reported; a valid one routes new
+connections per the new file while live connections keep relaying on their
+backend; backends that stay keep their health state; the admin endpoint
+follows its own section (token, address).
+"""
 
-import asyncio
 import json
+import re
 import signal
 
-from conftest import can_connect, free_port, make_config, pool, run, wait_for, wsc
+import pytest
+
+from conftest import free_port, make_config, pool, wait_for
+from opshelpers import Client, admin, admin_json, backend, landing, status, wait_state
+
+TOKEN = "reload-token"
 
 
-async def whoami(port, path="/"):
-    async with wsc(port, path) as ws:
-        await ws.send("whoami")
-        return await ws.recv()
+def write(gate, cfg):
+    gate.cfg = cfg
+    gate.cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
-def rewrite(g, cfg):
-    g.cfg = cfg
-    g.cfg_path.write_text(json.dumps(cfg, indent=2))
+def base(port, aport, pools, **kw):
+    return make_config(port, pools, admin={"bind": f"127.0.0.1:{aport}", "token": TOKEN},
+                       heartbeat={"interval_ms": 0}, **kw)
 
 
-def test_sighup_swaps_pools_for_new_connections_and_keeps_live_ones(stack):
-    a, b = stack.echo("reload-a"), stack.echo("reload-b")
-    port = free_port()
-    cfg = make_config(port, {"p": pool([a.address])}, heartbeat={"interval_ms": 0})
-    g = stack.gate(cfg)
+def reload_admin(aport, token=TOKEN):
+    return admin_json(aport, "POST", "/reload", token)
 
-    async def body():
-        live = await wsc(port, "/")
-        await live.send("whoami")
-        assert await live.recv() == "reload-a"
 
-        new = make_config(port, {"p": pool([b.address])}, heartbeat={"interval_ms": 0})
-        rewrite(g, new)
-        g.signal(signal.SIGHUP)
-        for _ in range(100):
-            if await whoami(port) == "reload-b":
-                break
-            await asyncio.sleep(0.05)
+def reload_sighup(gate, aport):
+    n = gate.log().count("reloaded ")
+    gate.signal(signal.SIGHUP)
+    wait_for(lambda: gate.log().count("reloaded ") > n, 5, what="the SIGHUP reload")
+
+
+@pytest.mark.parametrize("how", ["admin", "sighup"])
+def test_reload_under_a_live_connection_keeps_it_and_routes_new_ones_per_the_new_file(
+        stack, how):
+    a, b = stack.echo(f"old-{how}"), stack.echo(f"new-{how}")
+    port, aport = free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address])}, workers=2))
+    live = [Client(port, f"live-{i}") for i in range(4)]
+    try:
+        assert {c.name for c in live} == {a.name}
+        write(g, base(port, aport, {"p": pool([b.address])}, workers=2))
+        if how == "admin":
+            st, _, j = reload_admin(aport)
+            assert (st, j) == (200, {"reloaded": True})
         else:
-            raise AssertionError("new connections still go to the old pool")
-
-        # The connection made before the reload still relays to its backend.
-        for i in range(3):
-            await live.send(f"still-{i}")
-            assert await live.recv() == f"still-{i}"
-        await live.send("whoami")
-        assert await live.recv() == "reload-a"
-        await live.close()
-        assert live.close_code == 1000
-    run(body())
-    assert g.alive
-
-
-def test_sighup_with_invalid_file_keeps_running_configuration(stack):
-    a = stack.echo("keep-a")
-    port = free_port()
-    cfg = make_config(port, {"p": pool([a.address])}, heartbeat={"interval_ms": 0})
-    g = stack.gate(cfg)
-    g.cfg_path.write_text('{ "workers": 1, "listeners": [ }')
-    g.signal(signal.SIGHUP)
-    wait_for(lambda: g.cfg_path.name in g.log().split("started", 1)[-1], 5,
-             what="the reload error to be logged")
-    assert g.alive
-    assert run(whoami(port)) == "keep-a"
-
-    bad = make_config(port, {"p": pool([a.address])}, heartbeat={"interval_ms": 0})
-    bad["pools"]["p"]["backends"][0]["address"] = "nonsense"
-    g.cfg_path.write_text(json.dumps(bad))
-    g.signal(signal.SIGHUP)
-    wait_for(lambda: "pools.p.backends[0].address" in g.log(), 5,
-             what="the JSON path of the error in the log")
-    assert g.alive
-    assert run(whoami(port)) == "keep-a"
+            reload_sighup(g, aport)
+        # Live connections keep relaying on their backend, untouched.
+        for c in live:
+            for _ in range(3):
+                assert c.ask() == a.name
+        # New connections follow the new file.
+        assert set(landing(port, [f"n{i}" for i in range(6)]).values()) == {b.name}
+        assert [x["address"] for x in status(aport, TOKEN)["pools"]["p"]["backends"]] == \
+            [b.address]
+    finally:
+        for c in live:
+            c.close()
+    # The old connections ended normally, on the old backend.
+    def old_lines():
+        ls = [ln for ln in g.log().splitlines() if " access " in ln and a.address in ln]
+        return ls if len(ls) >= 4 else None
+    lines = wait_for(old_lines, 5, what="four access lines for the old backend")
+    assert len(lines) == 4 and all(" close=1000" in ln for ln in lines), lines
 
 
-def test_sighup_adds_a_listener_and_changes_routes(stack):
+def test_invalid_reload_keeps_the_running_configuration_and_reports_every_error(stack):
+    a, b = stack.echo("keep-a"), stack.echo("keep-b")
+    port, aport = free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address])}))
+    live = Client(port, "live")
+    try:
+        bad = base(port, aport, {"p": pool([b.address, "10.0.0.1"])})  # no port
+        bad["pools"]["p"]["bogus_key"] = 1
+        write(g, bad)
+        st, _, j = reload_admin(aport)
+        assert st in (400, 422), (st, j)
+        assert j["reloaded"] is False
+        errs = "\n".join(j["errors"])
+        assert "pools.p.backends[1].address" in errs and "bogus_key" in errs, errs
+        assert live.ask() == a.name
+        assert set(landing(port, ["x", "y", "z"]).values()) == {a.name}
+        assert [x["address"] for x in status(aport, TOKEN)["pools"]["p"]["backends"]] == \
+            [a.address]
+        assert re.search(r"reload.*fail", g.log()), g.log()
+
+        # A syntax error names line and column; SIGHUP changes nothing either.
+        g.cfg_path.write_text('{\n  "workers": 1,\n  "listeners": [ }\n}\n')
+        st, _, j = reload_admin(aport)
+        assert st in (400, 422) and j["reloaded"] is False
+        assert re.search(r"(line\s*3|:3:)", "\n".join(j["errors"])), j
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: len(re.findall(r"reload.*fail", g.log())) >= 3, 5,
+                 what="the failed SIGHUP reload to be logged")
+        assert live.ask() == a.name
+        assert set(landing(port, ["x", "y"]).values()) == {a.name}
+    finally:
+        live.close()
+
+
+def test_backends_that_stay_keep_their_health_state(stack):
+    a, b = stack.echo("stay-a"), stack.echo("stay-b")
+    dead = f"127.0.0.1:{free_port()}"
+    health = {"type": "tcp", "interval_ms": 150, "timeout_ms": 300, "rise": 1, "fall": 1}
+    port, aport = free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address, dead], health=health)}))
+    wait_state(aport, "p", dead, "down", 3, TOKEN)
+    before = backend(aport, "p", dead, TOKEN)
+    st, _, j = admin_json(aport, "POST", f"/pools/p/backends/{a.address}/drain", TOKEN)
+    assert st == 200
+
+    write(g, base(port, aport, {"p": pool([a.address, dead, b.address], health=health)}))
+    st, j = reload_admin(aport)[::2]
+    assert st == 200, j
+    after = {x["address"]: x for x in status(aport, TOKEN)["pools"]["p"]["backends"]}
+    assert after[dead]["state"] == "down"
+    assert after[dead]["failures"] >= before["failures"]
+    assert after[a.address]["state"] == "draining"  # an admin drain survives a reload
+    wait_state(aport, "p", b.address, "up", 3, TOKEN)
+    # With a drained and b new, new connections go to b.
+    assert set(landing(port, ["k1", "k2", "k3"]).values()) == {b.name}
+
+
+def test_reload_adds_a_pool_and_a_route(stack):
     a, b = stack.echo("route-a"), stack.echo("route-b")
-    port, port2 = free_port(), free_port()
-    pools = {"a": pool([a.address]), "b": pool([b.address])}
-    cfg = make_config(port, pools, routes=[{"path_prefix": "/", "pool": "a"}],
-                      heartbeat={"interval_ms": 0})
-    g = stack.gate(cfg)
-    assert run(whoami(port, "/x")) == "route-a"
+    port, aport = free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address])}))
+    write(g, base(port, aport, {"p": pool([a.address]), "q": pool([b.address])},
+                  routes=[{"path_prefix": "/q", "pool": "q"}, {"path_prefix": "/", "pool": "p"}]))
+    st, _, j = reload_admin(aport)
+    assert st == 200, j
+    c = Client.__new__(Client)
+    from wsg_raw import ws_connect
+    c.conn, _ = ws_connect(port, "/q?user=u")
+    assert c.ask() == b.name
+    c.close()
+    assert landing(port, ["u"]) == {"u": a.name}
+    assert set(status(aport, TOKEN)["pools"]) == {"p", "q"}
 
-    new = make_config(port, pools, routes=[{"path_prefix": "/x", "pool": "b"},
-                                           {"path_prefix": "/", "pool": "a"}],
-                      heartbeat={"interval_ms": 0})
-    new["listeners"].append({"name": "second", "bind": f"127.0.0.1:{port2}"})
-    rewrite(g, new)
-    g.signal(signal.SIGHUP)
-    wait_for(lambda: can_connect(port2), 5, what="the new listener")
-    assert run(whoami(port, "/x")) == "route-b"
-    assert run(whoami(port2, "/y")) == "route-a"
-    assert run(whoami(port2, "/x")) == "route-b"
+
+def test_reload_applies_a_new_admin_token_and_answers_the_reload_itself(stack):
+    a = stack.echo("tok")
+    port, aport = free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address])}))
+    cfg = base(port, aport, {"p": pool([a.address])})
+    cfg["admin"]["token"] = "rotated"
+    write(g, cfg)
+    st, _, j = reload_admin(aport)  # answered even though the endpoint restarts
+    assert (st, j) == (200, {"reloaded": True})
+
+    def rotated():
+        try:
+            return admin(aport, "GET", "/status", "rotated")[0] == 200
+        except OSError:
+            return False
+    wait_for(rotated, 5, what="the new token to be accepted")
+    assert admin(aport, "GET", "/status", TOKEN)[0] == 401
+
+
+def test_reload_moves_the_admin_endpoint(stack):
+    a = stack.echo("move")
+    port, aport, aport2 = free_port(), free_port(), free_port()
+    g = stack.gate(base(port, aport, {"p": pool([a.address])}))
+    write(g, base(port, aport2, {"p": pool([a.address])}))
+    st, _, j = reload_admin(aport)
+    assert (st, j) == (200, {"reloaded": True})
+
+    def moved():
+        try:
+            return admin(aport2, "GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+    wait_for(moved, 5, what="the admin endpoint on its new address")
+    with pytest.raises(OSError):
+        admin(aport, "GET", "/healthz", timeout=1)

@@ -1,0 +1,418 @@
+"""SPEC §7 (and §6 drain, §8 access lines): the admin endpoint.
+
+/healthz, /status (JSON shape), the bearer token, 404/405 JSON errors,
+drain (1012 to exactly the drained backend's clients, new connections avoid
+it) and enable, /metrics as strict Prometheus text whose counters match what
+the test did, and access lines carrying the close code.
+"""
+
+import http.client
+import json
+import re
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import free_port, make_config, pool, wait_for
+from opshelpers import (Client, admin, admin_json, backend, landing, scrape, status,
+                        wait_state)
+from wsg_raw import OP_CLOSE, OP_TEXT, close_payload, connect, ws_connect
+
+TOKEN = "s3cr3t-t0ken.A_b~c"
+USERS = [f"user-{i}" for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def env(mstack):
+    """One wsgate (2 workers, a token) in front of three echo backends."""
+    echos = [mstack.echo(f"adm{i}") for i in range(3)]
+    port, aport = free_port(), free_port()
+    cfg = make_config(
+        port, {"p": pool([e.address for e in echos],
+                         health={"type": "websocket", "path": "/hc", "interval_ms": 300,
+                                 "timeout_ms": 500, "rise": 1, "fall": 2})},
+        workers=2, admin={"bind": f"127.0.0.1:{aport}", "token": TOKEN},
+        heartbeat={"interval_ms": 0})
+    g = mstack.gate(cfg)
+    g.aport = aport
+    g.echos = echos
+    return g
+
+
+# ---- /healthz, /status ---------------------------------------------------------
+
+def test_healthz_answers_ok_without_a_token(env):
+    st, hdrs, body = admin(env.aport, "GET", "/healthz")
+    assert (st, body) == (200, b"ok\n")
+    assert hdrs["content-type"].startswith("text/plain")
+    st, _, body = admin(env.aport, "HEAD", "/healthz")
+    assert (st, body) == (200, b"")
+
+
+def test_status_has_the_spec_shape(env):
+    # Every backend is checked at once: last_check fills in quickly.
+    wait_for(lambda: all(b["last_check"] for b in status(env.aport, TOKEN)["pools"]["p"]
+                         ["backends"]), 5, what="a first check of every backend")
+    j = status(env.aport, TOKEN)
+    assert isinstance(j["version"], str) and re.fullmatch(r"\d+\.\d+\.\d+.*", j["version"])
+    assert isinstance(j["uptime_s"], (int, float)) and j["uptime_s"] >= 0
+    assert j["workers"] == 2
+    assert set(j["connections"]) >= {"active", "total", "rejected"}
+    assert all(isinstance(v, int) for v in j["connections"].values())
+    bs = j["pools"]["p"]["backends"]
+    assert [b["address"] for b in bs] == [e.address for e in env.echos]
+    for b in bs:
+        assert set(b) >= {"address", "weight", "state", "active", "total", "failures",
+                          "last_check"}
+        assert b["weight"] == 1 and b["state"] == "up"
+        assert set(b["last_check"]) == {"ok", "ms", "error"}
+        assert b["last_check"]["ok"] is True and b["last_check"]["error"] is None
+        assert isinstance(b["last_check"]["ms"], int)
+
+
+def test_status_counts_a_live_connection(env):
+    c = Client(env.port, "counted")
+    try:
+        j = status(env.aport, TOKEN)
+        assert j["connections"]["active"] >= 1
+        b = [b for b in j["pools"]["p"]["backends"]
+             if b["address"] == [e.address for e in env.echos if e.name == c.name][0]][0]
+        assert b["active"] >= 1 and b["total"] >= 1
+    finally:
+        c.close()
+
+
+# ---- token, 404, 405 --------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/status"), ("GET", "/metrics"), ("POST", "/reload"),
+    ("POST", "/pools/p/backends/127.0.0.1:1/drain"), ("GET", "/no/such/path"),
+])
+def test_token_is_required_everywhere_but_healthz(env, method, path):
+    for hdrs in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                 {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer "}):
+        st, h, body = admin(env.aport, method, path, headers=hdrs)
+        assert st == 401, (hdrs, st, body)
+        assert h["www-authenticate"].startswith("Bearer"), h
+        assert "error" in json.loads(body)
+
+
+def test_token_scheme_is_case_insensitive(env):
+    st, _, _ = admin(env.aport, "GET", "/status", headers={"Authorization": f"bearer {TOKEN}"})
+    assert st == 200
+
+
+def test_unknown_path_is_404_json(env):
+    for path in ("/", "/nope", "/status/", "/pools/p", "/pools/p/backends/x/explode"):
+        st, _, j = admin_json(env.aport, "GET", path, TOKEN)
+        assert st == 404 and j == {"error": "not found"}, (path, st, j)
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("POST", "/status", "GET"), ("DELETE", "/metrics", "GET"), ("PUT", "/healthz", "GET"),
+    ("GET", "/reload", "POST"), ("GET", "/pools/p/backends/127.0.0.1:1/drain", "POST"),
+])
+def test_wrong_method_is_405_with_allow(env, method, path, allow):
+    st, h, j = admin_json(env.aport, method, path, TOKEN)
+    assert st == 405, (st, j)
+    assert allow in h["allow"]
+    assert "error" in j
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(env):
+    c = connect(env.aport)
+    try:
+        req = (f"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+               "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").encode()
+        c.send(req)  # pipelined
+        st1, h1, b1, _ = c.read_response()
+        st2, h2, b2, _ = c.read_response()
+        assert st1 == 200 and json.loads(b1)["workers"] == 2
+        assert (st2, b2) == (200, b"ok\n")
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        st3, h3, b3, _ = c.read_response()
+        assert st3 == 200 and h3["connection"] == "close"
+        c.wait_closed(5)
+    finally:
+        c.close()
+
+
+def test_oversized_and_malformed_requests_are_refused(env):
+    c = connect(env.aport)
+    try:
+        c.send(b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        st, _, body, _ = c.read_response()
+        assert st == 431 and "error" in json.loads(body)
+    finally:
+        c.close()
+    c = connect(env.aport)
+    try:
+        c.send(b"NOT HTTP AT ALL\r\n\r\n")
+        st, _, body, _ = c.read_response()
+        assert st == 400 and "error" in json.loads(body)
+    finally:
+        c.close()
+
+
+def test_many_idle_admin_connections_do_not_lock_out_others_forever(env):
+    """Past the connection bound new ones are closed at once; /healthz works
+    again as soon as the idle ones go."""
+    socks = []
+    try:
+        for _ in range(70):
+            socks.append(socket.create_connection(("127.0.0.1", env.aport), timeout=5))
+        time.sleep(0.2)
+        # The proxy is not affected by a saturated admin endpoint.
+        c = Client(env.port, "still-fine")
+        c.close()
+    finally:
+        for s in socks:
+            s.close()
+
+    def healthz_ok():
+        try:
+            return admin(env.aport, "GET", "/healthz")[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
+    wait_for(healthz_ok, 5, what="/healthz after the idle connections closed")
+
+
+# ---- drain and enable --------------------------------------------------------------
+
+def _victim(clients):
+    by = {}
+    for c in clients:
+        by.setdefault(c.name, []).append(c)
+    assert len(by) >= 2, f"all clients on one backend: {list(by)}"
+    return max(by, key=lambda n: len(by[n])), by
+
+
+def test_drain_closes_exactly_that_backends_clients_with_1012_and_enable_restores(env):
+    home = landing(env.port, USERS)
+    clients = [Client(env.port, u) for u in USERS]
+    try:
+        name, by = _victim(clients)
+        addr = [e.address for e in env.echos if e.name == name][0]
+        st, _, j = admin_json(env.aport, "POST", f"/pools/p/backends/{addr}/drain", TOKEN)
+        assert st == 200, j
+        assert j == {"pool": "p", "backend": addr, "state": "draining", "spread_ms": 0}
+        assert backend(env.aport, "p", addr, TOKEN)["state"] == "draining"
+
+        for c in by[name]:
+            assert c.read_close() == 1012
+        for other, cs in by.items():
+            if other == name:
+                continue
+            for c in cs:  # untouched: still relaying
+                assert c.ask() == other
+
+        # New connections avoid the drained backend; other keys stay home.
+        now = landing(env.port, USERS)
+        assert name not in now.values(), now
+        for u in USERS:
+            if home[u] != name:
+                assert now[u] == home[u], (u, home[u], now[u])
+
+        # Draining backends are still checked but stay draining.
+        time.sleep(0.7)
+        b = backend(env.aport, "p", addr, TOKEN)
+        assert b["state"] == "draining" and b["last_check"]["ok"] is True
+
+        st, _, j = admin_json(env.aport, "POST", f"/pools/p/backends/{addr}/enable", TOKEN)
+        assert st == 200, j
+        assert j["state"] == "up" and j["backend"] == addr and j["pool"] == "p"
+        assert landing(env.port, USERS) == home
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_drain_with_spread_ms_spreads_the_1012s(env):
+    clients = [Client(env.port, f"spread-{i}") for i in range(60)]
+    addr = None
+    try:
+        name, by = _victim(clients)
+        victims = by[name]
+        addr = [e.address for e in env.echos if e.name == name][0]
+        spread = 1500
+        t0 = time.monotonic()
+        st, _, j = admin_json(env.aport, "POST",
+                              f"/pools/p/backends/{addr}/drain?spread_ms={spread}", TOKEN)
+        assert st == 200 and j["spread_ms"] == spread, j
+        times = []
+        for c in victims:
+            c.conn.settimeout(spread / 1000 + 5)
+            assert c.read_close() == 1012
+            times.append(time.monotonic() - t0)
+        # Every one closed within spread (+ slack), and not all at once (with
+        # >= 8 clients spread uniformly, all within a quarter is very unlikely).
+        assert max(times) < spread / 1000 + 3, times
+        if len(victims) >= 8:
+            assert max(times) - min(times) > spread / 1000 / 4, times
+    finally:
+        if addr:
+            admin(env.aport, "POST", f"/pools/p/backends/{addr}/enable", TOKEN)
+        for c in clients:
+            c.close()
+
+
+def test_drain_of_unknown_backend_or_pool_is_404_json(env):
+    for path in ("/pools/p/backends/127.0.0.1:1/drain", "/pools/nope/backends/x:1/drain",
+                 "/pools/p/backends/%5B::1%5D:9/enable"):
+        st, _, j = admin_json(env.aport, "POST", path, TOKEN)
+        assert st == 404 and "error" in j, (path, st, j)
+
+
+def test_drain_accepts_a_percent_encoded_address_and_rejects_bad_spread(env):
+    addr = env.echos[0].address
+    enc = addr.replace(":", "%3A").replace(".", "%2E")
+    st, _, j = admin_json(env.aport, "POST", f"/pools/p/backends/{addr}/drain?spread_ms=x",
+                          TOKEN)
+    assert st == 400 and "spread_ms" in j["error"]
+    assert backend(env.aport, "p", addr, TOKEN)["state"] == "up"
+    st, _, j = admin_json(env.aport, "POST", f"/pools/p/backends/{enc}/enable", TOKEN)
+    assert st == 200 and j["backend"] == addr
+
+
+# ---- /metrics and access lines -----------------------------------------------------
+
+def _exchange(port, user, texts, close_code):
+    """A raw client: sends <texts>, reads the echoes, closes with <close_code>.
+    Returns (frames_out, bytes_out, frames_in, bytes_in) as seen on the wire
+    after the handshake."""
+    c, _ = ws_connect(port, f"/?user={user}")
+    fo = bo = fi = bi = 0
+
+    def wire_len(n, masked):
+        return 2 + (0 if n < 126 else 2 if n < 65536 else 8) + (4 if masked else 0) + n
+    try:
+        for t in texts:
+            c.send_frame(OP_TEXT, t)
+            fo += 1
+            bo += wire_len(len(t.encode()), True)
+            f = c.read_frame()
+            assert f.opcode == OP_TEXT and f.payload == t.encode() and not f.masked
+            fi += 1
+            bi += wire_len(len(f.payload), False)
+        c.send_frame(OP_CLOSE, close_payload(close_code))
+        fo += 1
+        bo += wire_len(2, True)
+        f = c.read_frame()
+        assert f.opcode == OP_CLOSE
+        fi += 1
+        bi += wire_len(len(f.payload), False)
+        c.wait_closed(5)
+    finally:
+        c.close()
+    return fo, bo, fi, bi
+
+
+def test_metrics_parse_and_count_what_the_test_did(stack):
+    echo = stack.echo("metrics")
+    port, aport = free_port(), free_port()
+    cfg = make_config(port, {"p": pool([echo.address])}, workers=2,
+                      admin={"bind": f"127.0.0.1:{aport}"}, heartbeat={"interval_ms": 0})
+    g = stack.gate(cfg)
+
+    # The readiness probe of the fixture was a connection too: count from
+    # a baseline taken once it is gone.
+    m0 = wait_for(lambda: (lambda m: m if m.value("wsgate_connections_active") == 0 else None)(
+        scrape(aport)), 5, what="the readiness probe to end")
+    assert m0.types["wsgate_handshake_duration_seconds"] == "histogram"
+    assert m0.value("wsgate_backend_up", pool="p", backend=echo.address) == 1
+    for name in ("wsgate_connections_active", "wsgate_connections_total",
+                 "wsgate_connections_rejected_total", "wsgate_handshakes_total",
+                 "wsgate_frames_total", "wsgate_bytes_total", "wsgate_closes_total",
+                 "wsgate_heartbeat_timeouts_total", "wsgate_idle_timeouts_total",
+                 "wsgate_protocol_errors_total", "wsgate_backend_state",
+                 "wsgate_backend_active_connections"):
+        assert name in m0.types, name
+    assert all(n.startswith("wsgate_") for n in m0.types)
+
+    texts = ["a", "hello" * 30, "x" * 200, "\u00e9t\u00e9"]
+    totals = [0, 0, 0, 0]
+    for i, code in enumerate([1000, 1000, 1000, 4000]):
+        for k, v in enumerate(_exchange(port, f"m{i}", texts[: i + 1], code)):
+            totals[k] += v
+    # One handshake refused: a request without Upgrade gets 426.
+    c = connect(port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.read_response()[0] == 426
+    c.close()
+
+    def settled():
+        m = scrape(aport)
+        return m if m.value("wsgate_connections_active") == 0 and \
+            m.value("wsgate_closes_total", code="1000") == 3 else None
+    m = wait_for(settled, 5, interval=0.05, what="the four connections to be counted closed")
+
+    def delta(name, **labels):
+        return m.value(name, **labels) - (m0.value(name, **labels) or 0)
+    fo, bo, fi, bi = totals
+    assert delta("wsgate_frames_total", direction="client_to_backend") == fo
+    assert delta("wsgate_bytes_total", direction="client_to_backend") == bo
+    assert delta("wsgate_frames_total", direction="backend_to_client") == fi
+    assert delta("wsgate_bytes_total", direction="backend_to_client") == bi
+    assert m.value("wsgate_closes_total", code="other") == 1
+    assert m.value("wsgate_closes_total", code="1012") == 0
+    assert delta("wsgate_connections_total") == 5
+    assert m.value("wsgate_handshakes_total", status="101") == 4
+    assert delta("wsgate_handshakes_total", status="426") == 1
+    assert delta("wsgate_handshake_duration_seconds_count") == 5
+    assert delta("wsgate_handshake_duration_seconds_sum") > 0
+    assert m.value("wsgate_backend_connections_total", pool="p", backend=echo.address) == 4
+    assert m.value("wsgate_backend_active_connections", pool="p", backend=echo.address) == 0
+    assert m.value("wsgate_backend_state", pool="p", backend=echo.address, state="up") == 1
+    assert m.value("wsgate_backend_state", pool="p", backend=echo.address,
+                   state="draining") == 0
+
+    # Access lines carry the close code (and who closed).
+    log = g.log()
+    access = [ln for ln in log.splitlines() if " access " in ln]
+    assert sum(" close=1000" in ln for ln in access) == 3, access
+    assert sum(" close=4000" in ln for ln in access) == 1, access
+    assert all("closed_by=client" in ln for ln in access if " close=4000" in ln), access
+    assert any(" status=426" in ln for ln in access), access
+
+
+def test_metrics_count_1012_closes_of_a_drain(stack):
+    echo = stack.echo("drained")
+    port, aport = free_port(), free_port()
+    cfg = make_config(port, {"p": pool([echo.address])},
+                      admin={"bind": f"127.0.0.1:{aport}"}, heartbeat={"interval_ms": 0})
+    g = stack.gate(cfg)
+    clients = [Client(port, f"d{i}") for i in range(3)]
+    try:
+        st, _, _ = admin_json(aport, "POST", f"/pools/p/backends/{echo.address}/drain")
+        assert st == 200
+        for c in clients:
+            assert c.read_close() == 1012
+    finally:
+        for c in clients:
+            c.close()
+    m = wait_for(lambda: (lambda m: m if m.value("wsgate_closes_total", code="1012") == 3
+                          else None)(scrape(aport)), 5, what="three 1012 closes counted")
+    assert m.value("wsgate_backend_state", pool="p", backend=echo.address,
+                   state="draining") == 1
+    assert m.value("wsgate_backend_up", pool="p", backend=echo.address) == 0
+    assert sum(" close=1012" in ln for ln in g.log().splitlines() if " access " in ln) == 3
+
+
+def test_healthz_answers_503_draining_once_shutdown_begins(stack):
+    echo = stack.echo("shut")
+    port, aport = free_port(), free_port()
+    cfg = make_config(port, {"p": pool([echo.address])},
+                      admin={"bind": f"127.0.0.1:{aport}"}, heartbeat={"interval_ms": 0},
+                      timeouts={"drain_ms": 3000})
+    g = stack.gate(cfg)
+    # A client that never answers the 1001 keeps wsgate draining for a while.
+    c, _ = ws_connect(port, "/?user=slow")
+    try:
+        g.signal(signal.SIGTERM)
+        st, _, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+            admin(aport, "GET", "/healthz")), 2, what="/healthz 503")
+        assert body == b"draining\n"
+    finally:
+        c.close()
