@@ -50,9 +50,9 @@ typedef struct aconn_s {
     wsg_admin_t *a;
     struct aconn_s *prev, *next;
     uv_tcp_t tcp;
-    uv_timer_t timer;      /* request, write or idle deadline */
+    uv_timer_t timer; /* request, write or idle deadline */
     uv_write_t wreq;
-    unsigned handles;      /* open handles (tcp, timer) */
+    unsigned handles; /* open handles (tcp, timer) */
     bool closing;
     bool reading;
     bool writing;          /* a response is being written */
@@ -72,9 +72,9 @@ struct wsg_admin_s {
     uv_loop_t *loop;
     uv_tcp_t listener;
     bool listener_open;
-    char *bind;            /* owned copy */
-    char *token;           /* owned copy, NULL: no authentication */
-    aconn_t *conns;        /* live connections */
+    char *bind;     /* owned copy */
+    char *token;    /* owned copy, NULL: no authentication */
+    aconn_t *conns; /* live connections */
     unsigned nconns;
     bool stopping;
     uint64_t refused_log_ms; /* last "too many connections" line */
@@ -138,7 +138,9 @@ static const char *reason(int status) {
 static void on_timer(uv_timer_t *t);
 static void process(aconn_t *c);
 
-static void arm(aconn_t *c, uint64_t ms) { uv_timer_start(&c->timer, on_timer, ms, 0); }
+static void arm(aconn_t *c, uint64_t ms) {
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
 
 static void on_write(uv_write_t *req, int status) {
     aconn_t *c = req->data;
@@ -214,11 +216,11 @@ static void send_json(aconn_t *c, int status, json_t *j, const char *extra, bool
     free(body);
 }
 
-static void json_error(aconn_t *c, int status, const char *extra, bool keepalive,
-                       const char *fmt, ...) WSG_PRINTF(5, 6);
+static void json_error(aconn_t *c, int status, const char *extra, bool keepalive, const char *fmt,
+                       ...) WSG_PRINTF(5, 6);
 
-static void json_error(aconn_t *c, int status, const char *extra, bool keepalive,
-                       const char *fmt, ...) {
+static void json_error(aconn_t *c, int status, const char *extra, bool keepalive, const char *fmt,
+                       ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -339,9 +341,8 @@ static bool authorized(aconn_t *c) {
 static json_t *last_check_json(const wsg_backend_t *be) {
     if (!be->last_check.done)
         return json_null();
-    return json_pack("{s:b,s:I,s:o}", "ok", be->last_check.ok, "ms",
-                     (json_int_t)be->last_check.ms, "error",
-                     be->last_check.ok ? json_null() : json_string(be->last_check.error));
+    return json_pack("{s:b,s:I,s:o}", "ok", be->last_check.ok, "ms", (json_int_t)be->last_check.ms,
+                     "error", be->last_check.ok ? json_null() : json_string(be->last_check.error));
 }
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
@@ -448,9 +449,8 @@ static void post_backend(aconn_t *c, const char *pool, const char *addr, bool dr
         if (q != 0) {
             char *end = NULL;
             errno = 0;
-            unsigned long long v = q > 0 && val[0] >= '0' && val[0] <= '9'
-                                       ? strtoull(val, &end, 10)
-                                       : 0;
+            unsigned long long v =
+                q > 0 && val[0] >= '0' && val[0] <= '9' ? strtoull(val, &end, 10) : 0;
             if (q < 0 || end == NULL || *end != '\0' || errno != 0) {
                 json_error(c, 400, "", keepalive,
                            "spread_ms: expected a non-negative integer (milliseconds)");
@@ -480,9 +480,9 @@ static void post_backend(aconn_t *c, const char *pool, const char *addr, bool dr
     rt = wsg_server_runtime(srv);
     b = wsg_runtime_pool(rt, pool);
     idx = b ? wsg_balancer_find(b, addr) : -1;
-    const char *state = idx >= 0 ? wsg_backend_state_name((wsg_backend_state_t)LOAD(
-                                       b->backends[idx]->state))
-                                 : (drain ? "draining" : "up");
+    const char *state =
+        idx >= 0 ? wsg_backend_state_name((wsg_backend_state_t)LOAD(b->backends[idx]->state))
+                 : (drain ? "draining" : "up");
     json_t *j = drain ? json_pack("{s:s,s:s,s:s,s:I}", "pool", pool, "backend", addr, "state",
                                   state, "spread_ms", (json_int_t)spread)
                       : json_pack("{s:s,s:s,s:s}", "pool", pool, "backend", addr, "state", state);
@@ -669,8 +669,7 @@ static void process(aconn_t *c) {
         case WSG_HEAD_COMPLETE:
             break;
         case WSG_HEAD_TOO_LARGE:
-            json_error(c, 431, "", false, "request head larger than %d bytes",
-                       WSG_ADMIN_MAX_HEAD);
+            json_error(c, 431, "", false, "request head larger than %d bytes", WSG_ADMIN_MAX_HEAD);
             return;
         default:
             json_error(c, 400, "", false, "malformed request");
@@ -752,7 +751,9 @@ static void peer_name(uv_tcp_t *t, char *out, size_t cap) {
     }
 }
 
-static void free_handle(uv_handle_t *h) { free(h); }
+static void free_handle(uv_handle_t *h) {
+    free(h);
+}
 
 static void on_connection(uv_stream_t *server, int status) {
     wsg_admin_t *a = server->data;
@@ -818,7 +819,7 @@ static int bind_fd(const wsg_admin_conf_t *conf, char *err, size_t errcap) {
     if (listen(fd, 128) == -1)
         goto fail;
     return fd;
-fail: {
+fail : {
     int e = errno;
     snprintf(err, errcap, "cannot bind admin %s: %s", conf->bind, strerror(e));
     if (fd != -1)
@@ -857,8 +858,7 @@ wsg_admin_t *wsg_admin_start(wsg_server_t *srv, const wsg_admin_conf_t *conf, ch
             a->token ? " (bearer token required)" : "");
     return a;
 fail_alloc:
-    snprintf(err, errcap, "cannot start admin %s: out of memory",
-             conf->bind ? conf->bind : "?");
+    snprintf(err, errcap, "cannot start admin %s: out of memory", conf->bind ? conf->bind : "?");
 fail_free:
     if (a != NULL) {
         free(a->bind);

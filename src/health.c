@@ -2,21 +2,26 @@
  * Active health checks: one small state machine per backend, on the server
  * thread's loop.
  *
- *   IDLE --interval timer--> CONNECTING --connect ok--> (tcp: pass)
- *                                 |                      HEAD --2xx/3xx--> (http: pass)
- *                                 |                        |  --101 + accept--> PONG
- *                                 |                        |                    |pong: pass
- *                                 v                        v                    v
- *                               fail <----- error, EOF, timeout ------------ CLOSING
- *                                                                               |close/EOF
+ *   IDLE --interval timer--> CONNECTING --connected--> tcp: pass
+ *                                |          \--request sent--> HEAD --2xx/3xx--> http: pass
+ *                                |                               |   --101 + right accept--.
+ *                                v                               v                         |
+ *                    fail: refused, timeout       fail: status N, wrong accept,            |
+ *                                                 EOF, malformed, timeout                  |
+ *                                                                                          v
+ *     fail: no pong (timeout, close, EOF) <-- PONG (masked ping sent) <--------------------'
+ *                                               |  its pong: pass
+ *                                               v
+ *                                  CLOSING (close 1000 sent) --close, EOF or timeout--> end
+ *
  *   every path ends by closing the TCP handle; its close callback arms the
  *   interval timer for the next check (so checks of one backend never overlap).
  *
  * What it does not do: decide states (wsg_balancer_check_result() applies
  * rise and fall and logs transitions), resolve names (addresses come resolved
- * in the config), or speak TLS to backends (pools with "tls" are checked over
- * plain TCP for `tcp`; `http` and `websocket` checks of TLS pools are a later
- * addition).
+ * in the config), or speak TLS: for a pool with "tls" an `http` or `websocket`
+ * check is done as a `tcp` check (logged at start), because the plain-text
+ * request would only earn a TLS alert and take every backend down.
  *
  * Key design choice: a check is bounded as a whole by one timeout timer
  * started with the connect, not per read, so a backend that trickles bytes
@@ -41,9 +46,9 @@
 #define WSG_VERSION "unknown"
 #endif
 
-#define HEAD_MAX 8192       /* largest response head a check accepts */
-#define PING_LEN 8          /* payload of our ping */
-#define FIRST_SPREAD_MS 3   /* gap between the first checks of successive backends */
+#define HEAD_MAX 8192     /* largest response head a check accepts */
+#define PING_LEN 8        /* payload of our ping */
+#define FIRST_SPREAD_MS 3 /* gap between the first checks of successive backends */
 
 typedef enum {
     PH_IDLE = 0,
@@ -55,24 +60,25 @@ typedef enum {
 
 typedef struct check_s {
     struct wsg_health_s *h;
-    wsg_balancer_t *b;               /* borrowed from h->rt */
-    unsigned idx;                    /* backend index in b */
-    const wsg_pool_conf_t *pc;       /* borrowed from h->rt's config */
+    wsg_balancer_t *b;         /* borrowed from h->rt */
+    unsigned idx;              /* backend index in b */
+    const wsg_pool_conf_t *pc; /* borrowed from h->rt's config */
     const wsg_backend_conf_t *bc;
-    uv_timer_t interval;             /* arms the next check */
-    uv_timer_t timeout;              /* bounds the running check */
+    wsg_health_type_t type; /* the check done (see check_type()) */
+    uv_timer_t interval;    /* arms the next check */
+    uv_timer_t timeout;     /* bounds the running check */
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_write_t wreq_req, wreq_ping, wreq_close;
-    bool tcp_open;                   /* tcp initialised and not yet closed */
+    bool tcp_open; /* tcp initialised and not yet closed */
     bool tcp_closing;
-    bool reported;                   /* this check's result was given */
+    bool reported; /* this check's result was given */
     phase_t phase;
-    uint64_t started_ns;             /* uv_hrtime() at the start of the check */
-    uint64_t started_ms;             /* uv_now() at the start */
-    char *req;                       /* owned: the request (http, websocket) */
+    uint64_t started_ns; /* uv_hrtime() at the start of the check */
+    uint64_t started_ms; /* uv_now() at the start */
+    char *req;           /* owned: the request (http, websocket) */
     size_t reqcap, reqlen;
-    wsg_http_head_t *head;           /* owned during PH_HEAD */
+    wsg_http_head_t *head; /* owned during PH_HEAD */
     char rbuf[HEAD_MAX];
     size_t rlen;
     char accept[WSG_WS_ACCEPT_LEN + 1];
@@ -90,12 +96,12 @@ typedef struct check_s {
 
 struct wsg_health_s {
     uv_loop_t *loop;
-    wsg_runtime_t *rt;               /* owned reference */
-    check_t *checks;                 /* owned array */
+    wsg_runtime_t *rt; /* owned reference */
+    check_t *checks;   /* owned array */
     size_t nchecks;
     unsigned open_handles;
     bool stopping;
-    uint64_t rng;                    /* xorshift64 state: jitter, keys, masks */
+    uint64_t rng; /* xorshift64 state: jitter, keys, masks */
 };
 
 static uint64_t rnd(wsg_health_t *h) {
@@ -183,18 +189,17 @@ static void finish(check_t *c, bool ok, const char *why) {
     uint64_t ms = (uv_hrtime() - c->started_ns) / 1000000;
     if (ok)
         WSG_LOG(WSG_LOG_DEBUG, "health", "%s check of %s (pool %s): ok in %llu ms",
-                wsg_health_type_name(c->pc->health.type), c->bc->address, c->pc->name,
-                (unsigned long long)ms);
+                wsg_health_type_name(c->type), c->bc->address, c->pc->name, (unsigned long long)ms);
     else
         WSG_LOG(WSG_LOG_DEBUG, "health", "%s check of %s (pool %s) failed after %llu ms: %s",
-                wsg_health_type_name(c->pc->health.type), c->bc->address, c->pc->name,
-                (unsigned long long)ms, why);
+                wsg_health_type_name(c->type), c->bc->address, c->pc->name, (unsigned long long)ms,
+                why);
     wsg_balancer_check_result(c->b, c->idx, ok, ms, ok ? "" : why);
     if (ok && c->phase == PH_PONG) {
         uint8_t mask[4];
         rnd_bytes(c->h, mask, sizeof(mask));
-        size_t n = wsg_ws_build_close(c->closef, sizeof(c->closef), WSG_WS_CLOSE_NORMAL, NULL,
-                                      mask);
+        size_t n =
+            wsg_ws_build_close(c->closef, sizeof(c->closef), WSG_WS_CLOSE_NORMAL, NULL, mask);
         c->phase = PH_CLOSING;
         send_bytes(c, &c->wreq_close, c->closef, n);
         return;
@@ -309,7 +314,7 @@ static void head_done(check_t *c) {
     int status = wsg_http_head_status(c->head);
     size_t hlen = wsg_http_head_len(c->head);
 
-    if (c->pc->health.type == WSG_HEALTH_HTTP) {
+    if (c->type == WSG_HEALTH_HTTP) {
         if (status >= 200 && status < 400)
             finish(c, true, "");
         else
@@ -329,8 +334,8 @@ static void head_done(check_t *c) {
     uint8_t mask[4];
     rnd_bytes(c->h, c->ping_payload, PING_LEN);
     rnd_bytes(c->h, mask, sizeof(mask));
-    size_t n = wsg_ws_build(c->ping, sizeof(c->ping), WSG_WS_OP_PING, c->ping_payload, PING_LEN,
-                            mask);
+    size_t n =
+        wsg_ws_build(c->ping, sizeof(c->ping), WSG_WS_OP_PING, c->ping_payload, PING_LEN, mask);
     c->phase = PH_PONG;
     wsg_ws_parser_init(&c->wp, 0, 0);
     c->in_payload = false;
@@ -399,7 +404,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void build_request(check_t *c) {
     const char *path = c->pc->health.path ? c->pc->health.path : "/";
     int n;
-    if (c->pc->health.type == WSG_HEALTH_HTTP) {
+    if (c->type == WSG_HEALTH_HTTP) {
         n = snprintf(c->req, c->reqcap,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: wsgate-health/%s\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n",
@@ -429,7 +434,7 @@ static void on_connect(uv_connect_t *req, int status) {
         failf(c, "%s", uv_strerror(status));
         return;
     }
-    if (c->pc->health.type == WSG_HEALTH_TCP) {
+    if (c->type == WSG_HEALTH_TCP) {
         finish(c, true, "");
         return;
     }
@@ -485,6 +490,13 @@ static void on_interval(uv_timer_t *t) {
         failf(c, "%s", uv_strerror(r));
 }
 
+/* The check really done for pool <pc> (see the head of the file). */
+static wsg_health_type_t check_type(const wsg_pool_conf_t *pc) {
+    if (pc->tls.enabled && pc->health.type != WSG_HEALTH_NONE)
+        return WSG_HEALTH_TCP;
+    return pc->health.type;
+}
+
 wsg_health_t *wsg_health_start_on(uv_loop_t *loop, wsg_runtime_t *rt) {
     wsg_health_t *h = calloc(1, sizeof(*h));
     size_t n = 0;
@@ -518,7 +530,8 @@ wsg_health_t *wsg_health_start_on(uv_loop_t *loop, wsg_runtime_t *rt) {
             c->idx = (unsigned)i;
             c->pc = pc;
             c->bc = &pc->backends[i];
-            if (pc->health.type != WSG_HEALTH_TCP) {
+            c->type = check_type(pc);
+            if (c->type != WSG_HEALTH_TCP) {
                 c->reqcap = pathlen + strlen(c->bc->address) + 256;
                 if ((c->req = malloc(c->reqcap)) == NULL)
                     goto fail;
@@ -538,14 +551,18 @@ wsg_health_t *wsg_health_start_on(uv_loop_t *loop, wsg_runtime_t *rt) {
     }
     for (size_t p = 0; p < rt->cfg->npools; p++) {
         const wsg_pool_conf_t *pc = &rt->cfg->pools[p];
-        if (pc->health.type != WSG_HEALTH_NONE)
-            WSG_LOG(WSG_LOG_INFO, "health",
-                    "pool %s: %s checks of %zu backend%s every %llu ms (timeout %llu ms, "
-                    "rise %u, fall %u)",
-                    pc->name, wsg_health_type_name(pc->health.type), pc->nbackends,
-                    pc->nbackends == 1 ? "" : "s", (unsigned long long)pc->health.interval_ms,
-                    (unsigned long long)pc->health.timeout_ms, pc->health.rise,
-                    pc->health.fall);
+        if (pc->health.type == WSG_HEALTH_NONE)
+            continue;
+        if (check_type(pc) != pc->health.type)
+            WSG_LOG(WSG_LOG_WARN, "health",
+                    "pool %s: its backends speak TLS; %s checks are done as tcp checks", pc->name,
+                    wsg_health_type_name(pc->health.type));
+        WSG_LOG(WSG_LOG_INFO, "health",
+                "pool %s: %s checks of %zu backend%s every %llu ms (timeout %llu ms, rise %u, "
+                "fall %u)",
+                pc->name, wsg_health_type_name(check_type(pc)), pc->nbackends,
+                pc->nbackends == 1 ? "" : "s", (unsigned long long)pc->health.interval_ms,
+                (unsigned long long)pc->health.timeout_ms, pc->health.rise, pc->health.fall);
     }
     return h;
 fail:

@@ -49,12 +49,15 @@ static void put(wsg_metrics_buf_t *b, const char *s, size_t n) {
     b->data[b->len] = '\0';
 }
 
-static void puts_(wsg_metrics_buf_t *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(wsg_metrics_buf_t *b, const char *s) {
+    put(b, s, strlen(s));
+}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static void putf(wsg_metrics_buf_t *b, const char *fmt, ...);
+static void
+putf(wsg_metrics_buf_t *b, const char *fmt, ...);
 
 static void putf(wsg_metrics_buf_t *b, const char *fmt, ...) {
     char small[256];
@@ -86,7 +89,10 @@ void wsg_metrics_buf_free(wsg_metrics_buf_t *b) {
 void wsg_metrics_escape_label(wsg_metrics_buf_t *out, const char *s, size_t len) {
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
-        const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '"' ? "\\\"" : s[i] == '\n' ? "\\n" : NULL;
+        const char *esc = s[i] == '\\'   ? "\\\\"
+                          : s[i] == '"'  ? "\\\""
+                          : s[i] == '\n' ? "\\n"
+                                         : NULL;
         if (esc == NULL)
             continue;
         put(out, s + run, i - run);
@@ -224,8 +230,12 @@ static void per_backend(wsg_metrics_buf_t *b, const wsg_runtime_t *rt, const cha
 static uint64_t v_up(const wsg_backend_t *be) {
     return LOAD(((wsg_backend_t *)be)->state) == WSG_BACKEND_UP;
 }
-static uint64_t v_active(const wsg_backend_t *be) { return LOAD(((wsg_backend_t *)be)->active); }
-static uint64_t v_total(const wsg_backend_t *be) { return LOAD(((wsg_backend_t *)be)->total); }
+static uint64_t v_active(const wsg_backend_t *be) {
+    return LOAD(((wsg_backend_t *)be)->active);
+}
+static uint64_t v_total(const wsg_backend_t *be) {
+    return LOAD(((wsg_backend_t *)be)->total);
+}
 static uint64_t v_failures(const wsg_backend_t *be) {
     return LOAD(((wsg_backend_t *)be)->failures);
 }
@@ -305,8 +315,7 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "Client connections refused by limits.max_connections or max_connections_per_ip.",
            st->conns_rejected);
     handshakes(out, st);
-    by_direction(out, "wsgate_frames_total", "WebSocket frames relayed, by direction.",
-                 st->frames);
+    by_direction(out, "wsgate_frames_total", "WebSocket frames relayed, by direction.", st->frames);
     by_direction(out, "wsgate_bytes_total",
                  "Bytes relayed after the handshake (frame headers included), by direction.",
                  st->bytes);

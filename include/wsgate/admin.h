@@ -28,9 +28,9 @@
 #define WSG_ADMIN_MAX_CONNS 64
 #define WSG_ADMIN_MAX_HEAD 8192
 #define WSG_ADMIN_MAX_BODY 8192
-#define WSG_ADMIN_REQUEST_MS 10000   /* a request must arrive whole within this */
-#define WSG_ADMIN_WRITE_MS 10000     /* a response must be taken within this */
-#define WSG_ADMIN_IDLE_MS 30000      /* a keep-alive connection may wait this long */
+#define WSG_ADMIN_REQUEST_MS 10000 /* a request must arrive whole within this */
+#define WSG_ADMIN_WRITE_MS 10000   /* a response must be taken within this */
+#define WSG_ADMIN_IDLE_MS 30000    /* a keep-alive connection may wait this long */
 
 typedef struct wsg_admin_s wsg_admin_t;
 

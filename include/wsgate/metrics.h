@@ -35,15 +35,15 @@ void wsg_metrics_buf_free(wsg_metrics_buf_t *b);
 
 /* Everything one exposition reads. All pointers are borrowed for the call. */
 typedef struct wsg_metrics_input_s {
-    const wsg_stats_t *stats;    /* required */
-    const wsg_runtime_t *rt;     /* backend states; NULL: no backend metrics */
+    const wsg_stats_t *stats; /* required */
+    const wsg_runtime_t *rt;  /* backend states; NULL: no backend metrics */
     /* The handshake latency histogram: hs_nbuckets buckets (at most
      * WSG_HS_BUCKETS), of which the first hs_nbuckets - 1 have the ascending
      * upper bounds hs_bounds_us (microseconds) and the last is +Inf. The
      * counts are stats->hs_latency_buckets, per bucket (not cumulative). */
     const uint64_t *hs_bounds_us;
     size_t hs_nbuckets;
-    const char *version;         /* wsgate version for wsgate_build_info */
+    const char *version; /* wsgate version for wsgate_build_info */
     uint64_t uptime_ms;
     unsigned workers;
 } wsg_metrics_input_t;

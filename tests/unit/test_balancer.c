@@ -87,7 +87,8 @@ START_TEST(test_balancer_bounded_load_holds_under_skewed_keys) {
         uint64_t total = i + 1;
         uint64_t bound = (uint64_t)ceil(1.25 * (double)total / NB);
         for (size_t k = 0; k < NB; k++)
-            ck_assert_msg(active(b, k) <= bound, "after %llu connections backend %zu holds %llu > %llu",
+            ck_assert_msg(active(b, k) <= bound,
+                          "after %llu connections backend %zu holds %llu > %llu",
                           (unsigned long long)total, k, (unsigned long long)active(b, k),
                           (unsigned long long)bound);
     }

@@ -176,7 +176,8 @@ static void validate(const char *text) {
                               "bad TYPE: %s", line);
                 snprintf(v.f[i].type, sizeof(v.f[i].type), "%s", rest);
                 if (strcmp(rest, "counter") == 0)
-                    ck_assert_msg(strlen(name) > 6 && strcmp(name + strlen(name) - 6, "_total") == 0,
+                    ck_assert_msg(strlen(name) > 6 &&
+                                      strcmp(name + strlen(name) - 6, "_total") == 0,
                                   "counter without _total: %s", line);
             }
         } else {
@@ -388,10 +389,10 @@ END_TEST
 START_TEST(test_metrics_closes_by_code) {
     wsg_stats_t st;
     memset(&st, 0, sizeof(st));
-    st.closes[0] = 8;   /* 1000 */
-    st.closes[12] = 3;  /* 1012 */
-    st.closes[8] = 1;   /* 1008: not one of wsgate's own, shown once seen */
-    st.closes[15] = 2;  /* 4000 and the like */
+    st.closes[0] = 8;  /* 1000 */
+    st.closes[12] = 3; /* 1012 */
+    st.closes[8] = 1;  /* 1008: not one of wsgate's own, shown once seen */
+    st.closes[15] = 2; /* 4000 and the like */
     char *t = render(&st, NULL);
     ck_assert(sample(t, "wsgate_closes_total{code=\"1000\"}") == 8);
     ck_assert(sample(t, "wsgate_closes_total{code=\"1012\"}") == 3);
@@ -453,9 +454,8 @@ START_TEST(test_metrics_backend_states_and_counts) {
     ck_assert(sample(t, "wsgate_backend_state{" BE_A ",state=\"draining\"}") == 0);
     ck_assert(sample(t, "wsgate_backend_state{" BE_B ",state=\"down\"}") == 1);
     ck_assert(sample(t, "wsgate_backend_state{" BE_B ",state=\"up\"}") == 0);
-    ck_assert(sample(t,
-                     "wsgate_backend_state{pool=\"we\\\"ird\\\\pool\\nname\",backend=\"10.0.0.3:"
-                     "9003\",state=\"draining\"}") == 1);
+    ck_assert(sample(t, "wsgate_backend_state{pool=\"we\\\"ird\\\\pool\\nname\",backend=\"10.0.0.3:"
+                        "9003\",state=\"draining\"}") == 1);
     ck_assert(sample(t, "wsgate_backend_active_connections{" BE_A "}") == 5);
     ck_assert(sample(t, "wsgate_backend_connections_total{" BE_A "}") == 42);
     ck_assert(sample(t, "wsgate_backend_failures_total{" BE_B "}") == 7);
