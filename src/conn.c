@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <wsgate/balance_key.h>
+#include <wsgate/proxy_proto.h>
 #include <wsgate/route.h>
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -31,7 +32,7 @@ static void connect_next(wsg_conn_t *c);
 static void reject(wsg_conn_t *c, int status, const char *why);
 
 static const char *const phase_names[] = {
-    [WSG_CONN_HS_READ] = "handshake",   [WSG_CONN_CONNECTING] = "connecting",
+    [WSG_CONN_PROXY] = "proxy header",  [WSG_CONN_HS_READ] = "handshake",   [WSG_CONN_CONNECTING] = "connecting",
     [WSG_CONN_UPSTREAM] = "upstream",   [WSG_CONN_PASSTHRU] = "response",
     [WSG_CONN_RELAY] = "relaying",      [WSG_CONN_CLOSING] = "closing",
 };
@@ -234,6 +235,11 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
     wsg_conn_t *c = (wsg_conn_t *)(void *)((char *)node - offsetof(wsg_conn_t, timer));
 
     switch (c->state) {
+    case WSG_CONN_PROXY:
+        if (now < c->hs->deadline)
+            break;
+        wsg_conn_abort(c, "PROXY header not complete within handshake_ms");
+        return;
     case WSG_CONN_HS_READ:
         if (now < c->hs->deadline)
             break;
@@ -532,7 +538,13 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         return;
     }
     uv_tcp_nodelay(&c->peer[WSG_CLIENT].io.tcp, 1);
+    /* A PROXY header (at most WSG_PROXY_MAX bytes) comes first on such
+     * listeners and shares the request buffer. */
     hs->req_cap = cfg->limits.max_header_bytes;
+    if (cfg->listeners[l->index].proxy_protocol) {
+        hs->req_cap += WSG_PROXY_MAX;
+        c->state = WSG_CONN_PROXY;
+    }
     hs->req = malloc(hs->req_cap);
     hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, cfg->limits.max_header_bytes);
     hs->deadline = c->t_start + cfg->timeouts.handshake_ms;
@@ -726,6 +738,37 @@ static void on_request_bytes(wsg_conn_t *c, size_t n) {
     }
 }
 
+/* PROXY protocol (v1/v2): the real client address comes before the
+ * request. A malformed header is a broken or hostile hop in front of us: the
+ * connection is closed without an HTTP answer, as HAProxy does. */
+static void on_proxy_bytes(wsg_conn_t *c, size_t n) {
+    wsg_hs_t *hs = c->hs;
+    wsg_proxy_result_t res;
+    size_t used;
+
+    hs->req_len += n;
+    switch (wsg_proxy_parse(hs->req, hs->req_len, &used, &res)) {
+    case WSG_PROXY_NEED_MORE:
+        if (hs->req_len >= WSG_PROXY_MAX)
+            wsg_conn_abort(c, "PROXY header too long");
+        return;
+    case WSG_PROXY_MALFORMED:
+        CLOG(c, WSG_LOG_WARN, "malformed PROXY header: %s", res.reason);
+        wsg_conn_abort(c, "malformed PROXY header");
+        return;
+    case WSG_PROXY_DONE:
+        break;
+    }
+    if (!res.local && res.src_len <= sizeof(c->client_addr))
+        memcpy(&c->client_addr, &res.src, res.src_len);
+    size_t rest = hs->req_len - used;
+    memmove(hs->req, hs->req + used, rest);
+    hs->req_len = 0;
+    c->state = WSG_CONN_HS_READ;
+    if (rest > 0)
+        on_request_bytes(c, rest);
+}
+
 static void on_response_bytes(wsg_conn_t *c, size_t n) {
     wsg_hs_t *hs = c->hs;
     hs->resp_len += n;
@@ -797,7 +840,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         wsg__relay_alloc(c, side, buf);
         return;
     }
-    if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
+    if ((c->state == WSG_CONN_HS_READ || c->state == WSG_CONN_PROXY) && side == WSG_CLIENT)
         *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)(hs->req_cap - hs->req_len));
     else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
              side == WSG_BACKEND)
@@ -828,6 +871,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread < 0) {
         wsg__conn_side_eof(c, side);
         switch (c->state) {
+        case WSG_CONN_PROXY:
         case WSG_CONN_HS_READ:
             wsg_conn_abort(c, nread == UV_EOF ? "client closed during the handshake"
                                               : "client error during the handshake");
@@ -850,7 +894,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
             return;
         }
     }
-    if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
+    if (c->state == WSG_CONN_PROXY && side == WSG_CLIENT)
+        on_proxy_bytes(c, (size_t)nread);
+    else if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
         on_request_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_UPSTREAM && side == WSG_BACKEND)
         on_response_bytes(c, (size_t)nread);

@@ -24,9 +24,11 @@ enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
 /*
  * Connection states and what moves between them:
  *
- *   accept
- *     |
- *     v        head complete, route + backend found
+ *   accept --(proxy_protocol)--> PROXY --(header parsed)--+
+ *     |                             | malformed / timeout  |
+ *     v                             v (closed)             |
+ *   HS_READ <----------------------------------------------+
+ *     |        head complete, route + backend found
  *   HS_READ ------------------------------------------> CONNECTING <---+
  *     |  bad request / timeout (4xx)                        |   |      | connect failed or
  *     |                                                     |   +------+ timed out, retries left
@@ -42,10 +44,11 @@ enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
  *                                              v
  *                                            (freed)
  *
- * HS_READ..UPSTREAM and PASSTHRU own a wsg_hs_t; RELAY and CLOSING do not.
+ * PROXY..UPSTREAM and PASSTHRU own a wsg_hs_t; RELAY and CLOSING do not.
  */
 typedef enum {
-    WSG_CONN_HS_READ = 0,
+    WSG_CONN_PROXY = 0,
+    WSG_CONN_HS_READ,
     WSG_CONN_CONNECTING,
     WSG_CONN_UPSTREAM,
     WSG_CONN_PASSTHRU,
