@@ -163,10 +163,10 @@ static void handshakes(wsg_metrics_buf_t *b, const wsg_stats_t *st) {
 static void closes(wsg_metrics_buf_t *b, const wsg_stats_t *st) {
     /* The codes wsgate sends or records itself (RFC 6455 §7.4.1): always
      * present. */
-    static const int always[] = {1000, 1001, 1002, 1006, 1009, 1011, 1012};
+    static const int always[] = {1000, 1001, 1002, 1009, 1011, 1012};
     family(b, "wsgate_closes_total", "counter",
-           "Relayed connections ended, by close code (1006: no close frame; "
-           "\"other\": codes outside 1000-1014).");
+           "Relayed connections ended, by close code: the first close frame seen, or the code "
+           "wsgate sent (\"other\": codes outside 1000-1014).");
     for (int code = 1000; code < 1015; code++) {
         int show = st->closes[code - 1000] != 0;
         for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++)

@@ -399,7 +399,8 @@ START_TEST(test_metrics_closes_by_code) {
     ck_assert(sample(t, "wsgate_closes_total{code=\"1008\"}") == 1);
     ck_assert(sample(t, "wsgate_closes_total{code=\"other\"}") == 2);
     ck_assert(sample(t, "wsgate_closes_total{code=\"1001\"}") == 0);
-    ck_assert(sample(t, "wsgate_closes_total{code=\"1006\"}") == 0);
+    ck_assert(sample(t, "wsgate_closes_total{code=\"1011\"}") == 0);
+    ck_assert(sample(t, "wsgate_closes_total{code=\"1006\"}") == -1);
     ck_assert(sample(t, "wsgate_closes_total{code=\"1003\"}") == -1);
     free(t);
 }
