@@ -754,15 +754,18 @@ static void on_stop(uv_async_t *a) {
     uv_walk(&w->loop, close_any, w);
 }
 
-static worker_t workers[MAX_THREADS];
-static unsigned nworkers = 1;
+/* The process: every worker; the signal handles carry a pointer to it. */
+typedef struct app_s {
+    worker_t workers[MAX_THREADS];
+    unsigned nworkers;
+} app_t;
 
 static void on_signal(uv_signal_t *s, int signum) {
+    app_t *app = s->data;
     (void)signum;
-    (void)s;
-    for (unsigned i = 1; i < nworkers; i++)
-        uv_async_send(&workers[i].stop);
-    on_stop(&workers[0].stop);
+    for (unsigned i = 1; i < app->nworkers; i++)
+        uv_async_send(&app->workers[i].stop);
+    on_stop(&app->workers[0].stop);
 }
 
 static void run_worker(void *arg) {
@@ -847,7 +850,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "echo_backend: bad host address \"%s\"\n", host);
         return 2;
     }
-    nworkers = (unsigned)threads;
+    static app_t app_storage; /* too big for the stack; main's alone */
+    app_t *app = &app_storage;
+    worker_t *workers = app->workers;
+    unsigned nworkers = app->nworkers = (unsigned)threads;
     int rc = start_worker(&workers[0], (struct sockaddr *)&ss, nworkers > 1);
     if (rc < 0) {
         fprintf(stderr, "echo_backend: cannot listen on %s:%ld: %s\n", host, port,
@@ -881,6 +887,7 @@ int main(int argc, char **argv) {
     }
     uv_signal_init(&workers[0].loop, &workers[0].sigterm);
     uv_signal_init(&workers[0].loop, &workers[0].sigint);
+    workers[0].sigterm.data = workers[0].sigint.data = app;
     uv_signal_start(&workers[0].sigterm, on_signal, SIGTERM);
     uv_signal_start(&workers[0].sigint, on_signal, SIGINT);
 
