@@ -16,7 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <wsgate/admin.h>
 #include <wsgate/balancer.h>
+#include <wsgate/health.h>
 #include <wsgate/listener.h>
 #include <wsgate/log.h>
 #include <wsgate/worker.h>
@@ -34,11 +36,52 @@ struct wsg_server_s {
     _Atomic uint64_t active;   /* client connections, all workers */
     unsigned signals;
     bool stopping;
+    wsg_admin_t *admin;        /* NULL when disabled */
+    wsg_admin_conf_t admin_conf; /* what <admin> was started with (borrowed strings) */
+    wsg_health_t *health;      /* active checks of the current runtime */
 };
 
-/* Hooks for the modules that run on the server loop (admin, health). */
-static void server_reconfigured(wsg_server_t *srv) { (void)srv; }
-static void server_stopping(wsg_server_t *srv) { (void)srv; }
+static bool str_eq(const char *a, const char *b) {
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* The admin endpoint follows the configuration: restarted only when its
+ * address or token changed, so a reload through POST /reload does not drop
+ * the connection that asked for it unless it must. */
+static int admin_apply(wsg_server_t *srv, const wsg_admin_conf_t *conf, char *err, size_t cap) {
+    if (srv->admin != NULL && conf->enabled && str_eq(srv->admin_conf.bind, conf->bind) &&
+        str_eq(srv->admin_conf.token, conf->token)) {
+        srv->admin_conf = *conf;
+        return 0;
+    }
+    wsg_admin_stop(srv->admin);
+    srv->admin = NULL;
+    srv->admin_conf = *conf;
+    if (!conf->enabled)
+        return 0;
+    srv->admin = wsg_admin_start(srv, conf, err, cap);
+    if (srv->admin == NULL)
+        return -1;
+    WSG_LOG(WSG_LOG_INFO, "admin", "admin endpoint on %s%s", conf->bind,
+            conf->token ? " (bearer token required)" : "");
+    return 0;
+}
+
+static void server_reconfigured(wsg_server_t *srv) {
+    char err[512];
+    wsg_health_stop(srv->health);
+    srv->health = wsg_health_start(srv, srv->rt);
+    if (admin_apply(srv, &srv->rt->cfg->admin, err, sizeof(err)) != 0)
+        WSG_LOG(WSG_LOG_ERROR, "admin", "%s: the admin endpoint is off until the next reload",
+                err);
+}
+
+/* Health checks stop with the traffic; the admin endpoint stays up until
+ * the workers are done so /healthz can answer 503 "draining". */
+static void server_stopping(wsg_server_t *srv) {
+    wsg_health_stop(srv->health);
+    srv->health = NULL;
+}
 
 uv_loop_t *wsg_server_loop(wsg_server_t *srv) { return &srv->loop; }
 wsg_runtime_t *wsg_server_runtime(wsg_server_t *srv) { return srv->rt; }
@@ -172,10 +215,11 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
         wsg_worker_post(&srv->workers[w], m);
     }
     free(fds);
-    wsg_runtime_unref(srv->rt);
+    wsg_runtime_t *old = srv->rt;
     srv->rt = rt;
     wsg_log_configure(rt->cfg->log.level, rt->cfg->log.format);
-    server_reconfigured(srv);
+    server_reconfigured(srv); /* compares with the old admin settings: old still alive */
+    wsg_runtime_unref(old);
     WSG_LOG(WSG_LOG_INFO, "server", "reloaded %s: %zu listener%s, %zu route%s, %zu pool%s", path,
             n, n == 1 ? "" : "s", rt->cfg->nroutes, rt->cfg->nroutes == 1 ? "" : "s",
             rt->cfg->npools, rt->cfg->npools == 1 ? "" : "s");
@@ -234,6 +278,10 @@ static void on_done(uv_async_t *a) {
     wsg_server_t *srv = a->data;
     if (atomic_load(&srv->finished) < srv->nworkers)
         return;
+    wsg_admin_stop(srv->admin);
+    srv->admin = NULL;
+    wsg_health_stop(srv->health);
+    srv->health = NULL;
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sig_hup, NULL);
@@ -318,6 +366,11 @@ int wsg_server_run(wsg_config_t *cfg) {
     uv_signal_start(&srv.sig_int, on_signal, SIGINT);
     uv_signal_start(&srv.sig_hup, on_signal, SIGHUP);
 
+    if (admin_apply(&srv, &cfg->admin, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        _exit(WSG_EXIT_STARTUP);
+    }
+    srv.health = wsg_health_start(&srv, srv.rt);
     for (unsigned i = 0; i < srv.nworkers; i++) {
         int r = wsg_worker_init(&srv.workers[i], &srv, i, srv.rt, fds + i * cfg->nlisteners);
         if (r != 0) {
