@@ -28,7 +28,9 @@ static void guard_open(guard_t *g) {
     ck_assert_int_eq(mprotect(g->base + 2 * g->page, g->page, PROT_NONE), 0);
 }
 
-static void guard_close(guard_t *g) { munmap(g->base, 3 * g->page); }
+static void guard_close(guard_t *g) {
+    munmap(g->base, 3 * g->page);
+}
 
 /* Copies data[0..len) to end exactly at the guard page. */
 static const unsigned char *guarded(guard_t *g, const void *data, size_t len) {
@@ -43,15 +45,15 @@ typedef struct {
     const char *data; /* may contain NULs: see len */
     size_t len;
     wsg_proxy_status_t want;
-    size_t consumed;     /* DONE: header length */
-    int version;         /* DONE */
-    int local;           /* DONE */
-    int family;          /* DONE && !local */
-    const char *src;     /* DONE && !local: source address text */
+    size_t consumed; /* DONE: header length */
+    int version;     /* DONE */
+    int local;       /* DONE */
+    int family;      /* DONE && !local */
+    const char *src; /* DONE && !local: source address text */
     uint16_t sport;
     const char *dst;
     uint16_t dport;
-    size_t fail_at;      /* MALFORMED: shortest prefix already refused (0: not checked) */
+    size_t fail_at; /* MALFORMED: shortest prefix already refused (0: not checked) */
 } pp_case_t;
 
 #define S(lit) lit, sizeof(lit) - 1
@@ -59,16 +61,21 @@ typedef struct {
 /* v2 fixed part: signature, version/command, family/transport, length. */
 #define SIG "\r\n\r\n\0\r\nQUIT\n"
 #define V2_TCP4 SIG "\x21\x11\x00\x0c"
-#define V2_TCP4_ADDR "\xc0\x00\x02\x01" "\x0a\x00\x00\x01" "\x30\x39" "\x01\xbb"
-#define V2_TCP6_ADDR                                                                        \
-    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07"                      \
-    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08"                      \
-    "\xff\xff" "\x00\x50"
+#define V2_TCP4_ADDR                                                                               \
+    "\xc0\x00\x02\x01"                                                                             \
+    "\x0a\x00\x00\x01"                                                                             \
+    "\x30\x39"                                                                                     \
+    "\x01\xbb"
+#define V2_TCP6_ADDR                                                                               \
+    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07"                             \
+    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08"                             \
+    "\xff\xff"                                                                                     \
+    "\x00\x50"
 
 static const pp_case_t cases[] = {
     /* ---- version 1 ---- */
-    {"v1 tcp4", S("PROXY TCP4 192.0.2.1 10.0.0.1 12345 443\r\n"), WSG_PROXY_DONE, 41, 1, 0,
-     AF_INET, "192.0.2.1", 12345, "10.0.0.1", 443, 0},
+    {"v1 tcp4", S("PROXY TCP4 192.0.2.1 10.0.0.1 12345 443\r\n"), WSG_PROXY_DONE, 41, 1, 0, AF_INET,
+     "192.0.2.1", 12345, "10.0.0.1", 443, 0},
     {"v1 tcp4 then request", S("PROXY TCP4 192.0.2.1 10.0.0.1 1 2\r\nGET / HTTP/1.1\r\n\r\n"),
      WSG_PROXY_DONE, 35, 1, 0, AF_INET, "192.0.2.1", 1, "10.0.0.1", 2, 0},
     {"v1 tcp6", S("PROXY TCP6 2001:db8::7 2001:db8::8 65535 80\r\n"), WSG_PROXY_DONE, 45, 1, 0,
@@ -88,8 +95,8 @@ static const pp_case_t cases[] = {
        "012345678901234567890\r\n"),
      WSG_PROXY_DONE, 107, 1, 1, 0, NULL, 0, NULL, 0, 0},
 
-    {"http request", S("GET / HTTP/1.1\r\n\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0, NULL, 0, NULL,
-     0, 1},
+    {"http request", S("GET / HTTP/1.1\r\n\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0, NULL, 0, NULL, 0,
+     1},
     {"tls clienthello", S("\x16\x03\x01\x02\x00\x01"), WSG_PROXY_MALFORMED, 0, 0, 0, 0, NULL, 0,
      NULL, 0, 1},
     {"lowercase proxy", S("proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
@@ -118,12 +125,12 @@ static const pp_case_t cases[] = {
      NULL, 0, NULL, 0, 0},
     {"v1 v4 address for tcp6", S("PROXY TCP6 1.2.3.4 1.2.3.4 1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0,
      0, 0, NULL, 0, NULL, 0, 0},
-    {"v1 octet too big", S("PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0,
-     0, NULL, 0, NULL, 0, 0},
+    {"v1 octet too big", S("PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
+     NULL, 0, NULL, 0, 0},
     {"v1 port too big", S("PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0,
      0, NULL, 0, NULL, 0, 0},
-    {"v1 port not a number", S("PROXY TCP4 1.2.3.4 5.6.7.8 1a 2\r\n"), WSG_PROXY_MALFORMED, 0, 0,
-     0, 0, NULL, 0, NULL, 0, 0},
+    {"v1 port not a number", S("PROXY TCP4 1.2.3.4 5.6.7.8 1a 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0,
+     0, NULL, 0, NULL, 0, 0},
     {"v1 negative port", S("PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
      NULL, 0, NULL, 0, 0},
     {"v1 missing port", S("PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
@@ -132,24 +139,25 @@ static const pp_case_t cases[] = {
      NULL, 0, NULL, 0, 0},
     {"v1 double space", S("PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
      NULL, 0, NULL, 0, 0},
-    {"v1 trailing space", S("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n"), WSG_PROXY_MALFORMED, 0, 0, 0,
-     0, NULL, 0, NULL, 0, 0},
+    {"v1 trailing space", S("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n"), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
+     NULL, 0, NULL, 0, 0},
 
     /* ---- version 2 ---- */
     {"v2 tcp4", S(V2_TCP4 V2_TCP4_ADDR), WSG_PROXY_DONE, 28, 2, 0, AF_INET, "192.0.2.1", 12345,
      "10.0.0.1", 443, 0},
-    {"v2 tcp4 then request", S(V2_TCP4 V2_TCP4_ADDR "GET / HTTP/1.1\r\n"), WSG_PROXY_DONE, 28, 2,
-     0, AF_INET, "192.0.2.1", 12345, "10.0.0.1", 443, 0},
+    {"v2 tcp4 then request", S(V2_TCP4 V2_TCP4_ADDR "GET / HTTP/1.1\r\n"), WSG_PROXY_DONE, 28, 2, 0,
+     AF_INET, "192.0.2.1", 12345, "10.0.0.1", 443, 0},
     {"v2 tcp6", S(SIG "\x21\x21\x00\x24" V2_TCP6_ADDR), WSG_PROXY_DONE, 52, 2, 0, AF_INET6,
      "2001:db8::7", 65535, "2001:db8::8", 80, 0},
     {"v2 tcp4 with TLVs",
-     S(SIG "\x21\x11\x00\x1b" V2_TCP4_ADDR "\x01\x00\x08http/1.1" "\x04\x00\x01\x00"),
+     S(SIG "\x21\x11\x00\x1b" V2_TCP4_ADDR "\x01\x00\x08http/1.1"
+           "\x04\x00\x01\x00"),
      WSG_PROXY_DONE, 43, 2, 0, AF_INET, "192.0.2.1", 12345, "10.0.0.1", 443, 0},
     {"v2 local", S(SIG "\x20\x00\x00\x00"), WSG_PROXY_DONE, 16, 2, 1, 0, NULL, 0, NULL, 0, 0},
-    {"v2 local with addresses", S(SIG "\x20\x11\x00\x0c" V2_TCP4_ADDR), WSG_PROXY_DONE, 28, 2, 1,
-     0, NULL, 0, NULL, 0, 0},
-    {"v2 proxy unspec", S(SIG "\x21\x00\x00\x03xyz"), WSG_PROXY_DONE, 19, 2, 1, 0, NULL, 0, NULL,
-     0, 0},
+    {"v2 local with addresses", S(SIG "\x20\x11\x00\x0c" V2_TCP4_ADDR), WSG_PROXY_DONE, 28, 2, 1, 0,
+     NULL, 0, NULL, 0, 0},
+    {"v2 proxy unspec", S(SIG "\x21\x00\x00\x03xyz"), WSG_PROXY_DONE, 19, 2, 1, 0, NULL, 0, NULL, 0,
+     0},
     {"v2 udp4 is local", S(SIG "\x21\x12\x00\x0c" V2_TCP4_ADDR), WSG_PROXY_DONE, 28, 2, 1, 0, NULL,
      0, NULL, 0, 0},
 
@@ -165,7 +173,9 @@ static const pp_case_t cases[] = {
      0, NULL, 0, 14},
     {"v2 transport 3", S(SIG "\x21\x13\x00\x0c" V2_TCP4_ADDR), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
      NULL, 0, NULL, 0, 14},
-    {"v2 tcp4 too short", S(SIG "\x21\x11\x00\x0b" "\xc0\x00\x02\x01\x0a\x00\x00\x01\x30\x39\x01"),
+    {"v2 tcp4 too short",
+     S(SIG "\x21\x11\x00\x0b"
+           "\xc0\x00\x02\x01\x0a\x00\x00\x01\x30\x39\x01"),
      WSG_PROXY_MALFORMED, 0, 0, 0, 0, NULL, 0, NULL, 0, 16},
     {"v2 tcp6 too short", S(SIG "\x21\x21\x00\x0c" V2_TCP4_ADDR), WSG_PROXY_MALFORMED, 0, 0, 0, 0,
      NULL, 0, NULL, 0, 16},
@@ -203,11 +213,9 @@ static void check_done(const pp_case_t *c, const wsg_proxy_result_t *r, size_t c
     ck_assert_uint_eq(r->src_len, c->family == AF_INET ? sizeof(struct sockaddr_in)
                                                        : sizeof(struct sockaddr_in6));
     addr_text(&r->src, ip, sizeof(ip), &port);
-    ck_assert_msg(strcmp(ip, c->src) == 0 && port == c->sport, "%s: src %s:%u", c->label, ip,
-                  port);
+    ck_assert_msg(strcmp(ip, c->src) == 0 && port == c->sport, "%s: src %s:%u", c->label, ip, port);
     addr_text(&r->dst, ip, sizeof(ip), &port);
-    ck_assert_msg(strcmp(ip, c->dst) == 0 && port == c->dport, "%s: dst %s:%u", c->label, ip,
-                  port);
+    ck_assert_msg(strcmp(ip, c->dst) == 0 && port == c->dport, "%s: dst %s:%u", c->label, ip, port);
 }
 
 START_TEST(test_proxy_proto_table_whole) {
@@ -217,7 +225,8 @@ START_TEST(test_proxy_proto_table_whole) {
         const pp_case_t *c = &cases[i];
         wsg_proxy_result_t r;
         size_t consumed = 99;
-        wsg_proxy_status_t st = wsg_proxy_parse(guarded(&g, c->data, c->len), c->len, &consumed, &r);
+        wsg_proxy_status_t st =
+            wsg_proxy_parse(guarded(&g, c->data, c->len), c->len, &consumed, &r);
         ck_assert_msg(st == c->want, "%s: status %d, want %d (%s)", c->label, st, c->want,
                       r.reason ? r.reason : "");
         if (st == WSG_PROXY_DONE)
@@ -297,15 +306,14 @@ START_TEST(test_proxy_proto_v2_bound) {
     ck_assert_int_eq(wsg_proxy_parse(guarded(&g, buf, WSG_PROXY_V2_MAX - 1), WSG_PROXY_V2_MAX - 1,
                                      &consumed, &r),
                      WSG_PROXY_NEED_MORE);
-    ck_assert_int_eq(wsg_proxy_parse(guarded(&g, buf, WSG_PROXY_V2_MAX), WSG_PROXY_V2_MAX,
-                                     &consumed, &r),
-                     WSG_PROXY_DONE);
+    ck_assert_int_eq(
+        wsg_proxy_parse(guarded(&g, buf, WSG_PROXY_V2_MAX), WSG_PROXY_V2_MAX, &consumed, &r),
+        WSG_PROXY_DONE);
     ck_assert_uint_eq(consumed, WSG_PROXY_V2_MAX);
     body++;
     buf[14] = (unsigned char)(body >> 8);
     buf[15] = (unsigned char)(body & 0xff);
-    ck_assert_int_eq(wsg_proxy_parse(guarded(&g, buf, 16), 16, &consumed, &r),
-                     WSG_PROXY_MALFORMED);
+    ck_assert_int_eq(wsg_proxy_parse(guarded(&g, buf, 16), 16, &consumed, &r), WSG_PROXY_MALFORMED);
     guard_close(&g);
 }
 END_TEST
