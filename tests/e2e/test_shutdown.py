@@ -93,7 +93,8 @@ def test_shutdown_refuses_new_connections(stack):
 def test_healthz_answers_503_draining_during_shutdown(stack):
     g = start(stack, drain_ms=4000, admin=True)
     admin = int(g.cfg["admin"]["bind"].rsplit(":", 1)[1])
-    assert http_get(admin, "/healthz") == (200, b"ok")
+    st, body = http_get(admin, "/healthz")
+    assert (st, body.strip()) == (200, b"ok"), (st, body)
     c, _ = ws_connect(g.port, "/?user=holder")
     try:
         g.signal(signal.SIGTERM)
