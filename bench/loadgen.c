@@ -155,8 +155,13 @@ typedef struct conn_s {
     uint64_t *ts;         /* send time of message seq at ts[seq % window] */
 } conn_t;
 
+#define MAX_CPUS 64
+
 typedef struct cpu_sample_s {
     double proxy_s, backend_s, self_s; /* CPU seconds */
+    double busy_s[MAX_CPUS];           /* per CPU, from /proc/stat */
+    double steal_s[MAX_CPUS];
+    unsigned ncpu;
     long proxy_rss_kb;
     uint64_t t; /* ns */
 } cpu_sample_t;
@@ -176,6 +181,9 @@ struct lg_s {
     unsigned live;     /* slots with an open uv handle */
     unsigned pinged;   /* idle: echoes of the one message */
     unsigned n_est;    /* connections open when SETUP ended */
+    unsigned half;     /* idle: pause the setup here to sample RSS (0 = no) */
+    int half_state;    /* 0 before the pause, 1 during, 2 after */
+    unsigned n_half;   /* connections open at the pause */
     uint64_t inflight; /* data messages sent and not yet echoed */
     uint8_t *rbuf;
     uint8_t *pattern; /* payload pattern, <size> bytes */
@@ -190,13 +198,13 @@ struct lg_s {
     uint64_t msgs, bytes, handshakes;
     uint64_t msgs_total, handshakes_total;
     struct {
-        uint64_t connect, upgrade, payload, protocol, eof, timeout, write;
+        uint64_t connect, upgrade, payload, protocol, eof, timeout, write, lost;
     } err;
     uint32_t *lat; /* ns, one per message or handshake of the window */
     size_t nlat, lat_cap;
     uint64_t lat_dropped;
     cpu_sample_t s0, s1;
-    long rss_base_kb, rss_open_kb, rss_ping_kb;
+    long rss_base_kb, rss_half_kb, rss_open_kb, rss_ping_kb;
     double setup_s, ping_s;
     uint64_t t_setup0, t_ping0;
 };
@@ -263,8 +271,36 @@ static long proc_rss_kb(pid_t pid) {
     return kb;
 }
 
+/* Busy and stolen time of every CPU (proc(5), /proc/stat): with the
+ * processes' own times, it tells how much of a CPU went to other programs
+ * during the window, i.e. how noisy the measurement was. */
+static void proc_cpus(cpu_sample_t *s) {
+    char line[512];
+    double tck = (double)sysconf(_SC_CLK_TCK);
+    FILE *f = fopen("/proc/stat", "r");
+    s->ncpu = 0;
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned id;
+        unsigned long long us, ni, sy, idle, io, irq, sirq, st;
+        if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9')
+            continue;
+        if (sscanf(line + 3, "%u %llu %llu %llu %llu %llu %llu %llu %llu", &id, &us, &ni, &sy,
+                   &idle, &io, &irq, &sirq, &st) != 9 ||
+            id >= MAX_CPUS)
+            continue;
+        s->busy_s[id] = (double)(us + ni + sy + irq + sirq) / tck;
+        s->steal_s[id] = (double)st / tck;
+        if (id + 1 > s->ncpu)
+            s->ncpu = id + 1;
+    }
+    fclose(f);
+}
+
 static void sample(lg_t *lg, cpu_sample_t *s) {
     struct rusage ru;
+    proc_cpus(s);
     s->proxy_s = 0;
     s->proxy_rss_kb = 0;
     for (unsigned i = 0; i < lg->o.npids; i++) {
@@ -523,13 +559,32 @@ static void conn_close(conn_t *c) {
 }
 
 static void start_more(lg_t *lg) {
-    while (lg->phase == PH_SETUP && lg->next < lg->nconns && lg->pending < lg->o.concurrency)
+    unsigned limit = lg->half_state == 0 && lg->half > 0 ? lg->half : lg->nconns;
+    while (lg->phase == PH_SETUP && lg->next < limit && lg->pending < lg->o.concurrency)
         conn_start(&lg->conns[lg->next++]);
 }
 
+static void setup_check(lg_t *lg);
+
+static void on_half(uv_timer_t *t) {
+    lg_t *lg = t->data;
+    lg->rss_half_kb = rss_now(lg);
+    lg->n_half = lg->open;
+    lg->half_state = 2;
+    setup_check(lg);
+}
+
+/* Idle mode samples RSS halfway too, after a pause: the growth between the
+ * half and the whole is the marginal cost of a connection, free of fixed
+ * costs such as the memory the first handshakes leave behind. */
 static void setup_check(lg_t *lg) {
-    if (lg->phase != PH_SETUP)
+    if (lg->phase != PH_SETUP || lg->half_state == 1)
         return;
+    if (lg->half_state == 0 && lg->half > 0 && lg->settled >= lg->half) {
+        lg->half_state = 1;
+        uv_timer_start(&lg->phase_timer, on_half, (uint64_t)(lg->o.settle * 1000.0 + 0.5), 0);
+        return;
+    }
     start_more(lg);
     if (lg->settled == lg->nconns)
         phase_next(lg);
@@ -1094,6 +1149,10 @@ static void phase_next(lg_t *lg) {
         return;
     case PH_DRAIN:
         uv_timer_stop(&lg->phase_timer);
+        /* Echoes still missing after the drain bound never came back: a
+         * proxy that loses a message must not merely look slower. */
+        if (m != MODE_HANDSHAKE)
+            lg->err.lost += lg->inflight;
         lg->phase = PH_CLOSE;
         close_all(lg);
         if (lg->live == 0)
@@ -1200,7 +1259,7 @@ static void close_left(uv_handle_t *h, void *arg) {
 static void report(lg_t *lg) {
     const opts_t *o = &lg->o;
     uint64_t errors = lg->err.connect + lg->err.upgrade + lg->err.payload + lg->err.protocol +
-                      lg->err.eof + lg->err.timeout + lg->err.write;
+                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost;
     double win = lg->s1.t > lg->s0.t ? (double)(lg->s1.t - lg->s0.t) / 1e9 : 0;
     double pcpu = lg->s1.proxy_s - lg->s0.proxy_s;
     double bcpu = lg->s1.backend_s - lg->s0.backend_s;
@@ -1220,11 +1279,17 @@ static void report(lg_t *lg) {
         double per2 = n && o->idle_ping
                           ? (double)(lg->rss_ping_kb - lg->rss_base_kb) * 1024.0 / n
                           : 0;
+        double marg = n > lg->n_half && lg->half_state == 2
+                          ? (double)(lg->rss_open_kb - lg->rss_half_kb) * 1024.0 /
+                                (double)(n - lg->n_half)
+                          : 0;
         printf("\"established\":%u,\"setup_s\":%.3f,\"ping\":%s,\"pinged\":%u,\"ping_s\":%.3f,"
-               "\"rss_base_kb\":%ld,\"rss_open_kb\":%ld,\"rss_ping_kb\":%ld,"
-               "\"rss_per_conn_b\":%.1f,\"rss_per_conn_after_ping_b\":%.1f,",
+               "\"rss_base_kb\":%ld,\"rss_half_kb\":%ld,\"half_conns\":%u,\"rss_open_kb\":%ld,"
+               "\"rss_ping_kb\":%ld,\"rss_per_conn_b\":%.1f,\"rss_per_conn_after_ping_b\":%.1f,"
+               "\"rss_marginal_per_conn_b\":%.1f,",
                n, lg->setup_s, o->idle_ping ? "true" : "false", lg->pinged, lg->ping_s,
-               lg->rss_base_kb, lg->rss_open_kb, lg->rss_ping_kb, per, per2);
+               lg->rss_base_kb, lg->rss_half_kb, lg->n_half, lg->rss_open_kb, lg->rss_ping_kb, per,
+               per2, marg);
     } else {
         uint64_t count = o->mode == MODE_HANDSHAKE ? lg->handshakes : lg->msgs;
         double rate = win > 0 ? (double)count / win : 0;
@@ -1238,6 +1303,14 @@ static void report(lg_t *lg) {
                p90, p99, pmax, lg->nlat);
         printf("\"proxy_cpu_s\":%.3f,\"backend_cpu_s\":%.3f,\"loadgen_cpu_s\":%.3f,", pcpu, bcpu,
                scpu);
+        unsigned nc = lg->s0.ncpu < lg->s1.ncpu ? lg->s0.ncpu : lg->s1.ncpu;
+        printf("\"cpu_busy_s\":[");
+        for (unsigned i = 0; i < nc; i++)
+            printf("%s%.3f", i ? "," : "", lg->s1.busy_s[i] - lg->s0.busy_s[i]);
+        printf("],\"cpu_steal_s\":[");
+        for (unsigned i = 0; i < nc; i++)
+            printf("%s%.3f", i ? "," : "", lg->s1.steal_s[i] - lg->s0.steal_s[i]);
+        printf("],");
         if (o->npids > 0 && count > 0) {
             if (o->mode == MODE_HANDSHAKE)
                 printf("\"cpu_us_per_handshake\":%.3f,", pcpu * 1e6 / (double)count);
@@ -1249,9 +1322,11 @@ static void report(lg_t *lg) {
     }
     printf("\"errors\":%" PRIu64 ",\"err\":{\"connect\":%" PRIu64 ",\"upgrade\":%" PRIu64
            ",\"payload\":%" PRIu64 ",\"protocol\":%" PRIu64 ",\"eof\":%" PRIu64
-           ",\"timeout\":%" PRIu64 ",\"write\":%" PRIu64 "},\"aborted\":%s%s%s%s}\n",
+           ",\"timeout\":%" PRIu64 ",\"write\":%" PRIu64 ",\"lost\":%" PRIu64
+           "},\"aborted\":%s%s%s%s}\n",
            errors, lg->err.connect, lg->err.upgrade, lg->err.payload, lg->err.protocol,
-           lg->err.eof, lg->err.timeout, lg->err.write, lg->aborted ? "true" : "false",
+           lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost,
+           lg->aborted ? "true" : "false",
            lg->aborted ? ",\"abort_reason\":\"" : "", lg->aborted ? lg->abort_reason : "",
            lg->aborted ? "\"" : "");
     fflush(stdout);
@@ -1272,6 +1347,11 @@ static void report(lg_t *lg) {
             if (o->idle_ping)
                 fprintf(stderr, ", %.0f B after a message",
                         n ? (double)(lg->rss_ping_kb - lg->rss_base_kb) * 1024.0 / n : 0.0);
+            if (lg->half_state == 2 && n > lg->n_half)
+                fprintf(stderr, "; marginal %.0f B (from %u to %u connections)",
+                        (double)(lg->rss_open_kb - lg->rss_half_kb) * 1024.0 /
+                            (double)(n - lg->n_half),
+                        lg->n_half, n);
             fprintf(stderr, "\n");
         }
     } else {
@@ -1291,9 +1371,10 @@ static void report(lg_t *lg) {
     if (errors > 0 || lg->aborted)
         fprintf(stderr, "  ERRORS %" PRIu64 " (connect %" PRIu64 ", upgrade %" PRIu64
                         ", payload %" PRIu64 ", protocol %" PRIu64 ", eof %" PRIu64
-                        ", timeout %" PRIu64 ", write %" PRIu64 ")%s%s\n",
+                        ", timeout %" PRIu64 ", write %" PRIu64 ", lost %" PRIu64 ")%s%s\n",
                 errors, lg->err.connect, lg->err.upgrade, lg->err.payload, lg->err.protocol,
-                lg->err.eof, lg->err.timeout, lg->err.write, lg->aborted ? "; aborted: " : "",
+                lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost,
+                lg->aborted ? "; aborted: " : "",
                 lg->aborted ? lg->abort_reason : "");
 }
 
@@ -1485,6 +1566,8 @@ int main(int argc, char **argv) {
         lg->rng = now_ns() | 1;
 
     lg->nconns = o->conns;
+    if (o->mode == MODE_IDLE && o->npids > 0 && o->conns >= 2)
+        lg->half = o->conns / 2;
     lg->conns = calloc(lg->nconns, sizeof(conn_t));
     lg->rbuf = malloc(RBUF_SIZE);
     lg->pattern = malloc(o->size ? o->size : 1);
@@ -1563,7 +1646,7 @@ int main(int argc, char **argv) {
     }
     report(lg);
     uint64_t errors = lg->err.connect + lg->err.upgrade + lg->err.payload + lg->err.protocol +
-                      lg->err.eof + lg->err.timeout + lg->err.write;
+                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost;
     for (unsigned i = 0; i < lg->nconns; i++) {
         free(lg->conns[i].ts);
         free(lg->conns[i].ob.p);
