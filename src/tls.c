@@ -1236,7 +1236,14 @@ static void on_part_closed(uv_handle_t *h) {
         return;
     /* libuv already cancelled the flight and the TCP shutdown (their
      * callbacks ran with UV_ECANCELED); what never reached libuv is
-     * cancelled here, before the caller's close callback, as libuv does. */
+     * cancelled here, before the caller's close callback, as libuv does:
+     * an armed handshake callback first (it stands for the connect), then
+     * the writes, then the shutdown. */
+    if (t->hs_cb != NULL) {
+        wsg_tls_handshake_cb hcb = t->hs_cb;
+        t->hs_cb = NULL;
+        hcb(t->side, UV_ECANCELED);
+    }
     while (t->wq != NULL)
         complete(t, wq_pop(t), UV_ECANCELED);
     finish_shutdown(t, UV_ECANCELED);

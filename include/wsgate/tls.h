@@ -44,10 +44,11 @@
  *     the handshake completed and did not fail) and then shuts down the TCP
  *     write side; <cb> runs when that TCP shutdown completes. Reading goes
  *     on (the peer's close_notify/EOF arrives as UV_EOF).
- *   - close(cb): cancels what is pending (write and shutdown callbacks run
- *     with UV_ECANCELED first), frees the TLS state, and runs <cb> with the
- *     side's uv_tcp_t as handle, one loop iteration after the socket
- *     closed. Always use ops->close on a TLS side, never uv_close().
+ *   - close(cb): cancels what is pending (an armed wsg_tls_handshake
+ *     callback, then write, then shutdown callbacks run with UV_ECANCELED
+ *     first), frees the TLS state (side->tls becomes NULL), and runs <cb>
+ *     with the side's uv_tcp_t as handle once the socket is closed. Always
+ *     use ops->close on a TLS side, never uv_close().
  *
  * Callback timing: no callback ever runs inside the call that arms it
  * (read_start, write, try_write, shutdown, wsg_tls_handshake) and a call
@@ -153,7 +154,10 @@ typedef void (*wsg_tls_handshake_cb)(wsg_side_t *s, int status);
  * Starts the handshake now (a client sends its ClientHello, a server waits
  * for one) and calls <cb> once, from the loop, when it completes or fails,
  * whether or not the side is reading; calling it after completion still
- * calls <cb> (with 0) from the loop. Application data that arrives behind
+ * calls <cb> (with 0) from the loop. If the side is closed first, <cb>
+ * runs with UV_ECANCELED before the close callback (as a pending
+ * uv_connect would), so a deadline that closes the side mid-handshake
+ * still ends in this callback. Application data that arrives behind
  * the handshake stays buffered until read_start. Optional: read_start and
  * write start the handshake too; this is for callers that must know its
  * outcome first (a backend with a bad certificate is a failed connect).

@@ -1308,14 +1308,26 @@ END_TEST
 /* ---- API edges without a peer ----------------------------------------------- */
 
 static int closed_calls;
+static int lonely_order; /* 1: handshake cb, 2: write cb, 3: close cb */
+static int lonely_hs = 1, lonely_hs_at, lonely_w_at, lonely_close_at;
 static void on_lonely_closed(uv_handle_t *h) {
     (void)h;
     closed_calls++;
+    lonely_close_at = ++lonely_order;
 }
 
 static void on_lonely_write(uv_write_t *req, int status) {
     int *st = req->data;
     *st = status;
+    lonely_w_at = ++lonely_order;
+}
+
+static void on_lonely_hs(wsg_side_t *s, int status) {
+    lonely_hs = status;
+    lonely_hs_at = ++lonely_order;
+    ck_assert_ptr_nonnull(s->tls); /* still usable (closing) inside the callback */
+    uv_buf_t b = uv_buf_init((char *)"x", 1);
+    ck_assert_int_eq(s->ops->try_write(s, &b, 1), UV_EBADF);
 }
 
 START_TEST(test_tls_close_cancels_queued_writes) {
@@ -1337,11 +1349,18 @@ START_TEST(test_tls_close_cancels_queued_writes) {
     req.data = &status;
     ck_assert_int_eq(s.ops->write(&s, &req, &b, 1, on_lonely_write), 0);
     ck_assert_int_eq(status, 1); /* not before the handshake, not inside the call */
+    ck_assert_int_eq(wsg_tls_handshake(&s, on_lonely_hs), 0);
     s.ops->close(&s, on_lonely_closed);
     ck_assert_int_eq(s.ops == &wsg_transport_tls, 1);
+    ck_assert_int_eq(wsg_tls_handshake(&s, on_lonely_hs), UV_EINVAL); /* closing */
     uv_run(&loop, UV_RUN_DEFAULT);
     ck_assert_int_eq(status, UV_ECANCELED);
+    ck_assert_int_eq(lonely_hs, UV_ECANCELED);
     ck_assert_int_eq(closed_calls, 1);
+    /* libuv's order: the pending "connect", the writes, then close. */
+    ck_assert_int_eq(lonely_hs_at, 1);
+    ck_assert_int_eq(lonely_w_at, 2);
+    ck_assert_int_eq(lonely_close_at, 3);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
 
     /* Plain sides answer the TLS queries harmlessly. */
