@@ -644,8 +644,7 @@ static wreq_t *wq_pop(tls_t *t) {
     return w;
 }
 
-static void complete(tls_t *t, wreq_t *w, int status) {
-    (void)t;
+static void complete(wreq_t *w, int status) {
     uv_write_t *req = w->req;
     uv_write_cb cb = w->cb;
     free(w);
@@ -657,7 +656,7 @@ static void complete(tls_t *t, wreq_t *w, int status) {
  * queued write once the write side broke, or zero-length writes. */
 static void settle_writes(tls_t *t) {
     while (!t->closing && t->flight == NULL && t->wq != NULL && (t->wfail || t->wq->sealed))
-        complete(t, wq_pop(t), t->wfail);
+        complete(wq_pop(t), t->wfail);
 }
 
 static void finish_shutdown(tls_t *t, int status) {
@@ -834,7 +833,7 @@ static void on_flight(uv_write_t *r, int status) {
     for (wreq_t *w = t->wq; w != NULL && w->sealed; w = w->next)
         done++;
     while (done-- > 0 && t->wq != NULL)
-        complete(t, wq_pop(t), status);
+        complete(wq_pop(t), status);
     if (t->closing)
         return;
     settle_writes(t);
@@ -845,9 +844,8 @@ static void on_flight(uv_write_t *r, int status) {
 /* ---- reading ------------------------------------------------------------- */
 
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    tls_t *t = ((wsg_side_t *)(void *)h)->tls;
+    (void)h;
     (void)suggested;
-    (void)t;
     char *p = malloc(RBUF_SIZE);
     *buf = uv_buf_init(p, p != NULL ? RBUF_SIZE : 0);
 }
@@ -1245,7 +1243,7 @@ static void on_part_closed(uv_handle_t *h) {
         hcb(t->side, UV_ECANCELED);
     }
     while (t->wq != NULL)
-        complete(t, wq_pop(t), UV_ECANCELED);
+        complete(wq_pop(t), UV_ECANCELED);
     finish_shutdown(t, UV_ECANCELED);
     wsg_side_t *s = t->side;
     uv_close_cb cb = t->close_cb;
