@@ -854,8 +854,6 @@ wsg_admin_t *wsg_admin_start(wsg_server_t *srv, const wsg_admin_conf_t *conf, ch
         uv_close((uv_handle_t *)&a->listener, on_listener_closed);
         return NULL;
     }
-    WSG_LOG(WSG_LOG_INFO, "admin", "admin endpoint on %s%s", a->bind,
-            a->token ? " (bearer token required)" : "");
     return a;
 fail_alloc:
     snprintf(err, errcap, "cannot start admin %s: out of memory", conf->bind ? conf->bind : "?");
