@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <wsgate/log.h>
+#include <wsgate/tls.h>
 
 #define RANK_STACK 64
 
@@ -290,7 +291,12 @@ wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev) {
     if (rt == NULL)
         return NULL;
     rt->pools = calloc(cfg->npools ? cfg->npools : 1, sizeof(*rt->pools));
-    if (rt->pools == NULL) {
+    rt->pool_tls = calloc(cfg->npools ? cfg->npools : 1, sizeof(*rt->pool_tls));
+    rt->listener_tls = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*rt->listener_tls));
+    if (rt->pools == NULL || rt->pool_tls == NULL || rt->listener_tls == NULL) {
+        free(rt->pools);
+        free(rt->pool_tls);
+        free(rt->listener_tls);
         free(rt);
         return NULL;
     }
@@ -307,6 +313,25 @@ wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev) {
     return rt;
 }
 
+int wsg_runtime_load_tls(wsg_runtime_t *rt, char *err, size_t errcap) {
+    const wsg_config_t *cfg = rt->cfg;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const wsg_listener_conf_t *lc = &cfg->listeners[i];
+        if (lc->tls == NULL || rt->listener_tls[i] != NULL)
+            continue;
+        if (wsg_tls_server_ctx_new(lc->tls, &rt->listener_tls[i], err, errcap) != 0)
+            return -1;
+    }
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const wsg_pool_conf_t *pc = &cfg->pools[i];
+        if (!pc->tls.enabled || rt->pool_tls[i] != NULL)
+            continue;
+        if (wsg_tls_client_ctx_new(&pc->tls, &rt->pool_tls[i], err, errcap) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt) {
     atomic_fetch_add_explicit(&rt->refcount, 1, memory_order_relaxed);
     return rt;
@@ -315,9 +340,15 @@ wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt) {
 void wsg_runtime_unref(wsg_runtime_t *rt) {
     if (rt == NULL || atomic_fetch_sub_explicit(&rt->refcount, 1, memory_order_acq_rel) != 1)
         return;
-    for (size_t i = 0; i < rt->cfg->npools; i++)
+    for (size_t i = 0; i < rt->cfg->npools; i++) {
         wsg_balancer_free(rt->pools[i]);
+        wsg_tls_ctx_unref(rt->pool_tls[i]);
+    }
+    for (size_t i = 0; i < rt->cfg->nlisteners; i++)
+        wsg_tls_ctx_unref(rt->listener_tls[i]);
     free(rt->pools);
+    free(rt->pool_tls);
+    free(rt->listener_tls);
     wsg_config_unref(rt->cfg);
     free(rt);
 }

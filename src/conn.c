@@ -24,6 +24,7 @@
 #include <wsgate/balance_key.h>
 #include <wsgate/proxy_proto.h>
 #include <wsgate/route.h>
+#include <wsgate/tls.h>
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -243,6 +244,11 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
     case WSG_CONN_HS_READ:
         if (now < c->hs->deadline)
             break;
+        if (c->peer[WSG_CLIENT].io.tls != NULL &&
+            !wsg_tls_handshake_done(&c->peer[WSG_CLIENT].io)) {
+            wsg_conn_abort(c, "TLS handshake not complete within handshake_ms");
+            return;
+        }
         reject(c, 408, "request head not complete within handshake_ms");
         return;
     case WSG_CONN_CONNECTING:
@@ -473,7 +479,9 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
 
 static void reject_at_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     /* Over max_connections: accept so the client hears a 503 now instead of
-     * waiting in the backlog, and close at once. */
+     * waiting in the backlog, and close at once. A TLS client could not read
+     * a plaintext answer: it is only closed. */
+    bool tls = w->rt->listener_tls[l->index] != NULL;
     uv_tcp_t *t = malloc(sizeof(*t));
     char buf[256];
     size_t n = wsg_http_error_response(503, buf, sizeof(buf));
@@ -483,7 +491,7 @@ static void reject_at_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         free(t);
         return;
     }
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0) {
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)t) == 0 && !tls) {
         uv_buf_t b = uv_buf_init(buf, (unsigned)n);
         (void)uv_try_write((uv_stream_t *)t, &b, 1);
     }
@@ -499,9 +507,15 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         reject_at_accept(w, l);
         return;
     }
+    /* A TLS listener's sides are TLS from the first byte, unless a PROXY
+     * header comes first: then TLS starts once it has been read. */
+    wsg_tls_ctx_t *tls = w->rt->listener_tls[l->index];
+    bool proxy = cfg->listeners[l->index].proxy_protocol;
     wsg_conn_t *c = calloc(1, sizeof(*c));
     wsg_hs_t *hs = calloc(1, sizeof(*hs));
-    if (c == NULL || hs == NULL || wsg_side_init_tcp(&w->loop, &c->peer[WSG_CLIENT].io) != 0) {
+    if (c == NULL || hs == NULL ||
+        (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->peer[WSG_CLIENT].io, tls, 1, NULL)
+                       : wsg_side_init_tcp(&w->loop, &c->peer[WSG_CLIENT].io)) != 0) {
         free(c);
         free(hs);
         wsg_server_conn_release(w->server);
@@ -584,42 +598,81 @@ static void start_relay(wsg_conn_t *c) {
     c->hs = NULL;
 }
 
-static void on_connect(uv_connect_t *req, int status) {
-    wsg_conn_t *c = req->data;
+/* The backend accepted the connection (and the TLS handshake, for a TLS
+ * pool): send the request and wait for its answer. */
+static void backend_ready(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     const wsg_config_t *cfg = cfg_of(c);
-    wsg_balancer_t *bal = c->rt->pools[c->pool];
 
-    if (c->state != WSG_CONN_CONNECTING)
-        return; /* the connection is being torn down */
-    if (status == 0) {
-        wsg_balancer_report_success(bal, (unsigned)c->backend);
-        c->state = WSG_CONN_UPSTREAM;
-        uv_tcp_nodelay(&c->peer[WSG_BACKEND].io.tcp, 1);
-        hs->resp_cap = cfg->limits.max_header_bytes;
-        hs->resp = malloc(hs->resp_cap);
-        hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, cfg->limits.max_header_bytes);
-        hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
-        if (hs->resp == NULL || hs->resp_head == NULL) {
-            reject(c, 500, "out of memory");
-            return;
-        }
-        if (wsg__conn_send(c, WSG_BACKEND, hs->upstream, hs->upstream_len) < 0 ||
-            wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
-            reject(c, 502, "could not send the request to the backend");
-            return;
-        }
-        wsg__conn_reschedule(c);
+    wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
+    c->state = WSG_CONN_UPSTREAM;
+    hs->resp_cap = cfg->limits.max_header_bytes;
+    hs->resp = malloc(hs->resp_cap);
+    hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, cfg->limits.max_header_bytes);
+    hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
+    if (hs->resp == NULL || hs->resp_head == NULL) {
+        reject(c, 500, "out of memory");
         return;
     }
-    const char *why = status == UV_ECANCELED ? "connect timeout" : uv_strerror(status);
+    if (wsg__conn_send(c, WSG_BACKEND, hs->upstream, hs->upstream_len) < 0 ||
+        wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
+        reject(c, 502, "could not send the request to the backend");
+        return;
+    }
+    wsg__conn_reschedule(c);
+}
+
+/* A connect attempt failed before any byte of the request was sent: a
+ * passive health failure, and the next backend gets a chance once this
+ * handle has closed (on_side_closed -> connect_next). <why> is static. */
+static void backend_failed(wsg_conn_t *c, const char *why) {
+    wsg_balancer_t *bal = c->rt->pools[c->pool];
     CLOG(c, WSG_LOG_WARN, "connect to %s failed: %s", bal->backends[c->backend]->address, why);
     wsg_balancer_report_failure(bal, (unsigned)c->backend, uv_now(&c->w->loop), why);
     wsg_balancer_conn_end(bal, (unsigned)c->backend);
     c->counted_backend = 0;
     c->end_reason = why;
-    /* The next attempt needs a fresh handle: continue in on_side_closed. */
     wsg__conn_close_side(c, WSG_BACKEND);
+}
+
+static void on_backend_tls(wsg_side_t *s, int status) {
+    wsg_conn_t *c = s->tcp.data;
+    if (c->state != WSG_CONN_CONNECTING)
+        return; /* the connection is being torn down */
+    if (status == 0) {
+        backend_ready(c);
+        return;
+    }
+    if (status == UV_EPROTO)
+        CLOG(c, WSG_LOG_WARN, "TLS to backend failed: %s", wsg_tls_last_error(s));
+    backend_failed(c, status == UV_ECANCELED ? "connect timeout" : "TLS handshake failed");
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    wsg_conn_t *c = req->data;
+
+    if (c->state != WSG_CONN_CONNECTING)
+        return; /* the connection is being torn down */
+    if (status != 0) {
+        backend_failed(c, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
+        return;
+    }
+    wsg_peer_t *p = &c->peer[WSG_BACKEND];
+    uv_tcp_nodelay(&p->io.tcp, 1);
+    wsg_tls_ctx_t *tls = c->rt->pool_tls[c->pool];
+    if (tls == NULL) {
+        backend_ready(c);
+        return;
+    }
+    /* TLS to the backend: a certificate that fails verification is a failed
+     * connect like any other (next backend, passive health). */
+    char host[256];
+    uint16_t port;
+    const char *addr = cfg_of(c)->pools[c->pool].backends[c->backend].address;
+    if (wsg_config_split_hostport(addr, host, sizeof(host), &port) != 0 ||
+        wsg_side_start_tls(&p->io, tls, 0, host, NULL, 0) != 0 ||
+        wsg_tls_handshake(&p->io, on_backend_tls) != 0)
+        backend_failed(c, "cannot start TLS");
 }
 
 static void connect_next(wsg_conn_t *c) {
@@ -762,9 +815,20 @@ static void on_proxy_bytes(wsg_conn_t *c, size_t n) {
     if (!res.local && res.src_len <= sizeof(c->client_addr))
         memcpy(&c->client_addr, &res.src, res.src_len);
     size_t rest = hs->req_len - used;
+    c->state = WSG_CONN_HS_READ;
+    wsg_tls_ctx_t *tls = c->rt->listener_tls[c->listener];
+    if (tls != NULL) {
+        /* What followed the header is the start of the TLS stream. */
+        wsg_peer_t *p = &c->peer[WSG_CLIENT];
+        wsg__conn_pause_read(c, WSG_CLIENT);
+        hs->req_len = 0;
+        if (wsg_side_start_tls(&p->io, tls, 1, NULL, hs->req + used, rest) != 0 ||
+            wsg__conn_resume_read(c, WSG_CLIENT) != 0)
+            wsg_conn_abort(c, "cannot start TLS");
+        return;
+    }
     memmove(hs->req, hs->req + used, rest);
     hs->req_len = 0;
-    c->state = WSG_CONN_HS_READ;
     if (rest > 0)
         on_request_bytes(c, rest);
 }
@@ -873,6 +937,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         switch (c->state) {
         case WSG_CONN_PROXY:
         case WSG_CONN_HS_READ:
+            if (nread == UV_EPROTO && c->peer[WSG_CLIENT].io.tls != NULL) {
+                /* A failed TLS handshake costs a log line and nothing else. */
+                CLOG(c, WSG_LOG_INFO, "TLS handshake failed: %s",
+                     wsg_tls_last_error(&c->peer[WSG_CLIENT].io));
+                wsg_conn_abort(c, "TLS handshake failed");
+                return;
+            }
             wsg_conn_abort(c, nread == UV_EOF ? "client closed during the handshake"
                                               : "client error during the handshake");
             return;

@@ -193,7 +193,10 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
                 srv->nworkers, cfg->workers);
     wsg_runtime_t *rt = wsg_runtime_new(cfg, srv->rt);
     wsg_config_unref(cfg); /* the runtime holds its own reference */
-    if (rt == NULL || bind_new(srv, rt->cfg, srv->rt->cfg, &fds, err, sizeof(err)) != 0) {
+    /* Certificates are re-read on every reload, so renewed ones are picked
+     * up; a bad one fails the reload and changes nothing. */
+    if (rt == NULL || wsg_runtime_load_tls(rt, err, sizeof(err)) != 0 ||
+        bind_new(srv, rt->cfg, srv->rt->cfg, &fds, err, sizeof(err)) != 0) {
         if (rt == NULL)
             snprintf(err, sizeof(err), "out of memory");
         add_error(errs, err);
@@ -344,8 +347,13 @@ int wsg_server_run(wsg_config_t *cfg) {
         fprintf(stderr, "wsgate: out of memory\n");
         return WSG_EXIT_STARTUP;
     }
-    srv.nworkers = cfg->workers ? cfg->workers : 1;
     char err[512];
+    if (wsg_runtime_load_tls(srv.rt, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wsgate: %s\n", err);
+        wsg_runtime_unref(srv.rt);
+        return WSG_EXIT_STARTUP;
+    }
+    srv.nworkers = cfg->workers ? cfg->workers : 1;
     if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0) {
         fprintf(stderr, "wsgate: %s\n", err);
         wsg_runtime_unref(srv.rt);

@@ -108,9 +108,13 @@ const char *wsg_health_type_name(wsg_health_type_t t);
 /* Everything a connection needs that a reload may replace: the config and
  * the pools' balancers built from it. Shared by all workers, reference
  * counted; connections keep the runtime they started with. */
+typedef struct wsg_tls_ctx_s wsg_tls_ctx_t;
+
 typedef struct wsg_runtime_s {
     wsg_config_t *cfg;         /* owned reference */
     wsg_balancer_t **pools;    /* owned, cfg->npools long, same order */
+    wsg_tls_ctx_t **listener_tls; /* owned references, per listener; NULL = plain */
+    wsg_tls_ctx_t **pool_tls;     /* owned references, per pool; NULL = plain */
     _Atomic int refcount;
 } wsg_runtime_t;
 
@@ -120,6 +124,11 @@ wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev);
 
 /* The balancer of the pool named <name>, or NULL. */
 wsg_balancer_t *wsg_runtime_pool(const wsg_runtime_t *rt, const char *name);
+/* Loads the certificates and keys of every TLS listener and TLS pool of
+ * <rt> (blocking file reads: start-up and reload only). Returns 0, or -1
+ * with one line in <err> naming the file and the problem. */
+int wsg_runtime_load_tls(wsg_runtime_t *rt, char *err, size_t errcap);
+
 wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt);
 void wsg_runtime_unref(wsg_runtime_t *rt);
 
