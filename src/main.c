@@ -17,6 +17,7 @@
 #include <wsgate/config.h>
 #include <wsgate/hash_ring.h>
 #include <wsgate/server.h>
+#include <wsgate/tls.h>
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -54,6 +55,33 @@ static wsg_config_t *load(const char *path, bool resolve) {
         fprintf(stderr, "%s\n", errs.msgs[i]);
     wsg_config_errors_free(&errs);
     return cfg;
+}
+
+/* -t also opens every certificate, key and CA file, so a bad one is found
+ * before a restart or reload trips on it. Prints each problem; returns how
+ * many there were. */
+static int check_tls(const wsg_config_t *cfg) {
+    char err[WSG_TLS_ERR_MAX];
+    int bad = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (cfg->listeners[i].tls == NULL)
+            continue;
+        if (wsg_tls_check_conf(cfg->listeners[i].tls, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: listeners[%zu].tls: %s\n", cfg->path, i, err);
+            bad++;
+        }
+    }
+    for (size_t i = 0; i < cfg->npools; i++) {
+        wsg_tls_ctx_t *ctx = NULL;
+        if (!cfg->pools[i].tls.enabled)
+            continue;
+        if (wsg_tls_client_ctx_new(&cfg->pools[i].tls, &ctx, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: pools.%s.tls: %s\n", cfg->path, cfg->pools[i].name, err);
+            bad++;
+        }
+        wsg_tls_ctx_unref(ctx);
+    }
+    return bad;
 }
 
 static int which(const char *path, const char *key, const char *pool_name) {
@@ -147,9 +175,11 @@ int main(int argc, char **argv) {
     if (cfg == NULL)
         return WSG_EXIT_CONFIG;
     if (test) {
-        printf("%s: configuration OK\n", path);
+        int bad = check_tls(cfg);
+        if (bad == 0)
+            printf("%s: configuration OK\n", path);
         wsg_config_unref(cfg);
-        return WSG_EXIT_OK;
+        return bad ? WSG_EXIT_CONFIG : WSG_EXIT_OK;
     }
     int rc = wsg_server_run(cfg);
     wsg_config_unref(cfg);
