@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <wsgate/balance_key.h>
+#include <wsgate/ip_limit.h>
 #include <wsgate/proxy_proto.h>
 #include <wsgate/route.h>
 #include <wsgate/tls.h>
@@ -81,14 +82,25 @@ static unsigned client_port(const wsg_conn_t *c) {
 
 /* ---- buffers and writes ------------------------------------------------ */
 
+/* Publishes the pool's accounting for /metrics: one writer (this worker),
+ * so plain relaxed stores. */
+static void publish_pool(wsg_worker_t *w) {
+    atomic_store_explicit(&w->stats.buffers_in_use, w->bufs.in_use, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.buffers_cached, w->bufs.nfree, memory_order_relaxed);
+}
+
 wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c) {
     wsg_chunk_t *ch = wsg_bufpool_get(&c->w->bufs);
     if (ch != NULL)
         ch->conn = c;
+    publish_pool(c->w);
     return ch;
 }
 
-void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch) { wsg_bufpool_put(&c->w->bufs, ch); }
+void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch) {
+    wsg_bufpool_put(&c->w->bufs, ch);
+    publish_pool(c->w);
+}
 
 static void on_write(uv_write_t *req, int status) {
     wsg_chunk_t *ch = (wsg_chunk_t *)(void *)req;
@@ -325,6 +337,8 @@ static void conn_free(wsg_conn_t *c) {
         atomic_fetch_add_explicit(&w->stats.closes[15], 1, memory_order_relaxed);
     if (c->counted_backend)
         wsg_balancer_conn_end(c->rt->pools[c->pool], (unsigned)c->backend);
+    if (c->counted_ip)
+        wsg_ip_limit_release(wsg_server_ip_limit(w->server), &c->client_addr.sa);
     if (c->hs != NULL) {
         wsg_http_head_free(c->hs->req_head);
         wsg_http_head_free(c->hs->resp_head);
@@ -475,6 +489,22 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
     wsg__conn_finish(c);
 }
 
+/* limits.max_connections_per_ip, checked once the client's address is
+ * final (after the PROXY header, if any). Over the limit the client gets
+ * 429 and the connection ends. Returns 0 when admitted. */
+static int admit_ip(wsg_conn_t *c) {
+    uint64_t max = cfg_of(c)->limits.max_connections_per_ip;
+    if (max == 0)
+        return 0;
+    if (wsg_ip_limit_acquire(wsg_server_ip_limit(c->w->server), &c->client_addr.sa, max)) {
+        c->counted_ip = 1;
+        return 0;
+    }
+    atomic_fetch_add_explicit(&c->w->stats.conns_rejected, 1, memory_order_relaxed);
+    reject(c, 429, "max_connections_per_ip reached");
+    return -1;
+}
+
 /* ---- accept -------------------------------------------------------------- */
 
 static void reject_at_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
@@ -567,6 +597,8 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         return;
     }
     wsg__conn_reschedule(c);
+    if (c->state == WSG_CONN_HS_READ)
+        admit_ip(c);
 }
 
 /* ---- the handshake ------------------------------------------------------- */
@@ -816,6 +848,8 @@ static void on_proxy_bytes(wsg_conn_t *c, size_t n) {
         memcpy(&c->client_addr, &res.src, res.src_len);
     size_t rest = hs->req_len - used;
     c->state = WSG_CONN_HS_READ;
+    if (admit_ip(c) != 0)
+        return;
     wsg_tls_ctx_t *tls = c->rt->listener_tls[c->listener];
     if (tls != NULL) {
         /* What followed the header is the start of the TLS stream. */

@@ -156,6 +156,7 @@ struct wsg_conn_s {
     uint8_t state;           /* wsg_conn_state_t */
     uint8_t handles;         /* open uv handles; freed at 0 */
     uint8_t counted_backend; /* wsg_balancer_conn_start() was called */
+    uint8_t counted_ip;      /* counted in the server's per-address table */
     const char *end_reason;  /* static string for the access log */
 };
 

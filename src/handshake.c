@@ -728,6 +728,8 @@ const char *wsg_http_reason(int status) {
         return "Request Timeout";
     case 426:
         return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:

@@ -314,6 +314,11 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
     simple(out, "wsgate_connections_rejected_total", "counter",
            "Client connections refused by limits.max_connections or max_connections_per_ip.",
            st->conns_rejected);
+    simple(out, "wsgate_buffers_in_use", "gauge",
+           "I/O buffers (16 KiB each) held by connections now; 0 when every connection is idle.",
+           st->buffers_in_use);
+    simple(out, "wsgate_buffers_cached", "gauge",
+           "I/O buffers (16 KiB each) kept by the workers' pools for reuse.", st->buffers_cached);
     handshakes(out, st);
     by_direction(out, "wsgate_frames_total", "WebSocket frames relayed, by direction.", st->frames);
     by_direction(out, "wsgate_bytes_total",

@@ -19,6 +19,7 @@
 #include <wsgate/admin.h>
 #include <wsgate/balancer.h>
 #include <wsgate/health.h>
+#include <wsgate/ip_limit.h>
 #include <wsgate/listener.h>
 #include <wsgate/log.h>
 #include <wsgate/worker.h>
@@ -39,7 +40,10 @@ struct wsg_server_s {
     wsg_admin_t *admin;        /* NULL when disabled */
     wsg_admin_conf_t admin_conf; /* what <admin> was started with (borrowed strings) */
     wsg_health_t *health;      /* active checks of the current runtime */
+    wsg_ip_limit_t *ip_limit;  /* connections per client address */
 };
+
+wsg_ip_limit_t *wsg_server_ip_limit(wsg_server_t *srv) { return srv->ip_limit; }
 
 static bool str_eq(const char *a, const char *b) {
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
@@ -117,6 +121,8 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
             out->hs_latency_count += n;
         }
         out->hs_latency_sum_us += LOAD(st->hs_latency_sum_us);
+        out->buffers_in_use += LOAD(st->buffers_in_use);
+        out->buffers_cached += LOAD(st->buffers_cached);
     }
 }
 
@@ -343,7 +349,8 @@ int wsg_server_run(wsg_config_t *cfg) {
     signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an error code, not a death */
     wsg_log_configure(cfg->log.level, cfg->log.format);
     srv.rt = wsg_runtime_new(cfg, NULL);
-    if (srv.rt == NULL) {
+    srv.ip_limit = wsg_ip_limit_new();
+    if (srv.rt == NULL || srv.ip_limit == NULL) {
         fprintf(stderr, "wsgate: out of memory\n");
         return WSG_EXIT_STARTUP;
     }
@@ -407,6 +414,7 @@ int wsg_server_run(wsg_config_t *cfg) {
     uv_run(&srv.loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv.loop);
     free(srv.workers);
+    wsg_ip_limit_free(srv.ip_limit);
     wsg_runtime_unref(srv.rt);
     WSG_LOG(WSG_LOG_INFO, "server", "stopped");
     return WSG_EXIT_OK;

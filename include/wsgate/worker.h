@@ -45,6 +45,8 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t handshake_status[600];
     _Atomic uint64_t hs_latency[WSG_HS_BUCKETS];
     _Atomic uint64_t hs_latency_sum_us;
+    _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
+    _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
 } wsg_worker_stats_t;
 
 /* Records one finished handshake (status sent to the client, time since
@@ -123,6 +125,9 @@ void wsg_worker_unschedule(wsg_worker_t *w, wsg_timer_node_t *n);
 
 /* A 64-bit pseudo-random number from the worker's own generator. */
 uint64_t wsg_worker_random(wsg_worker_t *w);
+
+/* The per-address counts for max_connections_per_ip (borrowed). */
+struct wsg_ip_limit_s *wsg_server_ip_limit(wsg_server_t *srv);
 
 /* The server-wide count of open client connections (max_connections). */
 bool wsg_server_conn_admit(wsg_server_t *srv, uint64_t max);
