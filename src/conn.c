@@ -446,7 +446,7 @@ void wsg__conn_finish(wsg_conn_t *c) {
 void wsg_conn_abort(wsg_conn_t *c, const char *why) {
     if (c->end_reason == NULL)
         c->end_reason = why;
-    CLOG(c, WSG_LOG_INFO, "closing: %s", why);
+    CLOG(c, WSG_LOG_DEBUG, "closing: %s", why); /* the access line carries it too */
     c->state = WSG_CONN_CLOSING;
     wsg__conn_close_side(c, WSG_CLIENT);
     wsg__conn_close_side(c, WSG_BACKEND);
