@@ -545,8 +545,12 @@ static void note_ssl_error(tls_t *t) {
         set_error(t, "not a TLS ClientHello (%s)", e != 0 ? rs : "protocol error");
         goto done;
     }
-    set_error(t, "%s: %s", t->hs_done ? "TLS error" : "TLS handshake failed",
-              e != 0 ? rs : "protocol error");
+    /* During the handshake the bare reason: callers log it after their own
+     * "TLS handshake failed: " / "TLS to backend failed: ". */
+    if (t->hs_done)
+        set_error(t, "TLS error: %s", e != 0 ? rs : "protocol error");
+    else
+        set_error(t, "%s", e != 0 ? rs : "protocol error");
 done:
     ERR_clear_error();
 }

@@ -170,8 +170,11 @@ int wsg_tls_handshake_done(const wsg_side_t *s);
 
 /* Why the TLS layer failed, for the log, e.g. "plain HTTP request on a TLS
  * port", "not a TLS ClientHello (wrong version number)", "certificate
- * verify failed: unable to get local issuer certificate". Borrowed, valid
- * until the side is closed; "" when nothing failed or for a plain side. */
+ * verify failed: unable to get local issuer certificate", or OpenSSL's
+ * reason alone ("no application protocol"); it does not say "TLS handshake
+ * failed" itself, the caller's log line does (a failure after the handshake
+ * reads "TLS error: ..."). Borrowed, valid until the side is closed; ""
+ * when nothing failed or for a plain side. */
 const char *wsg_tls_last_error(const wsg_side_t *s);
 
 /* Negotiated protocol ("TLSv1.3") and cipher, for logs; "" before the

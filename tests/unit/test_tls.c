@@ -960,6 +960,10 @@ START_TEST(test_tls_alpn_without_http11_refused) {
     ck_assert_int_eq(r.c_hs, UV_EPROTO);
     ck_assert_int_eq(r.s_end, UV_EPROTO);
     ck_assert_msg(strstr(r.c_err, "no application protocol") != NULL, "client: %s", r.c_err);
+    /* The caller's log line says "TLS handshake failed: "; the reason must
+     * not say it again. */
+    ck_assert_msg(strstr(r.c_err, "handshake failed") == NULL, "client: %s", r.c_err);
+    ck_assert_msg(strstr(r.s_err, "handshake failed") == NULL, "server: %s", r.s_err);
     wsg_tls_ctx_unref(sctx);
     wsg_tls_ctx_unref(cctx);
 }
