@@ -387,6 +387,67 @@ def test_frames_pipelined_behind_the_request_in_one_tls_write(front, pki):
         c.close()
 
 
+def test_one_byte_tls_records(front, pki):
+    """The request and a frame, each byte in its own TLS record: wsgate
+    parses what it decrypts however it is cut."""
+    c = tls_conn(front["p12"], client_ctx(pki))
+    try:
+        req, _ = upgrade_request("/", "localhost")
+        for b in req:
+            c.sock.sendall(bytes([b]))
+        st, _, raw = c.read_http_head()
+        assert st == 101, raw
+        for b in encode_frame(OP_TEXT, "byte by byte"):
+            c.sock.sendall(bytes([b]))
+        assert c.read_message() == (OP_TEXT, b"byte by byte")
+    finally:
+        c.close()
+
+
+def test_client_close_notify_mid_relay_gives_the_backend_1001(front, pki):
+    fake = front["fake"]
+    c = tls_conn(front["p12"], client_ctx(pki))
+    upgrade(c, "/fake?id=tls-close-notify")
+    assert ask(c, "foo") == "bar"
+    rec = fake.wait_conn("tls-close-notify")
+    plain = c.sock.unwrap()  # TLS close_notify, TCP stays open
+    try:
+        f = rec.wait_close()
+        assert f.close_code == 1001, f
+        assert rec.eof.wait(5)
+        plain.settimeout(5)
+        assert plain.recv(100) == b""  # wsgate closed TCP too
+    finally:
+        plain.close()
+
+
+def test_corrupt_tls_record_mid_relay_closes_both_sides(front, pki):
+    g, fake = front["gate"], front["fake"]
+    raw = socket.create_connection(("127.0.0.1", front["p12"]), timeout=5)
+    t = MemTls(raw, client_ctx(pki), "localhost")
+    c = Conn(t)
+    try:
+        upgrade(c, "/fake?id=tls-corrupt")
+        assert ask(c, "foo") == "bar"
+        rec = fake.wait_conn("tls-corrupt")
+        mark = len(g.log())
+        # An application data record whose authentication tag cannot verify.
+        raw.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+        f = rec.wait_close()
+        assert f.close_code == 1001, f
+        assert rec.eof.wait(5)
+        # What comes back is at most an alert (encrypted in TLS 1.3).
+        data, _ = read_until_closed(raw, 5)
+        t.inc.write(data)
+        with pytest.raises(ssl.SSLError, match="(?i)bad.record.mac|alert|EOF"):
+            got = t.obj.read(100)
+            raise AssertionError(f"application data after a corrupt record: {got!r}")
+        assert "tls-corrupt" not in log_since(g, mark)  # nothing odd echoed
+    finally:
+        raw.close()
+    still_serves(front, pki)
+
+
 # ---- backpressure and memory over TLS --------------------------------------------------
 
 MiB = 1 << 20
@@ -661,19 +722,24 @@ def client_hello(ctx):
 
 
 def test_unfinished_tls_handshakes_are_cut_at_handshake_ms(front, pki):
-    """Four clients at once: silent; half a ClientHello; a whole ClientHello
-    and the server's flight read but no Finished; a finished TLS handshake
-    and no request (that one is answered 408 over TLS)."""
+    """Clients at once: silent; half a ClientHello; a whole ClientHello and
+    the server's flight read but no Finished; a finished TLS handshake and
+    no request (answered 408 over TLS); on the PROXY listener, a header and
+    then nothing, and half a header."""
     g = front["gate"]
     mark = len(g.log())
     ctx = client_ctx(pki)
+    kinds = {"silent": "p12", "half-hello": "p12", "no-finished": "p12", "no-request": "p12",
+             "pp-silent": "pp", "pp-half-header": "pp"}
     socks, results = {}, {}
     t0 = time.monotonic()
-    for kind in ("silent", "half-hello", "no-finished", "no-request"):
-        socks[kind] = socket.create_connection(("127.0.0.1", front["p12"]), timeout=5)
+    for kind, listener in kinds.items():
+        socks[kind] = socket.create_connection(("127.0.0.1", front[listener]), timeout=5)
     socks["half-hello"].sendall(client_hello(ctx)[:40])
     MemTls(socks["no-finished"], ctx, "localhost", finish=False)
     done = MemTls(socks["no-request"], ctx, "localhost")
+    socks["pp-silent"].sendall(proxy_v2("192.0.2.9"))
+    socks["pp-half-header"].sendall(proxy_v1("192.0.2.9")[:20])
 
     def wait(kind):
         try:
@@ -682,7 +748,7 @@ def test_unfinished_tls_handshakes_are_cut_at_handshake_ms(front, pki):
                 st, _, body, _ = c.read_response()
                 results[kind] = (st, time.monotonic() - t0)
             else:
-                _, took = read_until_closed(socks[kind], HS_MS / 1000 + 3)
+                read_until_closed(socks[kind], HS_MS / 1000 + 3)
                 results[kind] = (None, time.monotonic() - t0)
         except Exception as e:  # reported below
             results[kind] = (repr(e), None)
@@ -699,8 +765,8 @@ def test_unfinished_tls_handshakes_are_cut_at_handshake_ms(front, pki):
         assert at is not None, (kind, st)
         assert HS_MS / 1000 - 0.1 <= at <= HS_MS / 1000 + 1.5, (kind, at)
         assert st == (408 if kind == "no-request" else None), (kind, st)
-    text = wait_log(g, mark, "TLS handshake not complete within handshake_ms")
-    assert text.count("TLS handshake not complete within handshake_ms") >= 3, text
+    text = wait_log(g, mark, "PROXY header not complete within handshake_ms")
+    assert text.count("TLS handshake not complete within handshake_ms") >= 4, text
     still_serves(front, pki)
 
 
@@ -979,6 +1045,30 @@ def test_backend_that_does_not_speak_tls_is_a_failed_connect(back):
     assert st == 502
     assert 0.9 <= took < 2.5, took
     wait_log(g, mark, "connect timeout")
+
+
+def test_reload_of_a_pool_ca_keeps_live_backend_tls_connections(stack, pki):
+    good = tls_backend(stack, pki, "be_good", "good")
+    port = free_port()
+
+    def cfg(ca):
+        return make_config(port, {"p": pool([good.address], tls={"ca": pki[ca]["pem"]})},
+                           heartbeat={"interval_ms": 0})
+    g = stack.gate(cfg("ca"))
+    live, _ = ws_connect(port, "/?user=a")
+    try:
+        assert ask(live, "whoami") == "good"
+        g.cfg_path.write_text(json.dumps(cfg("ca2")))  # now the backend is untrusted
+        mark = len(g.log())
+        g.signal(signal.SIGHUP)
+        wait_log(g, mark, "reloaded ")
+        st, _ = upgrade_status(port, "/?user=b")
+        assert st == 502
+        wait_log(g, mark, "certificate verify failed")
+        # The connection made under the old context relays on.
+        assert ask(live, "z" * 100000) == "z" * 100000
+    finally:
+        live.close()
 
 
 # ---- wsgate -t -----------------------------------------------------------------------------
