@@ -203,6 +203,71 @@ int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len) {
     return 0;
 }
 
+/* ---- handshake memory ------------------------------------------------------ */
+
+#define ALIGN16(n) (((n) + 15) & ~(size_t)15)
+
+/* A pool chunk when <size> fits (no malloc, and the memory goes straight
+ * back to the pool for the relay's reads), else the heap. */
+static void *block_get(wsg_conn_t *c, size_t size) {
+    if (size > WSG_CHUNK_DATA)
+        return malloc(size);
+    wsg_chunk_t *ch = wsg__chunk_get(c);
+    return ch ? ch->data : NULL;
+}
+
+static void block_put(wsg_conn_t *c, void *mem, size_t size) {
+    if (mem == NULL)
+        return;
+    if (size > WSG_CHUNK_DATA)
+        free(mem);
+    else
+        wsg__chunk_put(c, (wsg_chunk_t *)(void *)((char *)mem - offsetof(wsg_chunk_t, data)));
+}
+
+/* Block A: the handshake state, the request parser and <req_cap> bytes of
+ * request buffer. */
+static wsg_hs_t *hs_new(wsg_conn_t *c, size_t req_cap, size_t max_head) {
+    size_t off_head = ALIGN16(sizeof(wsg_hs_t));
+    size_t off_buf = off_head + ALIGN16(wsg_http_head_size());
+    size_t size = off_buf + req_cap;
+    char *mem = block_get(c, size);
+    if (mem == NULL)
+        return NULL;
+    wsg_hs_t *hs = (wsg_hs_t *)(void *)mem;
+    memset(hs, 0, sizeof(*hs));
+    hs->a_size = size;
+    hs->req_head = wsg_http_head_init(mem + off_head, WSG_HTTP_REQUEST, max_head);
+    hs->req = mem + off_buf;
+    hs->req_cap = req_cap;
+    return hs;
+}
+
+/* Block B: the response parser and buffer, once a backend is connected. */
+static int hs_resp_new(wsg_conn_t *c, size_t cap) {
+    wsg_hs_t *hs = c->hs;
+    size_t off_buf = ALIGN16(wsg_http_head_size());
+    char *mem = block_get(c, off_buf + cap);
+    if (mem == NULL)
+        return UV_ENOMEM;
+    hs->b_size = off_buf + cap;
+    hs->resp_head = wsg_http_head_init(mem, WSG_HTTP_RESPONSE, cap);
+    hs->resp = mem + off_buf;
+    hs->resp_cap = cap;
+    hs->resp_len = 0;
+    return 0;
+}
+
+static void hs_free(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    if (hs == NULL)
+        return;
+    c->hs = NULL;
+    if (hs->b_size)
+        block_put(c, hs->resp_head, hs->b_size);
+    block_put(c, hs, hs->a_size);
+}
+
 /* ---- reading --------------------------------------------------------- */
 
 int wsg__conn_resume_read(wsg_conn_t *c, int side) {
@@ -339,14 +404,7 @@ static void conn_free(wsg_conn_t *c) {
         wsg_balancer_conn_end(c->rt->pools[c->pool], (unsigned)c->backend);
     if (c->counted_ip)
         wsg_ip_limit_release(wsg_server_ip_limit(w->server), &c->client_addr.sa);
-    if (c->hs != NULL) {
-        wsg_http_head_free(c->hs->req_head);
-        wsg_http_head_free(c->hs->resp_head);
-        free(c->hs->req);
-        free(c->hs->resp);
-        free(c->hs->upstream);
-        free(c->hs);
-    }
+    hs_free(c);
     for (int s = 0; s < 2; s++)
         if (c->peer[s].rchunk != NULL)
             wsg__chunk_put(c, c->peer[s].rchunk);
@@ -541,18 +599,27 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
      * header comes first: then TLS starts once it has been read. */
     wsg_tls_ctx_t *tls = w->rt->listener_tls[l->index];
     bool proxy = cfg->listeners[l->index].proxy_protocol;
+    /* A PROXY header (at most WSG_PROXY_MAX bytes) comes first on such
+     * listeners and shares the request buffer. */
+    size_t req_cap = cfg->limits.max_header_bytes + (proxy ? WSG_PROXY_MAX : 0);
     wsg_conn_t *c = calloc(1, sizeof(*c));
-    wsg_hs_t *hs = calloc(1, sizeof(*hs));
-    if (c == NULL || hs == NULL ||
+    wsg_hs_t *hs = NULL;
+    if (c != NULL) {
+        c->w = w;
+        hs = hs_new(c, req_cap, cfg->limits.max_header_bytes);
+    }
+    if (hs == NULL ||
         (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->peer[WSG_CLIENT].io, tls, 1, NULL)
                        : wsg_side_init_tcp(&w->loop, &c->peer[WSG_CLIENT].io)) != 0) {
+        if (hs != NULL) {
+            c->hs = hs;
+            hs_free(c);
+        }
         free(c);
-        free(hs);
         wsg_server_conn_release(w->server);
         reject_at_accept(w, l);
         return;
     }
-    c->w = w;
     c->rt = wsg_runtime_ref(w->rt);
     c->hs = hs;
     c->id = ++w->next_conn_id;
@@ -581,19 +648,13 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         wsg_conn_abort(c, "accept failed");
         return;
     }
-    uv_tcp_nodelay(&c->peer[WSG_CLIENT].io.tcp, 1);
-    /* A PROXY header (at most WSG_PROXY_MAX bytes) comes first on such
-     * listeners and shares the request buffer. */
-    hs->req_cap = cfg->limits.max_header_bytes;
-    if (cfg->listeners[l->index].proxy_protocol) {
-        hs->req_cap += WSG_PROXY_MAX;
+    /* TCP_NODELAY comes from the listening socket (Linux copies it to
+     * accepted sockets), which saves a setsockopt per connection. */
+    if (proxy)
         c->state = WSG_CONN_PROXY;
-    }
-    hs->req = malloc(hs->req_cap);
-    hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, cfg->limits.max_header_bytes);
     hs->deadline = c->t_start + cfg->timeouts.handshake_ms;
-    if (hs->req == NULL || hs->req_head == NULL || wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
-        wsg_conn_abort(c, "out of memory");
+    if (wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
+        wsg_conn_abort(c, "cannot read from the client");
         return;
     }
     wsg__conn_reschedule(c);
@@ -621,13 +682,30 @@ static void start_relay(wsg_conn_t *c) {
         wsg__relay_feed(c, WSG_CLIENT, hs->req + req_head, hs->req_len - req_head);
     if (hs->resp_len > resp_head && c->state == WSG_CONN_RELAY)
         wsg__relay_feed(c, WSG_BACKEND, hs->resp + resp_head, hs->resp_len - resp_head);
-    wsg_http_head_free(hs->req_head);
-    wsg_http_head_free(hs->resp_head);
-    free(hs->req);
-    free(hs->resp);
-    free(hs->upstream);
-    free(hs);
-    c->hs = NULL;
+    hs_free(c);
+}
+
+/* Writes the request head for the backend (SPEC §3.4) and sends it. It is
+ * built at each connect, into the response buffer that is still empty (the
+ * send copies whatever the socket does not take at once), or into a
+ * temporary buffer when a very large head does not fit there. */
+static int send_upstream(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    char ip[INET6_ADDRSTRLEN];
+    size_t need = 2 * wsg_http_head_len(hs->req_head) + 512; /* see build_upstream */
+    char *out = need <= hs->resp_cap ? hs->resp : malloc(need);
+    if (out == NULL)
+        return UV_ENOMEM;
+    client_ip(c, ip, sizeof(ip));
+    wsg_forward_info_t fi = {
+        .client_ip = ip,
+        .proto = cfg_of(c)->listeners[c->listener].tls ? "https" : "http",
+    };
+    ssize_t n = wsg_handshake_build_upstream(hs->req_head, hs->req, &fi, out, need);
+    int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
+    if (out != hs->resp)
+        free(out);
+    return r;
 }
 
 /* The backend accepted the connection (and the TLS handshake, for a TLS
@@ -638,16 +716,12 @@ static void backend_ready(wsg_conn_t *c) {
 
     wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
     c->state = WSG_CONN_UPSTREAM;
-    hs->resp_cap = cfg->limits.max_header_bytes;
-    hs->resp = malloc(hs->resp_cap);
-    hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, cfg->limits.max_header_bytes);
     hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
-    if (hs->resp == NULL || hs->resp_head == NULL) {
+    if (hs->b_size == 0 && hs_resp_new(c, cfg->limits.max_header_bytes) != 0) {
         reject(c, 500, "out of memory");
         return;
     }
-    if (wsg__conn_send(c, WSG_BACKEND, hs->upstream, hs->upstream_len) < 0 ||
-        wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
+    if (send_upstream(c) < 0 || wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
         reject(c, 502, "could not send the request to the backend");
         return;
     }
@@ -747,7 +821,9 @@ static void on_request(wsg_conn_t *c) {
     const char *url, *host, *reason;
     size_t urllen, hostlen;
 
-    wsg__conn_pause_read(c, WSG_CLIENT);
+    /* The client is still read while its backend is chosen and connected:
+     * early frames pile up behind the head in the request buffer (reading
+     * pauses only if it fills), and a client that leaves is noticed now. */
     wsg_http_head_url(hs->req_head, hs->req, &url, &urllen);
     host = wsg_http_head_get(hs->req_head, hs->req, "host", &hostlen);
     c->route = wsg_route_match(cfg->routes, cfg->nroutes, host, host ? hostlen : 0, url, urllen);
@@ -787,18 +863,6 @@ static void on_request(wsg_conn_t *c) {
 
     const char *wskey = wsg_http_head_get(hs->req_head, hs->req, "sec-websocket-key", &keylen);
     wsg_ws_accept(wskey, keylen, hs->accept);
-    const wsg_listener_conf_t *lc = &cfg->listeners[c->listener];
-    wsg_forward_info_t fi = {.client_ip = ip, .proto = lc->tls ? "https" : "http"};
-    size_t cap = 2 * wsg_http_head_len(hs->req_head) + 512; /* see build_upstream */
-    hs->upstream = malloc(cap);
-    ssize_t n = hs->upstream ? wsg_handshake_build_upstream(hs->req_head, hs->req, &fi,
-                                                            hs->upstream, cap)
-                             : -1;
-    if (n < 0) {
-        reject(c, 500, "could not build the upstream request");
-        return;
-    }
-    hs->upstream_len = (size_t)n;
     c->state = WSG_CONN_CONNECTING;
     connect_next(c);
 }
@@ -812,6 +876,9 @@ static void on_request_bytes(wsg_conn_t *c, size_t n) {
             reject(c, 431, "request head larger than max_header_bytes");
         return;
     case WSG_HEAD_COMPLETE:
+        /* Early frames filled the buffer: the rest waits in the socket. */
+        if (hs->req_len == hs->req_cap)
+            wsg__conn_pause_read(c, WSG_CLIENT);
         on_request(c);
         return;
     case WSG_HEAD_TOO_LARGE:
@@ -938,7 +1005,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         wsg__relay_alloc(c, side, buf);
         return;
     }
-    if ((c->state == WSG_CONN_HS_READ || c->state == WSG_CONN_PROXY) && side == WSG_CLIENT)
+    if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM)
         *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)(hs->req_cap - hs->req_len));
     else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
              side == WSG_BACKEND)
@@ -953,6 +1020,15 @@ void wsg__conn_side_eof(wsg_conn_t *c, int side) {
     p->reading = 0;
     if (c->state == WSG_CONN_CLOSING)
         end_side(c, side);
+}
+
+/* Frames the client sent behind its request while the backend is being
+ * reached: kept for the relay; reading pauses when the buffer is full. */
+static void on_early_bytes(wsg_conn_t *c, size_t n) {
+    wsg_hs_t *hs = c->hs;
+    hs->req_len += n;
+    if (hs->req_len == hs->req_cap)
+        wsg__conn_pause_read(c, WSG_CLIENT);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -981,6 +1057,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
             wsg_conn_abort(c, nread == UV_EOF ? "client closed during the handshake"
                                               : "client error during the handshake");
             return;
+        case WSG_CONN_CONNECTING:
+            wsg_conn_abort(c, "client gone while connecting to the backend");
+            return;
         case WSG_CONN_UPSTREAM:
             if (side == WSG_BACKEND)
                 reject(c, 502, "backend closed before answering the handshake");
@@ -1003,6 +1082,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         on_proxy_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
         on_request_bytes(c, (size_t)nread);
+    else if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM)
+        on_early_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_UPSTREAM && side == WSG_BACKEND)
         on_response_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_PASSTHRU && side == WSG_BACKEND)

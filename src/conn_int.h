@@ -111,16 +111,19 @@ typedef struct wsg_peer_s {
     uint64_t frames;
 } wsg_peer_t;
 
-/* Handshake-time state, freed when the relay starts. */
+/* Handshake-time state, freed when the relay starts. It lives at the start
+ * of block A (with the request parser and buffer after it); the response
+ * parser and buffer share block B. A block is a pool chunk when it fits,
+ * which is the case with the default limits, so a handshake allocates
+ * nothing but the connection itself. */
 typedef struct wsg_hs_s {
+    size_t a_size, b_size;   /* sizes of blocks A and B (B: 0 until allocated) */
     char *req;               /* client's request head, then early frame bytes */
     size_t req_len, req_cap;
     wsg_http_head_t *req_head;
     char *resp;              /* backend's response head, then its first frame bytes */
     size_t resp_len, resp_cap;
     wsg_http_head_t *resp_head;
-    char *upstream;          /* the request sent to the backend */
-    size_t upstream_len;
     char accept[WSG_WS_ACCEPT_LEN + 1];
     unsigned cand[8];        /* backends to try, in order */
     size_t ncand, tried;

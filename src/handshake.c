@@ -22,6 +22,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -274,11 +275,20 @@ static size_t header_count(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- head parsing ------------------------------------------------------------ */
 
-wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
-    wsg_http_head_t *h = calloc(1, sizeof(*h));
+size_t wsg_http_head_size(void) { return sizeof(struct wsg_http_head_s); }
 
-    if (h == NULL)
-        return NULL;
+wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
+    void *mem = malloc(sizeof(struct wsg_http_head_s));
+    return mem ? wsg_http_head_init(mem, kind, max_bytes) : NULL;
+}
+
+wsg_http_head_t *wsg_http_head_init(void *mem, wsg_http_kind_t kind, size_t max_bytes) {
+    wsg_http_head_t *h = mem;
+
+    /* The header table is written entry by entry as headers arrive; zeroing
+     * its 100 slots for every handshake would be most of the cost. */
+    memset(h, 0, offsetof(struct wsg_http_head_s, hdrs));
+    memset(&h->nhdrs, 0, sizeof(*h) - offsetof(struct wsg_http_head_s, nhdrs));
     h->kind = kind;
     h->max_bytes = max_bytes;
     h->result = WSG_HEAD_INCOMPLETE;
