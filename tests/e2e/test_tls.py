@@ -1,7 +1,8 @@
-"""Issue 5 end to end: TLS termination (wss), SNI, min_version, rejection of
-what is not TLS, the handshake deadline, TLS to backend pools, PROXY
-protocol in front of TLS, `wsgate -t` on certificate files, and certificates
-re-read on reload.
+"""Issue 5 end to end: TLS termination (wss), SNI, min_version, ALPN and
+resumption, rejection of what is not TLS, the handshake deadline, key
+updates and renegotiation, backpressure and idle memory over TLS, TLS to
+backend pools, PROXY protocol in front of TLS, `wsgate -t` on certificate
+files, certificates re-read on reload, and shutdown.
 
 The clients are independent of wsgate: Python's ssl module (also through
 ssl.MemoryBIO, to control exactly which bytes go out when), python3-websockets
