@@ -205,56 +205,48 @@ int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len) {
 
 /* ---- handshake memory ------------------------------------------------------ */
 
-#define ALIGN16(n) (((n) + 15) & ~(size_t)15)
+#define HS_BUF_START 1024
 
-/* A pool chunk when <size> fits (no malloc, and the memory goes straight
- * back to the pool for the relay's reads), else the heap. */
-static void *block_get(wsg_conn_t *c, size_t size) {
-    if (size > WSG_CHUNK_DATA)
-        return malloc(size);
-    wsg_chunk_t *ch = wsg__chunk_get(c);
-    return ch ? ch->data : NULL;
+/* Makes room for more bytes in a head buffer: doubles it up to <max>.
+ * Returns the free space (0 when the buffer is at its limit or memory ran
+ * out). The parsers keep offsets, so the buffer may move. */
+static size_t buf_room(char **buf, size_t *cap, size_t len, size_t max) {
+    if (len < *cap)
+        return *cap - len;
+    if (*cap >= max)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : HS_BUF_START;
+    if (ncap > max)
+        ncap = max;
+    char *nb = realloc(*buf, ncap);
+    if (nb == NULL)
+        return 0;
+    *buf = nb;
+    *cap = ncap;
+    return ncap - len;
 }
 
-static void block_put(wsg_conn_t *c, void *mem, size_t size) {
-    if (mem == NULL)
-        return;
-    if (size > WSG_CHUNK_DATA)
-        free(mem);
-    else
-        wsg__chunk_put(c, (wsg_chunk_t *)(void *)((char *)mem - offsetof(wsg_chunk_t, data)));
-}
-
-/* Block A: the handshake state, the request parser and <req_cap> bytes of
- * request buffer. */
-static wsg_hs_t *hs_new(wsg_conn_t *c, size_t req_cap, size_t max_head) {
-    size_t off_head = ALIGN16(sizeof(wsg_hs_t));
-    size_t off_buf = off_head + ALIGN16(wsg_http_head_size());
-    size_t size = off_buf + req_cap;
-    char *mem = block_get(c, size);
-    if (mem == NULL)
+static wsg_hs_t *hs_new(size_t req_max, size_t max_head) {
+    wsg_hs_t *hs = calloc(1, sizeof(*hs));
+    if (hs == NULL)
         return NULL;
-    wsg_hs_t *hs = (wsg_hs_t *)(void *)mem;
-    memset(hs, 0, sizeof(*hs));
-    hs->a_size = size;
-    hs->req_head = wsg_http_head_init(mem + off_head, WSG_HTTP_REQUEST, max_head);
-    hs->req = mem + off_buf;
-    hs->req_cap = req_cap;
+    hs->req_max = req_max;
+    hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, max_head);
+    if (hs->req_head == NULL || buf_room(&hs->req, &hs->req_cap, 0, req_max) == 0) {
+        wsg_http_head_free(hs->req_head);
+        free(hs->req);
+        free(hs);
+        return NULL;
+    }
     return hs;
 }
 
-/* Block B: the response parser and buffer, once a backend is connected. */
-static int hs_resp_new(wsg_conn_t *c, size_t cap) {
-    wsg_hs_t *hs = c->hs;
-    size_t off_buf = ALIGN16(wsg_http_head_size());
-    char *mem = block_get(c, off_buf + cap);
-    if (mem == NULL)
+/* The response parser and buffer, once a backend is connected. */
+static int hs_resp_new(wsg_hs_t *hs, size_t max) {
+    hs->resp_max = max;
+    hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, max);
+    if (hs->resp_head == NULL || buf_room(&hs->resp, &hs->resp_cap, 0, max) == 0)
         return UV_ENOMEM;
-    hs->b_size = off_buf + cap;
-    hs->resp_head = wsg_http_head_init(mem, WSG_HTTP_RESPONSE, cap);
-    hs->resp = mem + off_buf;
-    hs->resp_cap = cap;
-    hs->resp_len = 0;
     return 0;
 }
 
@@ -263,9 +255,11 @@ static void hs_free(wsg_conn_t *c) {
     if (hs == NULL)
         return;
     c->hs = NULL;
-    if (hs->b_size)
-        block_put(c, hs->resp_head, hs->b_size);
-    block_put(c, hs, hs->a_size);
+    wsg_http_head_free(hs->req_head);
+    wsg_http_head_free(hs->resp_head);
+    free(hs->req);
+    free(hs->resp);
+    free(hs);
 }
 
 /* ---- reading --------------------------------------------------------- */
@@ -606,7 +600,7 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     wsg_hs_t *hs = NULL;
     if (c != NULL) {
         c->w = w;
-        hs = hs_new(c, req_cap, cfg->limits.max_header_bytes);
+        hs = hs_new(req_cap, cfg->limits.max_header_bytes);
     }
     if (hs == NULL ||
         (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->peer[WSG_CLIENT].io, tls, 1, NULL)
@@ -686,14 +680,14 @@ static void start_relay(wsg_conn_t *c) {
 }
 
 /* Writes the request head for the backend (SPEC §3.4) and sends it. It is
- * built at each connect, into the response buffer that is still empty (the
- * send copies whatever the socket does not take at once), or into a
- * temporary buffer when a very large head does not fit there. */
+ * built at each connect into a temporary buffer: the send copies whatever
+ * the socket does not take at once. */
 static int send_upstream(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     char ip[INET6_ADDRSTRLEN];
     size_t need = 2 * wsg_http_head_len(hs->req_head) + 512; /* see build_upstream */
-    char *out = need <= hs->resp_cap ? hs->resp : malloc(need);
+    char stack[4096];
+    char *out = need <= sizeof(stack) ? stack : malloc(need);
     if (out == NULL)
         return UV_ENOMEM;
     client_ip(c, ip, sizeof(ip));
@@ -703,7 +697,7 @@ static int send_upstream(wsg_conn_t *c) {
     };
     ssize_t n = wsg_handshake_build_upstream(hs->req_head, hs->req, &fi, out, need);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
-    if (out != hs->resp)
+    if (out != stack)
         free(out);
     return r;
 }
@@ -717,7 +711,7 @@ static void backend_ready(wsg_conn_t *c) {
     wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
     c->state = WSG_CONN_UPSTREAM;
     hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
-    if (hs->b_size == 0 && hs_resp_new(c, cfg->limits.max_header_bytes) != 0) {
+    if (hs->resp_head == NULL && hs_resp_new(hs, cfg->limits.max_header_bytes) != 0) {
         reject(c, 500, "out of memory");
         return;
     }
@@ -872,12 +866,12 @@ static void on_request_bytes(wsg_conn_t *c, size_t n) {
     hs->req_len += n;
     switch (wsg_http_head_feed(hs->req_head, hs->req, hs->req_len)) {
     case WSG_HEAD_INCOMPLETE:
-        if (hs->req_len == hs->req_cap)
+        if (hs->req_len == hs->req_max)
             reject(c, 431, "request head larger than max_header_bytes");
         return;
     case WSG_HEAD_COMPLETE:
         /* Early frames filled the buffer: the rest waits in the socket. */
-        if (hs->req_len == hs->req_cap)
+        if (hs->req_len == hs->req_max)
             wsg__conn_pause_read(c, WSG_CLIENT);
         on_request(c);
         return;
@@ -915,19 +909,24 @@ static void on_proxy_bytes(wsg_conn_t *c, size_t n) {
         memcpy(&c->client_addr, &res.src, res.src_len);
     size_t rest = hs->req_len - used;
     c->state = WSG_CONN_HS_READ;
-    if (admit_ip(c) != 0)
-        return;
     wsg_tls_ctx_t *tls = c->rt->listener_tls[c->listener];
     if (tls != NULL) {
-        /* What followed the header is the start of the TLS stream. */
+        /* What followed the header is the start of the TLS stream. TLS
+         * starts before the address check so that a 429 reaches the client
+         * encrypted. */
         wsg_peer_t *p = &c->peer[WSG_CLIENT];
         wsg__conn_pause_read(c, WSG_CLIENT);
         hs->req_len = 0;
         if (wsg_side_start_tls(&p->io, tls, 1, NULL, hs->req + used, rest) != 0 ||
-            wsg__conn_resume_read(c, WSG_CLIENT) != 0)
+            wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
             wsg_conn_abort(c, "cannot start TLS");
+            return;
+        }
+        admit_ip(c);
         return;
     }
+    if (admit_ip(c) != 0)
+        return;
     memmove(hs->req, hs->req + used, rest);
     hs->req_len = 0;
     if (rest > 0)
@@ -939,7 +938,7 @@ static void on_response_bytes(wsg_conn_t *c, size_t n) {
     hs->resp_len += n;
     int r = wsg_http_head_feed(hs->resp_head, hs->resp, hs->resp_len);
     if (r == WSG_HEAD_INCOMPLETE) {
-        if (hs->resp_len == hs->resp_cap)
+        if (hs->resp_len == hs->resp_max)
             reject(c, 502, "backend response head too large");
         return;
     }
@@ -1005,13 +1004,16 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         wsg__relay_alloc(c, side, buf);
         return;
     }
-    if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM)
-        *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)(hs->req_cap - hs->req_len));
-    else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
-             side == WSG_BACKEND)
-        *buf = uv_buf_init(hs->resp + hs->resp_len, (unsigned)(hs->resp_cap - hs->resp_len));
-    else
+    if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM) {
+        size_t room = buf_room(&hs->req, &hs->req_cap, hs->req_len, hs->req_max);
+        *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)room);
+    } else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
+               side == WSG_BACKEND) {
+        size_t room = buf_room(&hs->resp, &hs->resp_cap, hs->resp_len, hs->resp_max);
+        *buf = uv_buf_init(hs->resp + hs->resp_len, (unsigned)room);
+    } else {
         *buf = scratch(hs);
+    }
 }
 
 void wsg__conn_side_eof(wsg_conn_t *c, int side) {
@@ -1027,7 +1029,7 @@ void wsg__conn_side_eof(wsg_conn_t *c, int side) {
 static void on_early_bytes(wsg_conn_t *c, size_t n) {
     wsg_hs_t *hs = c->hs;
     hs->req_len += n;
-    if (hs->req_len == hs->req_cap)
+    if (hs->req_len == hs->req_max)
         wsg__conn_pause_read(c, WSG_CLIENT);
 }
 

@@ -7,6 +7,7 @@
 #define WSGATE_CONN_INT_H
 
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -63,7 +64,7 @@ typedef struct wsg_chunk_s {
     uv_buf_t buf;            /* what is being written */
     struct wsg_conn_s *conn;
     uint8_t to;              /* side it is written to */
-    char data[];
+    _Alignas(max_align_t) char data[];
 } wsg_chunk_t;
 
 #define WSG_CHUNK_DATA (WSG_CHUNK_SIZE - offsetof(wsg_chunk_t, data))
@@ -111,18 +112,16 @@ typedef struct wsg_peer_s {
     uint64_t frames;
 } wsg_peer_t;
 
-/* Handshake-time state, freed when the relay starts. It lives at the start
- * of block A (with the request parser and buffer after it); the response
- * parser and buffer share block B. A block is a pool chunk when it fits,
- * which is the case with the default limits, so a handshake allocates
- * nothing but the connection itself. */
+/* Handshake-time state, freed when the relay starts. The request and
+ * response buffers start small (a typical head is a few hundred bytes) and
+ * grow by doubling up to their limit, so a burst of handshakes in flight
+ * costs a few KiB each, not max_header_bytes twice. */
 typedef struct wsg_hs_s {
-    size_t a_size, b_size;   /* sizes of blocks A and B (B: 0 until allocated) */
-    char *req;               /* client's request head, then early frame bytes */
-    size_t req_len, req_cap;
+    char *req;               /* owned: client's request head, then early frame bytes */
+    size_t req_len, req_cap, req_max;
     wsg_http_head_t *req_head;
-    char *resp;              /* backend's response head, then its first frame bytes */
-    size_t resp_len, resp_cap;
+    char *resp;              /* owned: backend's response head, then its first frame bytes */
+    size_t resp_len, resp_cap, resp_max;
     wsg_http_head_t *resp_head;
     char accept[WSG_WS_ACCEPT_LEN + 1];
     unsigned cand[8];        /* backends to try, in order */

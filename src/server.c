@@ -350,22 +350,16 @@ int wsg_server_run(wsg_config_t *cfg) {
     wsg_log_configure(cfg->log.level, cfg->log.format);
     srv.rt = wsg_runtime_new(cfg, NULL);
     srv.ip_limit = wsg_ip_limit_new();
-    if (srv.rt == NULL || srv.ip_limit == NULL) {
-        fprintf(stderr, "wsgate: out of memory\n");
-        return WSG_EXIT_STARTUP;
-    }
     char err[512];
-    if (wsg_runtime_load_tls(srv.rt, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
-        wsg_runtime_unref(srv.rt);
-        return WSG_EXIT_STARTUP;
+    if (srv.rt == NULL || srv.ip_limit == NULL) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
     }
+    if (wsg_runtime_load_tls(srv.rt, err, sizeof(err)) != 0)
+        goto fail;
     srv.nworkers = cfg->workers ? cfg->workers : 1;
-    if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wsgate: %s\n", err);
-        wsg_runtime_unref(srv.rt);
-        return WSG_EXIT_STARTUP;
-    }
+    if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0)
+        goto fail;
     srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
     uv_loop_init(&srv.loop);
     srv.started_ms = uv_now(&srv.loop);
@@ -418,4 +412,11 @@ int wsg_server_run(wsg_config_t *cfg) {
     wsg_runtime_unref(srv.rt);
     WSG_LOG(WSG_LOG_INFO, "server", "stopped");
     return WSG_EXIT_OK;
+
+fail:
+    fprintf(stderr, "wsgate: %s\n", err);
+    wsg_ip_limit_free(srv.ip_limit);
+    if (srv.rt != NULL)
+        wsg_runtime_unref(srv.rt);
+    return WSG_EXIT_STARTUP;
 }

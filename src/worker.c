@@ -21,7 +21,7 @@
 #include <wsgate/conn.h>
 #include <wsgate/log.h>
 
-#define POOL_MAX_FREE 1024 /* cached chunks per worker: 16 MiB at most */
+#define POOL_MAX_FREE 32 /* cached chunks per worker: 512 KiB at most */
 
 static void on_timer(uv_timer_t *t);
 

@@ -572,8 +572,6 @@ def test_max_connections_per_ip_answers_429_over_tls(per_ip, pki):
     assert st == 429 and h.get("connection") == "close", (st, h)
 
 
-@pytest.mark.xfail(strict=True, reason="conn.c on_proxy_bytes answers 429 in plain text "
-                   "before TLS starts (see the issue 5 e2e report)")
 def test_max_connections_per_ip_answers_429_over_tls_behind_proxy(per_ip, pki):
     st, h = second_client_status(per_ip["pp"], pki, proxy_v1("198.51.100.44"))
     assert st == 429 and h.get("connection") == "close", (st, h)
