@@ -120,9 +120,11 @@ static void on_write(uv_write_t *req, int status) {
         p->eof = 1;
         p->close_owed = 0;
         if (c->state == WSG_CONN_RELAY)
+            {
+            c->end_reason = to == WSG_CLIENT ? "client connection lost" : "backend connection lost";
             wsg__relay_close(c, to == WSG_CLIENT ? 0 : WSG_WS_CLOSE_INTERNAL_ERROR,
-                             "backend connection lost", to == WSG_CLIENT ? WSG_WS_CLOSE_GOING_AWAY : 0,
-                             "client connection lost");
+                             to == WSG_CLIENT ? WSG_WS_CLOSE_GOING_AWAY : 0);
+            }
         else
             wsg__conn_finish(c);
         return;
@@ -379,7 +381,7 @@ static void conn_free(wsg_conn_t *c) {
             .pool = c->pool >= 0 ? cfg->pools[c->pool].name : NULL,
             .backend = c->backend >= 0 ? cfg->pools[c->pool].backends[c->backend].address : NULL,
             .status = c->status,
-            .duration_ms = uv_now(&w->loop) - c->t_start,
+            .duration_ms = (uv_hrtime() - c->t_start_ns) / 1000000,
             .bytes_in = c->peer[WSG_CLIENT].bytes,
             .bytes_out = c->peer[WSG_BACKEND].bytes,
             .frames_in = c->peer[WSG_CLIENT].frames,
@@ -518,7 +520,8 @@ void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason) {
     if (c->state == WSG_CONN_RELAY) {
         if (c->closed_by == WSG_BY_NONE)
             c->closed_by = WSG_BY_WSGATE;
-        wsg__relay_close(c, code, reason, WSG_WS_CLOSE_GOING_AWAY, reason);
+        (void)reason; /* the frames say "going away", what 1001 means */
+        wsg__relay_close(c, code, WSG_WS_CLOSE_GOING_AWAY);
     } else if (c->state != WSG_CONN_CLOSING) {
         wsg_conn_abort(c, "wsgate is shutting down");
     }
@@ -617,7 +620,6 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     c->rt = wsg_runtime_ref(w->rt);
     c->hs = hs;
     c->id = ++w->next_conn_id;
-    c->t_start = uv_now(&w->loop);
     c->t_start_ns = uv_hrtime();
     c->listener = (uint32_t)l->index;
     c->route = c->pool = c->backend = -1;
@@ -638,7 +640,7 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     if (r == 0)
         r = uv_tcp_getpeername(&c->peer[WSG_CLIENT].io.tcp, &c->client_addr.sa, &len);
     if (r != 0) {
-        hs->deadline = c->t_start;
+        hs->deadline = uv_now(&w->loop);
         wsg_conn_abort(c, "accept failed");
         return;
     }
@@ -646,7 +648,7 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
      * accepted sockets), which saves a setsockopt per connection. */
     if (proxy)
         c->state = WSG_CONN_PROXY;
-    hs->deadline = c->t_start + cfg->timeouts.handshake_ms;
+    hs->deadline = uv_now(&w->loop) + cfg->timeouts.handshake_ms;
     if (wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
         wsg_conn_abort(c, "cannot read from the client");
         return;

@@ -78,38 +78,31 @@ typedef struct wsg_peer_s {
     wsg_ws_parser_t parser;
     uint64_t payload_left;   /* payload bytes of the current frame still to come */
     wsg_chunk_t *rchunk;     /* read chunk kept across reads while hold > 0 */
-    uint32_t hold;           /* rchunk->data[0..hold): an unfinished header or
-                                control frame, not forwarded yet */
-    uint8_t cur_op;          /* opcode of the current frame */
-    uint8_t cur_hlen;        /* its header length */
-    uint8_t cur_masked;
-    uint8_t cur_mask[4];
-    uint8_t in_ctl;          /* the current frame is a control frame being held */
-    uint8_t mid_frame;       /* a forwarded data frame's payload is still streaming,
-                                so nothing may be injected into the other peer's stream */
-    uint8_t close_rx;        /* this peer sent a close frame */
-    uint8_t eof;             /* this peer's stream ended (EOF or error) */
-    uint8_t reading;         /* read_start is in effect */
-    uint8_t paused;          /* reading stopped because the other side is full */
-
-    /* --- liveness of this peer (heartbeat) --- */
-    uint8_t ping_out;        /* a wsgate ping went out and no byte came back since */
-    uint8_t ping_wanted;     /* a ping is due but the stream to this peer is mid-frame */
-    uint32_t ping_seq;       /* payload of the last ping sent to this peer */
-    uint64_t last_rx;        /* loop time of the last byte received from it */
-    uint64_t ping_at;
-
-    /* --- what we write to this peer --- */
-    uint32_t queued;         /* bytes handed to uv_write and not completed */
-    uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
-    const char *close_reason;/* static string */
-    uint8_t close_sent;      /* wsgate (or the other peer) sent it a close frame */
-    uint8_t open;            /* the handle is initialised and not closing */
-    uint8_t shut;            /* shutdown(SHUT_WR) requested */
-    uint8_t want_shut;       /* shut down once queued drains */
-
+    /* Loop time of the last byte received from this peer, or, while a
+     * wsgate ping is out (ping_out), the time that ping was sent: any byte
+     * clears ping_out and sets it again, so one field serves both. */
+    uint64_t last_rx;
     uint64_t bytes;          /* received from this peer */
     uint64_t frames;
+    uint32_t hold;           /* rchunk->data[0..hold): an unfinished header or
+                                control frame, not forwarded yet */
+    uint32_t queued;         /* bytes handed to write and not completed (to this peer) */
+    uint32_t ping_seq;       /* payload of the last ping sent to this peer */
+    uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
+
+    unsigned in_ctl : 1;     /* the current frame is a control frame being held */
+    unsigned mid_frame : 1;  /* a forwarded data frame's payload is still streaming,
+                                so nothing may be injected into the other peer's stream */
+    unsigned close_rx : 1;   /* this peer sent a close frame */
+    unsigned eof : 1;        /* this peer's stream ended (EOF or error) */
+    unsigned reading : 1;    /* read_start is in effect */
+    unsigned paused : 1;     /* reading stopped because the other side is full */
+    unsigned ping_out : 1;   /* a wsgate ping went out and no byte came back since */
+    unsigned ping_wanted : 1;/* a ping is due but the stream to this peer is mid-frame */
+    unsigned close_sent : 1; /* wsgate (or the other peer) sent it a close frame */
+    unsigned open : 1;       /* the handle is initialised and not closing */
+    unsigned shut : 1;       /* shutdown(SHUT_WR) requested */
+    unsigned want_shut : 1;  /* shut down once queued drains */
 } wsg_peer_t;
 
 /* Handshake-time state, freed when the relay starts. The request and
@@ -138,7 +131,6 @@ struct wsg_conn_s {
     wsg_timer_node_t timer;
     wsg_hs_t *hs;            /* owned; NULL once relaying */
     uint64_t id;
-    uint64_t t_start;
     uint64_t last_data;      /* loop time of the last data frame byte either way */
     uint64_t close_deadline; /* CLOSING: force-close at this time */
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
@@ -190,9 +182,9 @@ void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf);
 void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now);
 uint64_t wsg__relay_next_deadline(const wsg_conn_t *c);
 /* wsgate closes the session: close <client_code> to the client and
- * <backend_code> to the backend (0: none), then finish. */
-void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_reason,
-                      uint16_t backend_code, const char *backend_reason);
+ * <backend_code> to the backend (0: none), then finish. The close frames
+ * carry c->end_reason (set it first) or the code's usual meaning. */
+void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, uint16_t backend_code);
 /* Output to <to> drained or changed: inject owed frames, resume readers. */
 void wsg__relay_on_drained(wsg_conn_t *c, int to);
 /* Feeds <len> bytes received from <from> during the handshake. */

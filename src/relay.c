@@ -50,6 +50,17 @@ static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
 
 static const char *side_name(int side) { return side == WSG_CLIENT ? "client" : "backend"; }
 
+/* The reason text of a close frame wsgate sends: why the connection ends
+ * when that is known ("idle timeout", "unmasked client frame"), else what
+ * the code means. */
+static const char *close_text(const wsg_conn_t *c, uint16_t code) {
+    if (code == WSG_WS_CLOSE_SERVICE_RESTART)
+        return "service restart";
+    if (c->end_reason != NULL)
+        return c->end_reason;
+    return code == WSG_WS_CLOSE_INTERNAL_ERROR ? "backend connection lost" : "going away";
+}
+
 static void hb_payload(uint32_t seq, char out[HB_PAYLOAD_LEN + 1]) {
     snprintf(out, HB_PAYLOAD_LEN + 1, "wsgate-hb-%08x", (unsigned)seq);
 }
@@ -98,8 +109,8 @@ static void try_inject(wsg_conn_t *c, int to) {
     if (src->mid_frame)
         return; /* retried when the frame being forwarded ends */
     if (q->close_owed) {
-        n = wsg_ws_build_close(frame, sizeof(frame), q->close_owed, q->close_reason,
-                               mask_for(c, to, mask));
+        n = wsg_ws_build_close(frame, sizeof(frame), q->close_owed,
+                               close_text(c, q->close_owed), mask_for(c, to, mask));
         RLOG(c, WSG_LOG_DEBUG, "sending close %u to the %s", q->close_owed, side_name(to));
         q->close_owed = 0;
         q->close_sent = 1;
@@ -115,14 +126,13 @@ static void try_inject(wsg_conn_t *c, int to) {
         n = wsg_ws_build(frame, sizeof(frame), WSG_WS_OP_PING, payload, HB_PAYLOAD_LEN,
                          mask_for(c, to, mask));
         q->ping_out = 1;
-        q->ping_at = uv_now(&c->w->loop);
+        q->last_rx = uv_now(&c->w->loop); /* the ping's time while it is out */
         wsg__conn_send(c, to, frame, n);
         wsg__conn_reschedule(c);
     }
 }
 
-void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_reason,
-                      uint16_t backend_code, const char *backend_reason) {
+void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, uint16_t backend_code) {
     if (c->state != WSG_CONN_RELAY)
         return;
     if (c->close_code == 0)
@@ -130,14 +140,10 @@ void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_re
     if (c->closed_by == WSG_BY_NONE)
         c->closed_by = WSG_BY_WSGATE;
     wsg_peer_t *cl = &c->peer[WSG_CLIENT], *be = &c->peer[WSG_BACKEND];
-    if (client_code && !cl->close_sent) {
+    if (client_code && !cl->close_sent)
         cl->close_owed = client_code;
-        cl->close_reason = client_reason;
-    }
-    if (backend_code && !be->close_sent) {
+    if (backend_code && !be->close_sent)
         be->close_owed = backend_code;
-        be->close_reason = backend_reason;
-    }
     /* CLOSING first: try_inject and the read path then stop forwarding new
      * frames, and finish() waits for the owed frames before shutting down. */
     wsg__conn_finish(c);
@@ -149,18 +155,22 @@ void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, const char *client_re
 /* ---- control frames ------------------------------------------------------- */
 
 /* A complete control frame <f>[0..len) arrived from <from>. Returns 1 to
- * forward it, 0 to drop it. */
+ * forward it, 0 to drop it. Its header was validated by the parser, and a
+ * control frame's length always fits the 7-bit form (RFC 6455 §5.5), so the
+ * header is read again here rather than kept per connection. */
 static int on_control(wsg_conn_t *c, int from, const uint8_t *f, size_t len) {
     wsg_peer_t *p = &c->peer[from];
     wsg_peer_t *q = &c->peer[WSG_OTHER(from)];
     uint8_t payload[WSG_WS_MAX_CONTROL_PAYLOAD];
-    size_t plen = len - p->cur_hlen;
+    int masked = (f[1] & 0x80) != 0;
+    size_t hlen = masked ? 6 : 2;
+    size_t plen = len - hlen;
 
-    memcpy(payload, f + p->cur_hlen, plen);
-    if (p->cur_masked)
-        wsg_ws_unmask(payload, plen, p->cur_mask, 0);
+    memcpy(payload, f + hlen, plen);
+    if (masked)
+        wsg_ws_unmask(payload, plen, f + 2, 0);
 
-    switch (p->cur_op) {
+    switch (f[0] & 0x0F) {
     case WSG_WS_OP_PONG: {
         char expect[HB_PAYLOAD_LEN + 1];
         hb_payload(p->ping_seq, expect);
@@ -251,11 +261,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         frames++;
         p->payload_left = f.payload_len;
         if (f.opcode & 0x8) {
-            p->in_ctl = 1;
-            p->cur_op = f.opcode;
-            p->cur_hlen = f.header_len;
-            p->cur_masked = f.masked;
-            memcpy(p->cur_mask, f.mask, 4);
+            p->in_ctl = 1; /* held until whole: see on_control() */
             continue;
         }
         saw_data = 1;
@@ -310,7 +316,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         c->closed_by = WSG_BY_WSGATE;
         c->close_code = code;
         wsg__conn_pause_read(c, from);
-        wsg__relay_close(c, code, wsg_ws_strerror(err), code, wsg_ws_strerror(err));
+        wsg__relay_close(c, code, code);
         return;
     }
 
@@ -368,9 +374,9 @@ static void on_peer_eof(wsg_conn_t *c, int from, ssize_t err) {
         p->eof = 1;
         p->reading = 0;
         if (from == WSG_BACKEND)
-            wsg__relay_close(c, WSG_WS_CLOSE_INTERNAL_ERROR, "backend connection lost", 0, NULL);
+            wsg__relay_close(c, WSG_WS_CLOSE_INTERNAL_ERROR, 0);
         else
-            wsg__relay_close(c, 0, NULL, WSG_WS_CLOSE_GOING_AWAY, "client connection lost");
+            wsg__relay_close(c, 0, WSG_WS_CLOSE_GOING_AWAY);
         wsg__conn_side_eof(c, from);
         return;
     }
@@ -446,7 +452,7 @@ uint64_t wsg__relay_next_deadline(const wsg_conn_t *c) {
             const wsg_peer_t *p = &c->peer[s];
             uint64_t t;
             if (p->ping_out)
-                t = p->ping_at + cfg->heartbeat.timeout_ms;
+                t = p->last_rx + cfg->heartbeat.timeout_ms;
             else if (!p->ping_wanted)
                 t = p->last_rx + cfg->heartbeat.interval_ms;
             else
@@ -471,8 +477,7 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
          * which lands it on another backend (SPEC §6). */
         c->end_reason = "backend drained";
         RLOG(c, WSG_LOG_INFO, "backend draining: sending 1012 to the client");
-        wsg__relay_close(c, WSG_WS_CLOSE_SERVICE_RESTART, "service restart",
-                         WSG_WS_CLOSE_GOING_AWAY, "going away");
+        wsg__relay_close(c, WSG_WS_CLOSE_SERVICE_RESTART, WSG_WS_CLOSE_GOING_AWAY);
         return;
     }
     if (cfg->timeouts.idle_ms && now >= c->last_data + cfg->timeouts.idle_ms) {
@@ -480,14 +485,13 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
         c->end_reason = "idle timeout";
         RLOG(c, WSG_LOG_INFO, "no data frame for %llu ms: closing",
              (unsigned long long)cfg->timeouts.idle_ms);
-        wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, "idle timeout", WSG_WS_CLOSE_GOING_AWAY,
-                         "idle timeout");
+        wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, WSG_WS_CLOSE_GOING_AWAY);
         return;
     }
     if (cfg->heartbeat.interval_ms) {
         for (int s = 0; s < 2; s++) {
             wsg_peer_t *p = &c->peer[s];
-            if (p->ping_out && now >= p->ping_at + cfg->heartbeat.timeout_ms) {
+            if (p->ping_out && now >= p->last_rx + cfg->heartbeat.timeout_ms) {
                 /* Dead: nothing came back after our ping. The other side
                  * hears 1001; the dead side is simply closed. */
                 atomic_fetch_add_explicit(&st->heartbeat_timeouts, 1, memory_order_relaxed);
@@ -497,10 +501,9 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
                      side_name(s), (unsigned long long)cfg->heartbeat.timeout_ms);
                 p->eof = 1;
                 if (s == WSG_CLIENT)
-                    wsg__relay_close(c, 0, NULL, WSG_WS_CLOSE_GOING_AWAY, "client heartbeat timeout");
+                    wsg__relay_close(c, 0, WSG_WS_CLOSE_GOING_AWAY);
                 else
-                    wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, "backend heartbeat timeout", 0,
-                                     NULL);
+                    wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, 0);
                 wsg__conn_close_side(c, s);
                 return;
             }
