@@ -284,10 +284,11 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     /* Keep the unfinished unit for the next read. When the chunk itself is
      * about to be written out, the unit (at most 139 bytes) moves to a new
      * chunk; otherwise it slides to the front of this one. */
+    int oom = 0;
     if (tail > 0 && out > 0) {
         wsg_chunk_t *nc = wsg__chunk_get(c);
         if (nc == NULL) {
-            err = WSG_WS_ERR_TOO_BIG; /* out of memory: end the connection */
+            oom = 1;
         } else {
             memcpy(nc->data, data + ustart, tail);
             p->rchunk = nc;
@@ -307,6 +308,10 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
             wsg__chunk_put(c, ch);
     }
 
+    if (oom) {
+        wsg_conn_abort(c, "out of memory for a partial frame header");
+        return;
+    }
     if (err < 0) {
         uint16_t code = wsg_ws_error_close_code(err);
         atomic_fetch_add_explicit(&st->protocol_errors, 1, memory_order_relaxed);
