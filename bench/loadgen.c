@@ -1264,7 +1264,8 @@ static void report(lg_t *lg) {
     double pcpu = lg->s1.proxy_s - lg->s0.proxy_s;
     double bcpu = lg->s1.backend_s - lg->s0.backend_s;
     double scpu = lg->s1.self_s - lg->s0.self_s;
-    qsort(lg->lat, lg->nlat, sizeof(*lg->lat), cmp_u32);
+    if (lg->nlat > 1)
+        qsort(lg->lat, lg->nlat, sizeof(*lg->lat), cmp_u32);
     double p50 = pct_us(lg, 50), p90 = pct_us(lg, 90), p99 = pct_us(lg, 99),
            pmax = lg->nlat ? lg->lat[lg->nlat - 1] / 1000.0 : 0;
     char lab[160] = "";
