@@ -109,6 +109,7 @@ static void on_write(uv_write_t *req, int status) {
     wsg_peer_t *p = &c->peer[to];
 
     p->queued -= (uint32_t)ch->buf.len;
+    p->nwrites--;
     wsg__chunk_put(c, ch);
     if (status == UV_ECANCELED || !p->open)
         return;
@@ -171,6 +172,7 @@ int wsg__conn_send_chunk(wsg_conn_t *c, int to, wsg_chunk_t *ch, size_t len) {
         return r;
     }
     p->queued += (uint32_t)(len - off);
+    p->nwrites++;
     return 0;
 }
 
@@ -982,7 +984,8 @@ static void on_passthru_bytes(wsg_conn_t *c, size_t n) {
         wsg__conn_finish(c);
         return;
     }
-    if (c->peer[WSG_CLIENT].queued >= cfg_of(c)->limits.buffer_bytes) {
+    if (c->peer[WSG_CLIENT].queued >= cfg_of(c)->limits.buffer_bytes ||
+        c->peer[WSG_CLIENT].nwrites >= WSG_MAX_WRITES) {
         wsg__conn_pause_read(c, WSG_BACKEND);
         c->peer[WSG_BACKEND].paused = 1;
     }

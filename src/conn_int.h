@@ -69,6 +69,12 @@ typedef struct wsg_chunk_s {
 
 #define WSG_CHUNK_DATA (WSG_CHUNK_SIZE - offsetof(wsg_chunk_t, data))
 
+/* Queued writes per direction at most, besides buffer_bytes: each holds a
+ * whole chunk, so a sender trickling tiny pieces to a stalled receiver
+ * could otherwise pin 16 KiB per byte. Bounds a direction's memory to
+ * WSG_MAX_WRITES chunks. */
+#define WSG_MAX_WRITES 16
+
 /* One side of a connection: its transport, what it sends us (parsed as a
  * frame stream) and what we owe it. */
 typedef struct wsg_peer_s {
@@ -89,6 +95,7 @@ typedef struct wsg_peer_s {
     uint32_t queued;         /* bytes handed to write and not completed (to this peer) */
     uint32_t ping_seq;       /* payload of the last ping sent to this peer */
     uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
+    uint16_t nwrites;        /* write requests queued to this peer */
 
     unsigned in_ctl : 1;     /* the current frame is a control frame being held */
     unsigned mid_frame : 1;  /* a forwarded data frame's payload is still streaming,

@@ -32,9 +32,12 @@
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+/* Offsets into the caller's buffer. 32 bits are plenty (max_header_bytes
+ * is at most 1 MiB) and halve the header table, which is most of a parser's
+ * size and allocated once per handshake. */
 typedef struct span_s {
-    size_t off;
-    size_t len;
+    uint32_t off;
+    uint32_t len;
 } span_t;
 
 typedef struct header_s {
@@ -86,11 +89,11 @@ static void span_add(wsg_http_head_t *h, span_t *s, bool *started, const char *a
     size_t off = (size_t)(at - h->cur);
 
     if (!*started) {
-        s->off = off;
-        s->len = n;
+        s->off = (uint32_t)off;
+        s->len = (uint32_t)n;
         *started = true;
     } else {
-        s->len = off + n - s->off;
+        s->len = (uint32_t)(off + n - s->off);
     }
 }
 

@@ -335,7 +335,8 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
             c->close_deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
             wsg__conn_reschedule(c);
         }
-        if (q->queued >= cfg_of(c)->limits.buffer_bytes && p->reading) {
+        if ((q->queued >= cfg_of(c)->limits.buffer_bytes || q->nwrites >= WSG_MAX_WRITES) &&
+            p->reading) {
             wsg__conn_pause_read(c, from);
             p->paused = 1;
         }
@@ -436,7 +437,8 @@ void wsg__relay_on_drained(wsg_conn_t *c, int to) {
     wsg_peer_t *q = &c->peer[to];
     wsg_peer_t *src = &c->peer[WSG_OTHER(to)];
 
-    if (src->paused && q->queued <= cfg_of(c)->limits.buffer_bytes / 2)
+    if (src->paused && q->queued <= cfg_of(c)->limits.buffer_bytes / 2 &&
+        q->nwrites <= WSG_MAX_WRITES / 2)
         wsg__conn_resume_read(c, WSG_OTHER(to));
 }
 
