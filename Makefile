@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 MESON      ?= meson
 # Debian bookworm packages the build, the tests and the demo need.
 DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev \
-            check node-llhttp python3 python3-websockets python3-pytest openssl curl
+            check node-llhttp python3 python3-websockets python3-pytest openssl curl chromium
 BENCH_PKGS := haproxy nginx-light procps util-linux
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
