@@ -17,19 +17,6 @@
 #include <string.h>
 #include <strings.h>
 
-static bool is_ows(char c) {
-    return c == ' ' || c == '\t';
-}
-
-static void trim(const char **s, size_t *n) {
-    while (*n > 0 && is_ows(**s)) {
-        (*s)++;
-        (*n)--;
-    }
-    while (*n > 0 && is_ows((*s)[*n - 1]))
-        (*n)--;
-}
-
 static bool eq(const char *a, size_t alen, const char *b, size_t blen) {
     return alen == blen && memcmp(a, b, blen) == 0;
 }
@@ -54,8 +41,8 @@ static int cookie_in(const char *v, size_t n, const char *name, size_t namelen, 
             size_t klen = (size_t)(eqs - pair);
             const char *c = eqs + 1;
             size_t clen = plen - klen - 1;
-            trim(&k, &klen);
-            trim(&c, &clen);
+            wsg_http_trim(&k, &klen);
+            wsg_http_trim(&c, &clen);
             if (eq(k, klen, name, namelen)) {
                 /* RFC 6265 §4.1.1: cookie-value may be a DQUOTE'd string;
                  * the quotes are not part of the value. */

@@ -207,7 +207,7 @@ static bool is_ows(char c) {
     return c == ' ' || c == '\t';
 }
 
-static void trim(const char **s, size_t *n) {
+void wsg_http_trim(const char **s, size_t *n) {
     while (*n > 0 && is_ows(**s)) {
         (*s)++;
         (*n)--;
@@ -240,7 +240,7 @@ static bool list_has_token(const char *v, size_t n, const char *token) {
             j++;
         const char *e = v + i;
         size_t elen = j - i;
-        trim(&e, &elen);
+        wsg_http_trim(&e, &elen);
         if (eq_nocase(e, elen, token))
             return true;
         i = j + 1;
@@ -427,7 +427,7 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
             continue;
         const char *v = buf + hd->value.off;
         size_t n = hd->value.len;
-        trim(&v, &n);
+        wsg_http_trim(&v, &n);
         *valuelen = n;
         return v;
     }
@@ -665,7 +665,7 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
 
         if (is_replaced(name, namelen))
             continue;
-        trim(&value, &valuelen);
+        wsg_http_trim(&value, &valuelen);
         if (i == last_xff) {
             /* Proxies append to the last X-Forwarded-For, so the list reads
              * client, proxy1, proxy2... in order. */

@@ -102,8 +102,6 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
         out->conns_active += LOAD(st->conns_active);
         out->conns_total += LOAD(st->conns_total);
         out->conns_rejected += LOAD(st->conns_rejected);
-        for (int k = 0; k < 8; k++)
-            out->handshakes[k] += LOAD(st->handshakes[k]);
         for (int k = 0; k < 600; k++)
             out->handshake_status[k] += LOAD(st->handshake_status[k]);
         for (int k = 0; k < 2; k++) {

@@ -85,7 +85,6 @@ void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us) {
     size_t b = 0;
     if (status >= 100 && status < 600) {
         atomic_fetch_add_explicit(&st->handshake_status[status], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&st->handshakes[status / 100], 1, memory_order_relaxed);
     }
     while (b < WSG_HS_BUCKETS - 1 && us > wsg_hs_bucket_us[b])
         b++;

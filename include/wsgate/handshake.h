@@ -132,6 +132,10 @@ int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
  * Returns the length, or 0 if <cap> is too small. */
 size_t wsg_http_error_response(int status, char *out, size_t cap);
 
+/* Narrows <s>[0..*n) to exclude leading and trailing spaces and tabs
+ * (HTTP optional whitespace). */
+void wsg_http_trim(const char **s, size_t *n);
+
 /* The reason phrase for <status> ("Not Found"). */
 const char *wsg_http_reason(int status);
 

@@ -39,7 +39,6 @@ unsigned wsg_server_nworkers(const wsg_server_t *srv);
 /* A sum over all workers of their counters (metrics are summed when read). */
 typedef struct wsg_stats_s {
     uint64_t conns_active, conns_total, conns_rejected;
-    uint64_t handshakes[8];        /* by status class: [1] 1xx (101), [4] 4xx, [5] 5xx */
     uint64_t handshake_status[600]; /* by exact status */
     uint64_t frames[2], bytes[2];  /* [0] client->backend, [1] backend->client */
     uint64_t closes[16];           /* [code - 1000] for 1000..1014, [15] any other */

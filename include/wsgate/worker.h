@@ -35,7 +35,6 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t conns_total;
     _Atomic uint64_t conns_active;
     _Atomic uint64_t conns_rejected;
-    _Atomic uint64_t handshakes[8]; /* by status class: see wsg_stats_status_slot() */
     _Atomic uint64_t frames[2];     /* [0] client->backend, [1] backend->client */
     _Atomic uint64_t bytes[2];
     _Atomic uint64_t closes[16];    /* 1000..1015 by code - 1000; others in [15] */
