@@ -870,25 +870,39 @@ static void parse_listener(struct ctx *c, json_t *v, wsg_listener_conf_t *l) {
     get_bool(c, v, "proxy_protocol", &l->proxy_protocol);
 }
 
-static void parse_listeners(struct ctx *c, json_t *root, wsg_config_t *cfg) {
-    static const char *const what = "a non-empty array of listeners";
-    json_t *v = json_object_get(root, "listeners");
+/* The required, non-empty top-level array <key>: reports it missing or of
+ * the wrong type, else pushes <key> on the path (*m to pop), allocates
+ * *out with *n zeroed elements of <size> bytes and returns the array. */
+static json_t *top_array(struct ctx *c, json_t *root, const char *key, const char *what,
+                         size_t size, void **out, size_t *n, size_t *m) {
+    json_t *v = json_object_get(root, key);
     if (v == NULL) {
-        missing(c, "listeners", what);
-        return;
+        missing(c, key, what);
+        return NULL;
     }
-    size_t m = push_key(c, "listeners");
+    *m = push_key(c, key);
     if (!json_is_array(v) || json_array_size(v) == 0) {
         bad_type(c, v, what);
-        pop(c, m);
-        return;
+        pop(c, *m);
+        return NULL;
     }
-    cfg->nlisteners = json_array_size(v);
-    cfg->listeners = calloc(cfg->nlisteners, sizeof *cfg->listeners);
-    if (cfg->listeners == NULL) {
-        cfg->nlisteners = 0;
+    *n = json_array_size(v);
+    *out = calloc(*n, size);
+    if (*out == NULL) {
+        *n = 0;
         c->oom = true;
     }
+    return v;
+}
+
+static void parse_listeners(struct ctx *c, json_t *root, wsg_config_t *cfg) {
+    size_t m;
+    void *arr = NULL;
+    json_t *v = top_array(c, root, "listeners", "a non-empty array of listeners",
+                          sizeof *cfg->listeners, &arr, &cfg->nlisteners, &m);
+    if (v == NULL)
+        return;
+    cfg->listeners = arr;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         wsg_listener_conf_t *l = &cfg->listeners[i];
         size_t mi = push_index(c, i);
@@ -1028,24 +1042,13 @@ static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
 }
 
 static void parse_routes(struct ctx *c, json_t *root, wsg_config_t *cfg) {
-    static const char *const what = "a non-empty array of routes";
-    json_t *v = json_object_get(root, "routes");
-    if (v == NULL) {
-        missing(c, "routes", what);
+    size_t m;
+    void *arr = NULL;
+    json_t *v = top_array(c, root, "routes", "a non-empty array of routes", sizeof *cfg->routes,
+                          &arr, &cfg->nroutes, &m);
+    if (v == NULL)
         return;
-    }
-    size_t m = push_key(c, "routes");
-    if (!json_is_array(v) || json_array_size(v) == 0) {
-        bad_type(c, v, what);
-        pop(c, m);
-        return;
-    }
-    cfg->nroutes = json_array_size(v);
-    cfg->routes = calloc(cfg->nroutes, sizeof *cfg->routes);
-    if (cfg->routes == NULL) {
-        cfg->nroutes = 0;
-        c->oom = true;
-    }
+    cfg->routes = arr;
     c->route_bad = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof *c->route_bad);
     if (c->route_bad == NULL)
         c->oom = true;
