@@ -20,7 +20,13 @@
  * figures cover exactly the messages counted. Output: a human summary on
  * stderr and one JSON line on stdout.
  *
- * It does not do TLS, extensions, subprotocols or fragmentation on send
+ * With --tls every mode runs over TLS (wss): OpenSSL 3 on the same loop,
+ * SNI sent (localhost unless --sni), ALPN http/1.1 offered, the server's
+ * certificate not verified, and a full handshake on every connection (no
+ * session is ever offered for resumption; the JSON counts resumed sessions
+ * and the tickets servers send, to show it).
+ *
+ * It does not do extensions, subprotocols or fragmentation on send
  * (fragmented echoes are reassembled and checked all the same), and it keeps
  * no history beyond latency samples.
  *
@@ -29,6 +35,11 @@
  * sends with uv_try_write first, so a message normally costs one send(2);
  * reads go into one loop-wide buffer and frames are parsed and verified
  * straight from it. The generator must cost well under the proxy it drives.
+ * TLS goes through a small custom BIO instead of memory BIOs: its read side
+ * serves the ciphertext of the current read straight from that loop-wide
+ * buffer, and its write side hands each ciphertext flight to uv_try_write
+ * at once, queueing only what the socket did not take; decrypted bytes land
+ * in a second loop-wide buffer. Without --tls none of this is on the path.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,9 +57,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #define RBUF_SIZE (256u * 1024u)
@@ -59,6 +74,7 @@
 #define TICK_MS 50
 #define CLOSE_WAIT_MS 2000 /* bound on a closing handshake */
 #define STAMP_LEN 8
+#define PBUF_SIZE (64u * 1024u) /* plaintext taken per SSL_read (records are <= 16 KiB) */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -112,6 +128,9 @@ typedef struct opts_s {
     pid_t backend_pid; /* sampled separately, for the record */
     const char *label;
     bool quiet;
+    bool tls;            /* wss: TLS to the server */
+    const char *sni;     /* server name sent in the ClientHello */
+    int tls_version;     /* 0 = 1.2 or 1.3 as negotiated, else TLS1_2_VERSION / TLS1_3_VERSION */
 } opts_t;
 
 typedef struct obuf_s {
@@ -153,6 +172,12 @@ typedef struct conn_s {
     /* Messages. */
     uint64_t sent, recvd; /* data messages sent / echoed on this connection */
     uint64_t *ts;         /* send time of message seq at ts[seq % window] */
+    /* TLS (--tls only): ob holds plaintext, cq ciphertext the socket has not
+     * taken yet (wb is then the part of it under wreq). */
+    SSL *ssl;
+    obuf_t cq;
+    bool tls_up;   /* handshake complete */
+    bool tls_werr; /* a ciphertext write failed inside an OpenSSL call */
 } conn_t;
 
 #define MAX_CPUS 64
@@ -198,7 +223,7 @@ struct lg_s {
     uint64_t msgs, bytes, handshakes;
     uint64_t msgs_total, handshakes_total;
     struct {
-        uint64_t connect, upgrade, payload, protocol, eof, timeout, write, lost;
+        uint64_t connect, upgrade, payload, protocol, eof, timeout, write, lost, tls;
     } err;
     uint32_t *lat; /* ns, one per message or handshake of the window */
     size_t nlat, lat_cap;
@@ -207,12 +232,24 @@ struct lg_s {
     long rss_base_kb, rss_half_kb, rss_open_kb, rss_ping_kb;
     double setup_s, ping_s;
     uint64_t t_setup0, t_ping0;
+    /* TLS. */
+    SSL_CTX *ssl_ctx;
+    BIO_METHOD *biom;
+    uint8_t *pbuf;          /* decrypted bytes, PBUF_SIZE */
+    conn_t *tin_conn;       /* whose ciphertext tin is */
+    const uint8_t *tin;     /* ciphertext of the current read not yet given to OpenSSL */
+    size_t tin_len;
+    uint64_t tls_hs, tls_resumed, tls_tickets;
+    char tls_version[16], tls_cipher[64], tls_group[32], tls_alpn[32];
 };
 
 static void conn_start(conn_t *c);
 static void conn_kill(conn_t *c);
 static void conn_flush(conn_t *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void send_upgrade(conn_t *c);
+static void tls_start(conn_t *c);
+static void tls_read(conn_t *c, const uint8_t *p, size_t n);
 static void phase_next(lg_t *lg);
 static void lg_abort(lg_t *lg, const char *why);
 
@@ -471,12 +508,13 @@ static void on_write(uv_write_t *req, int status) {
         conn_flush(c);
 }
 
-/* Sends what is queued: uv_try_write first, and only what the socket did not
- * take goes into a uv_write, from the buffer swapped out of the way. */
-static void conn_flush(conn_t *c) {
-    if (c->writing || c->ob.len == 0 || c->st == CS_DEAD)
+/* Sends the bytes queued in <q> (c->ob, or c->cq under TLS): uv_try_write
+ * first, and only what the socket did not take goes into a uv_write, from
+ * the buffer swapped out of the way. */
+static void send_q(conn_t *c, obuf_t *q) {
+    if (c->writing || q->len == 0 || c->st == CS_DEAD)
         return;
-    uv_buf_t b = uv_buf_init((char *)c->ob.p, (unsigned)c->ob.len);
+    uv_buf_t b = uv_buf_init((char *)q->p, (unsigned)q->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == UV_EAGAIN || n == UV_ENOSYS)
         n = 0;
@@ -485,14 +523,14 @@ static void conn_flush(conn_t *c) {
         conn_kill(c);
         return;
     }
-    if ((size_t)n == c->ob.len) {
-        c->ob.len = 0;
+    if ((size_t)n == q->len) {
+        q->len = 0;
         return;
     }
     obuf_t t = c->wb;
-    c->wb = c->ob;
-    c->ob = t;
-    c->ob.len = 0;
+    c->wb = *q;
+    *q = t;
+    q->len = 0;
     b = uv_buf_init((char *)c->wb.p + n, (unsigned)(c->wb.len - (size_t)n));
     c->wreq.data = c;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
@@ -503,6 +541,15 @@ static void conn_flush(conn_t *c) {
     c->writing = true;
 }
 
+static void tls_flush(conn_t *c);
+
+static void conn_flush(conn_t *c) {
+    if (c->ssl != NULL)
+        tls_flush(c);
+    else
+        send_q(c, &c->ob);
+}
+
 /* ---- connection life ----------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -510,6 +557,10 @@ static void on_closed(uv_handle_t *h) {
     lg_t *lg = c->lg;
     free(c->head);
     c->head = NULL;
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl); /* no close_notify: the socket is gone already */
+        c->ssl = NULL;
+    }
     c->st = CS_FREE;
     lg->live--;
     if (lg->o.mode == MODE_HANDSHAKE && c->counted) {
@@ -610,7 +661,25 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    c->st = CS_UPGRADING;
+    c->head_len = 0;
+    if (c->head == NULL)
+        c->head = malloc(HEAD_MAX);
+    if (c->head == NULL || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+        lg->err.connect++;
+        conn_kill(c);
+        setup_check(lg);
+        return;
+    }
+    if (lg->ssl_ctx != NULL)
+        tls_start(c); /* the upgrade request follows the TLS handshake */
+    else
+        send_upgrade(c);
+}
 
+/* Queues and sends the upgrade request. */
+static void send_upgrade(conn_t *c) {
+    lg_t *lg = c->lg;
     /* The request head; the key is 16 random bytes in base64 (§4.1). */
     uint8_t raw[16], digest[SHA_DIGEST_LENGTH];
     char key[32], cat[64 + sizeof(ws_guid)];
@@ -631,16 +700,6 @@ static void on_connect(uv_connect_t *req, int status) {
     memcpy(p, lg->req, lg->req_len);
     memcpy(p + lg->req_len, key, 24);
     memcpy(p + lg->req_len + 24, "\r\n\r\n", 4);
-    c->st = CS_UPGRADING;
-    c->head_len = 0;
-    if (c->head == NULL)
-        c->head = malloc(HEAD_MAX);
-    if (c->head == NULL || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
-        lg->err.connect++;
-        conn_kill(c);
-        setup_check(lg);
-        return;
-    }
     conn_flush(c);
 }
 
@@ -659,6 +718,8 @@ static void conn_start(conn_t *c) {
     c->in_msg = false;
     c->frem = 0;
     c->sent = c->recvd = 0;
+    c->cq.len = 0;
+    c->tls_up = c->tls_werr = false;
     c->t_start = now_ns();
     c->deadline = c->t_start + 10ULL * 1000000000u;
     lg->pending++;
@@ -968,33 +1029,29 @@ static bool feed(conn_t *c, const uint8_t *p, size_t n, uint64_t now) {
     return true;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-    conn_t *c = s->data;
+/* The server's byte stream ended (EOF, a read error, or TLS close_notify). */
+static void on_read_end(conn_t *c, ssize_t nread) {
     lg_t *lg = c->lg;
-    if (c->st == CS_DEAD)
-        return;
-    if (nread < 0) {
-        if (c->st == CS_CLOSING && (c->got_close || nread == UV_EOF)) {
-            if (!c->got_close && lg->o.mode == MODE_HANDSHAKE)
-                lg->err.eof++;
-            conn_kill(c);
-            return;
-        }
-        if (c->st == CS_UPGRADING)
-            lg->err.upgrade++;
-        else
+    if (c->st == CS_CLOSING && (c->got_close || nread == UV_EOF)) {
+        if (!c->got_close && lg->o.mode == MODE_HANDSHAKE)
             lg->err.eof++;
-        if (lg->err.eof + lg->err.upgrade == 1 && !lg->o.quiet)
-            fprintf(stderr, "loadgen: conn %u: %s from server\n", c->id,
-                    nread == UV_EOF ? "EOF" : uv_strerror((int)nread));
         conn_kill(c);
-        setup_check(lg);
         return;
     }
-    if (nread == 0)
-        return;
-    const uint8_t *p = (const uint8_t *)buf->base;
-    size_t n = (size_t)nread;
+    if (c->st == CS_UPGRADING)
+        lg->err.upgrade++;
+    else
+        lg->err.eof++;
+    if (lg->err.eof + lg->err.upgrade == 1 && !lg->o.quiet)
+        fprintf(stderr, "loadgen: conn %u: %s from server\n", c->id,
+                nread == UV_EOF ? "EOF" : uv_strerror((int)nread));
+    conn_kill(c);
+    setup_check(lg);
+}
+
+/* <n> bytes from the server (plaintext): the upgrade response, then frames. */
+static void on_data(conn_t *c, const uint8_t *p, size_t n) {
+    lg_t *lg = c->lg;
     uint64_t now = now_ns();
     if (c->st == CS_UPGRADING) {
         size_t take = n;
@@ -1033,9 +1090,273 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         p += used - old;
         n -= used - old;
     }
-    if (n > 0 && !feed(c, p, n, now))
+    if (n > 0)
+        feed(c, p, n, now);
+    /* The caller flushes what the bytes made us queue, once per read. */
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    conn_t *c = s->data;
+    if (c->st == CS_DEAD)
         return;
+    if (nread < 0) {
+        on_read_end(c, nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->ssl != NULL) {
+        tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
+        return;
+    }
+    on_data(c, (const uint8_t *)buf->base, (size_t)nread);
     conn_flush(c);
+}
+
+/* ---- TLS (--tls) --------------------------------------------------------- */
+
+/* The BIO between OpenSSL and a connection. Read: the ciphertext of the read
+ * being processed (lg->tin), nothing otherwise. Write: straight to the
+ * socket with uv_try_write when nothing is queued ahead, the rest appended to
+ * c->cq, which tls_out sends once OpenSSL returns. */
+static int bio_write(BIO *b, const char *data, int len) {
+    conn_t *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0 || c->st == CS_DEAD || c->tls_werr)
+        return len; /* the connection is going: what it says no longer matters */
+    const char *p = data;
+    size_t n = (size_t)len;
+    if (!c->writing && c->cq.len == 0) {
+        uv_buf_t ub = uv_buf_init((char *)p, (unsigned)n);
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+        if (w == UV_EAGAIN || w == UV_ENOSYS)
+            w = 0;
+        if (w < 0) {
+            c->tls_werr = true; /* killed by tls_out, outside OpenSSL */
+            return len;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    if (n > 0) {
+        uint8_t *q = ob_grow(&c->cq, n);
+        if (q == NULL) {
+            c->tls_werr = true;
+            return len;
+        }
+        memcpy(q, p, n);
+    }
+    return len;
+}
+
+static int bio_read(BIO *b, char *out, int len) {
+    conn_t *c = BIO_get_data(b);
+    lg_t *lg = c->lg;
+    BIO_clear_retry_flags(b);
+    if (lg->tin_conn != c || lg->tin_len == 0 || len <= 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t k = lg->tin_len < (size_t)len ? lg->tin_len : (size_t)len;
+    memcpy(out, lg->tin, k);
+    lg->tin += k;
+    lg->tin_len -= k;
+    return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* Sends the ciphertext OpenSSL produced during the call that just returned,
+ * or ends the connection if writing it failed. */
+static void tls_out(conn_t *c) {
+    if (c->st == CS_DEAD)
+        return;
+    if (c->tls_werr) {
+        c->lg->err.write++;
+        conn_kill(c);
+        return;
+    }
+    send_q(c, &c->cq);
+}
+
+/* Encrypts the queued plaintext (c->ob) and sends it. Like the plain path,
+ * nothing new is encrypted while a uv_write is in flight, so one flight
+ * carries everything queued meanwhile. */
+static void tls_flush(conn_t *c) {
+    if (c->writing || c->st == CS_DEAD)
+        return;
+    if (c->tls_up && c->ob.len > 0) {
+        int r = SSL_write(c->ssl, c->ob.p, (int)c->ob.len);
+        c->ob.len = 0;
+        if (r <= 0) {
+            c->lg->err.tls++;
+            ERR_clear_error();
+            conn_kill(c);
+            return;
+        }
+    }
+    tls_out(c);
+}
+
+static void tls_error(conn_t *c, const char *what, int r) {
+    lg_t *lg = c->lg;
+    int e = SSL_get_error(c->ssl, r);
+    lg->err.tls++;
+    if (lg->err.tls == 1 && !lg->o.quiet) {
+        unsigned long code = ERR_peek_last_error();
+        fprintf(stderr, "loadgen: conn %u: TLS %s failed: %s\n", c->id, what,
+                e == SSL_ERROR_SSL && code != 0 ? ERR_reason_error_string(code)
+                : e == SSL_ERROR_SYSCALL        ? "write error"
+                                                : "unexpected state");
+    }
+    ERR_clear_error();
+    conn_kill(c);
+    setup_check(lg);
+}
+
+/* The handshake is done: note what was negotiated (first time) and send the
+ * upgrade request. */
+static void tls_done(conn_t *c) {
+    lg_t *lg = c->lg;
+    c->tls_up = true;
+    lg->tls_hs++;
+    if (SSL_session_reused(c->ssl))
+        lg->tls_resumed++;
+    if (lg->tls_version[0] == '\0') {
+        const unsigned char *alpn = NULL;
+        unsigned alen = 0;
+        int g = SSL_get_negotiated_group(c->ssl);
+        const char *gn = g > 0 ? OBJ_nid2sn(g) : NULL;
+        snprintf(lg->tls_version, sizeof(lg->tls_version), "%s", SSL_get_version(c->ssl));
+        snprintf(lg->tls_cipher, sizeof(lg->tls_cipher), "%s", SSL_get_cipher_name(c->ssl));
+        snprintf(lg->tls_group, sizeof(lg->tls_group), "%s", gn != NULL ? gn : "?");
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+        snprintf(lg->tls_alpn, sizeof(lg->tls_alpn), "%.*s", (int)alen,
+                 alen ? (const char *)alpn : "");
+    }
+    send_upgrade(c);
+}
+
+/* Starts the client handshake on a connected socket (state UPGRADING). */
+static void tls_start(conn_t *c) {
+    lg_t *lg = c->lg;
+    BIO *b = NULL;
+    c->ssl = SSL_new(lg->ssl_ctx);
+    if (c->ssl != NULL)
+        b = BIO_new(lg->biom);
+    if (c->ssl == NULL || b == NULL ||
+        SSL_set_tlsext_host_name(c->ssl, lg->o.sni) != 1) {
+        BIO_free(b);
+        lg->err.tls++;
+        ERR_clear_error();
+        conn_kill(c);
+        setup_check(lg);
+        return;
+    }
+    BIO_set_data(b, c);
+    SSL_set_bio(c->ssl, b, b);
+    SSL_set_connect_state(c->ssl);
+    int r = SSL_do_handshake(c->ssl); /* writes the ClientHello */
+    if (r <= 0 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+        tls_error(c, "handshake", r);
+        return;
+    }
+    tls_out(c);
+}
+
+/* <n> bytes of ciphertext from the server: the handshake, then records,
+ * decrypted into lg->pbuf and handled as the plain path handles reads. All
+ * of it is given to OpenSSL before returning (it is in the loop-wide read
+ * buffer, which the next read overwrites). */
+static void tls_read(conn_t *c, const uint8_t *p, size_t n) {
+    lg_t *lg = c->lg;
+    lg->tin_conn = c;
+    lg->tin = p;
+    lg->tin_len = n;
+    if (!c->tls_up) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r <= 0) {
+            if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ)
+                tls_out(c);
+            else
+                tls_error(c, "handshake", r);
+            goto out;
+        }
+        tls_out(c); /* the client Finished */
+        if (c->st == CS_DEAD)
+            goto out;
+        tls_done(c);
+        if (c->st == CS_DEAD)
+            goto out;
+    }
+    while (c->st != CS_DEAD) {
+        int r = SSL_read(c->ssl, lg->pbuf, PBUF_SIZE);
+        if (r > 0) {
+            on_data(c, lg->pbuf, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the stream ends here */
+            ERR_clear_error();
+            on_read_end(c, UV_EOF);
+            goto out;
+        }
+        tls_error(c, "read", r);
+        goto out;
+    }
+    conn_flush(c); /* what the records made us queue, and any handshake bytes */
+out:
+    lg->tin_conn = NULL;
+    lg->tin = NULL;
+    lg->tin_len = 0;
+}
+
+/* Counts the session tickets servers send (TLS 1.3 sends them after the
+ * handshake); none is kept, so none can be resumed. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess) {
+    lg_t *lg = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    (void)sess;
+    lg->tls_tickets++;
+    return 0; /* not kept: OpenSSL frees it */
+}
+
+static int tls_init(lg_t *lg) {
+    static const unsigned char alpn[] = "\x08http/1.1";
+    const opts_t *o = &lg->o;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return -1;
+    lg->ssl_ctx = ctx;
+    SSL_CTX_set_app_data(ctx, lg);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* a benchmark, not a client to trust */
+    SSL_CTX_set_min_proto_version(ctx, o->tls_version ? o->tls_version : TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, o->tls_version ? o->tls_version : TLS1_3_VERSION);
+    /* Idle connections keep no record buffers (thousands are held open). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* The callback sees every ticket; the internal cache stores none. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) /* 0 is success */
+        return -1;
+    lg->biom = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "loadgen-uv");
+    if (lg->biom == NULL || !BIO_meth_set_write(lg->biom, bio_write) ||
+        !BIO_meth_set_read(lg->biom, bio_read) || !BIO_meth_set_ctrl(lg->biom, bio_ctrl) ||
+        !BIO_meth_set_create(lg->biom, bio_create))
+        return -1;
+    lg->pbuf = malloc(PBUF_SIZE);
+    return lg->pbuf != NULL ? 0 : -1;
 }
 
 /* ---- phases -------------------------------------------------------------- */
@@ -1259,7 +1580,8 @@ static void close_left(uv_handle_t *h, void *arg) {
 static void report(lg_t *lg) {
     const opts_t *o = &lg->o;
     uint64_t errors = lg->err.connect + lg->err.upgrade + lg->err.payload + lg->err.protocol +
-                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost;
+                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost +
+                      lg->err.tls;
     double win = lg->s1.t > lg->s0.t ? (double)(lg->s1.t - lg->s0.t) / 1e9 : 0;
     double pcpu = lg->s1.proxy_s - lg->s0.proxy_s;
     double bcpu = lg->s1.backend_s - lg->s0.backend_s;
@@ -1321,12 +1643,17 @@ static void report(lg_t *lg) {
                        pcpu * 1e6 / (2.0 * (double)count), pcpu * 1e6 / (double)count);
         }
     }
+    if (o->tls)
+        printf("\"tls\":{\"version\":\"%s\",\"cipher\":\"%s\",\"group\":\"%s\",\"alpn\":\"%s\","
+               "\"handshakes\":%" PRIu64 ",\"resumed\":%" PRIu64 ",\"tickets\":%" PRIu64 "},",
+               lg->tls_version, lg->tls_cipher, lg->tls_group, lg->tls_alpn, lg->tls_hs,
+               lg->tls_resumed, lg->tls_tickets);
     printf("\"errors\":%" PRIu64 ",\"err\":{\"connect\":%" PRIu64 ",\"upgrade\":%" PRIu64
            ",\"payload\":%" PRIu64 ",\"protocol\":%" PRIu64 ",\"eof\":%" PRIu64
            ",\"timeout\":%" PRIu64 ",\"write\":%" PRIu64 ",\"lost\":%" PRIu64
-           "},\"aborted\":%s%s%s%s}\n",
+           ",\"tls\":%" PRIu64 "},\"aborted\":%s%s%s%s}\n",
            errors, lg->err.connect, lg->err.upgrade, lg->err.payload, lg->err.protocol,
-           lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost,
+           lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost, lg->err.tls,
            lg->aborted ? "true" : "false",
            lg->aborted ? ",\"abort_reason\":\"" : "", lg->aborted ? lg->abort_reason : "",
            lg->aborted ? "\"" : "");
@@ -1334,7 +1661,8 @@ static void report(lg_t *lg) {
 
     if (o->quiet)
         return;
-    fprintf(stderr, "loadgen %s %s:%d%s: ", mode_names[o->mode], o->host, o->port, o->path);
+    fprintf(stderr, "loadgen %s %s://%s:%d%s: ", mode_names[o->mode], o->tls ? "wss" : "ws",
+            o->host, o->port, o->path);
     if (o->mode == MODE_IDLE) {
         unsigned n = lg->n_est;
         fprintf(stderr, "%u/%u connections open in %.2f s\n", n, o->conns, lg->setup_s);
@@ -1369,12 +1697,20 @@ static void report(lg_t *lg) {
                     o->mode == MODE_HANDSHAKE ? "handshake" : "forwarded message");
         fprintf(stderr, "  loadgen CPU %.2f s, backend CPU %.2f s\n", scpu, bcpu);
     }
+    if (o->tls && lg->tls_hs == 0)
+        fprintf(stderr, "  TLS: no handshake completed\n");
+    else if (o->tls)
+        fprintf(stderr, "  TLS %s %s %s ALPN \"%s\": %" PRIu64 " handshakes, %" PRIu64
+                        " of them resumed, %.2f tickets received per handshake\n",
+                lg->tls_version, lg->tls_cipher, lg->tls_group, lg->tls_alpn, lg->tls_hs,
+                lg->tls_resumed, lg->tls_hs ? (double)lg->tls_tickets / (double)lg->tls_hs : 0.0);
     if (errors > 0 || lg->aborted)
         fprintf(stderr, "  ERRORS %" PRIu64 " (connect %" PRIu64 ", upgrade %" PRIu64
                         ", payload %" PRIu64 ", protocol %" PRIu64 ", eof %" PRIu64
-                        ", timeout %" PRIu64 ", write %" PRIu64 ", lost %" PRIu64 ")%s%s\n",
+                        ", timeout %" PRIu64 ", write %" PRIu64 ", lost %" PRIu64
+                        ", tls %" PRIu64 ")%s%s\n",
                 errors, lg->err.connect, lg->err.upgrade, lg->err.payload, lg->err.protocol,
-                lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost,
+                lg->err.eof, lg->err.timeout, lg->err.write, lg->err.lost, lg->err.tls,
                 lg->aborted ? "; aborted: " : "",
                 lg->aborted ? lg->abort_reason : "");
 }
@@ -1403,6 +1739,10 @@ static void usage(FILE *f) {
             "  --pid P             sample CPU and RSS of process P (repeatable, summed)\n"
             "  --backend-pid P     sample CPU of the backend too\n"
             "  --timeout S         overall bound (default: warmup + duration + 60)\n"
+            "  --tls               TLS to the server (wss); certificate not verified, no\n"
+            "                      session resumption, ALPN http/1.1 offered\n"
+            "  --sni NAME          server name sent with --tls (localhost)\n"
+            "  --tls-version V     1.2 or 1.3 only (default: either, as negotiated)\n"
             "  --label L           copied into the JSON line\n"
             "  -q, --quiet         JSON line only\n");
 }
@@ -1428,6 +1768,7 @@ static int parse_args(int argc, char **argv, opts_t *o) {
     o->warmup = 1;
     o->concurrency = 256;
     o->settle = 1;
+    o->sni = "localhost";
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -1457,6 +1798,10 @@ static int parse_args(int argc, char **argv, opts_t *o) {
             o->quiet = true;
             continue;
         }
+        if (strcmp(a, "--tls") == 0) {
+            o->tls = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "loadgen: %s needs a value\n", a);
             return 2;
@@ -1474,6 +1819,21 @@ static int parse_args(int argc, char **argv, opts_t *o) {
         }
         if (strcmp(a, "--label") == 0) {
             o->label = v;
+            continue;
+        }
+        if (strcmp(a, "--sni") == 0) {
+            o->sni = v;
+            continue;
+        }
+        if (strcmp(a, "--tls-version") == 0) {
+            if (strcmp(v, "1.2") == 0) {
+                o->tls_version = TLS1_2_VERSION;
+            } else if (strcmp(v, "1.3") == 0) {
+                o->tls_version = TLS1_3_VERSION;
+            } else {
+                fprintf(stderr, "loadgen: --tls-version: 1.2 or 1.3, not \"%s\"\n", v);
+                return 2;
+            }
             continue;
         }
         if (!num) {
@@ -1538,6 +1898,10 @@ static int parse_args(int argc, char **argv, opts_t *o) {
         fprintf(stderr, "loadgen: give a --duration or a --messages count\n");
         return 2;
     }
+    if (o->tls_version != 0 && !o->tls) {
+        fprintf(stderr, "loadgen: --tls-version needs --tls\n");
+        return 2;
+    }
     if (!have_timeout)
         o->timeout = o->mode == MODE_IDLE
                          ? 120 + 3 * o->settle + o->hold
@@ -1565,6 +1929,12 @@ int main(int argc, char **argv) {
     }
     if (RAND_bytes((unsigned char *)&lg->rng, sizeof(lg->rng)) != 1 || lg->rng == 0)
         lg->rng = now_ns() | 1;
+
+    if (o->tls && tls_init(lg) != 0) {
+        const char *why = ERR_reason_error_string(ERR_peek_last_error());
+        fprintf(stderr, "loadgen: cannot set up TLS: %s\n", why != NULL ? why : "out of memory");
+        return 1;
+    }
 
     lg->nconns = o->conns;
     if (o->mode == MODE_IDLE && o->npids > 0 && o->conns >= 2)
@@ -1647,17 +2017,23 @@ int main(int argc, char **argv) {
     }
     report(lg);
     uint64_t errors = lg->err.connect + lg->err.upgrade + lg->err.payload + lg->err.protocol +
-                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost;
+                      lg->err.eof + lg->err.timeout + lg->err.write + lg->err.lost +
+                      lg->err.tls;
     for (unsigned i = 0; i < lg->nconns; i++) {
         free(lg->conns[i].ts);
         free(lg->conns[i].ob.p);
         free(lg->conns[i].wb.p);
         free(lg->conns[i].head);
+        free(lg->conns[i].cq.p);
+        SSL_free(lg->conns[i].ssl); /* NULL after a normal end */
     }
     free(lg->conns);
     free(lg->rbuf);
     free(lg->pattern);
     free(lg->lat);
+    free(lg->pbuf);
+    SSL_CTX_free(lg->ssl_ctx);
+    BIO_meth_free(lg->biom);
     uv_loop_close(lg->loop);
     return errors > 0 || lg->aborted ? 1 : 0;
 }
