@@ -982,6 +982,37 @@ static void parse_admin(struct ctx *c, json_t *root, wsg_config_t *cfg) {
 
 /* Returns false when host or path_prefix was given but invalid, so that the
  * shadowing check does not mistake the route for a catch-all. */
+/* Optional key <key> of <v>: a request path starting with "/" without
+ * spaces, control characters or '#' (and without '?' unless <query>, for
+ * a prefix compared against paths only). Replaces *dst when valid. */
+static void get_path(struct ctx *c, json_t *v, const char *key, bool query, char **dst) {
+    json_t *p = json_object_get(v, key);
+    if (p == NULL)
+        return;
+    size_t m = push_key(c, key);
+    if (!json_is_string(p)) {
+        bad_type(c, p, "a path starting with \"/\"");
+    } else {
+        const char *s = json_string_value(p);
+        bool clean = true;
+        for (const char *q = s; *q && clean; q++)
+            clean = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '#' && (query || *q != '?');
+        if (s[0] != '/') {
+            bad_value(c, p, "a path starting with \"/\"");
+        } else if (!clean) {
+            bad_value(c, p, query ? "a path without spaces or '#'"
+                                  : "a path without spaces, '?' or '#'");
+        } else {
+            char *d = xstrdup(c, s);
+            if (d != NULL) {
+                free(*dst);
+                *dst = d;
+            }
+        }
+    }
+    pop(c, m);
+}
+
 static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
     static const char *const keys[] = {"host", "path_prefix", "pool", NULL};
     static const char *const host_what = "null, a host name or \"*.suffix\"";
@@ -1002,30 +1033,7 @@ static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
         c->oom |= oom;
         pop(c, m);
     }
-    json_t *p = json_object_get(v, "path_prefix");
-    if (p != NULL) {
-        size_t m = push_key(c, "path_prefix");
-        if (!json_is_string(p)) {
-            bad_type(c, p, "a path starting with \"/\"");
-        } else {
-            const char *s = json_string_value(p);
-            bool clean = true;
-            for (const char *q = s; *q && clean; q++)
-                clean = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '?' && *q != '#';
-            if (s[0] != '/')
-                bad_value(c, p, "a path starting with \"/\"");
-            else if (!clean)
-                bad_value(c, p, "a path without spaces, '?' or '#'");
-            else {
-                char *d = xstrdup(c, s);
-                if (d != NULL) {
-                    free(r->path_prefix);
-                    r->path_prefix = d;
-                }
-            }
-        }
-        pop(c, m);
-    }
+    get_path(c, v, "path_prefix", false, &r->path_prefix);
     bool ok = c->nerrors == before;
     json_t *pool = json_object_get(v, "pool");
     if (pool == NULL) {
@@ -1236,30 +1244,7 @@ static void parse_health(struct ctx *c, json_t *v, wsg_health_conf_t *h) {
         if (t >= 0)
             h->type = (wsg_health_type_t)(WSG_HEALTH_TCP + t);
     }
-    json_t *p = json_object_get(v, "path");
-    if (p != NULL) {
-        size_t m = push_key(c, "path");
-        if (!json_is_string(p)) {
-            bad_type(c, p, "a path starting with \"/\"");
-        } else {
-            const char *s = json_string_value(p);
-            bool clean = true;
-            for (const char *q = s; *q && clean; q++)
-                clean = (unsigned char)*q > 0x20 && *q != 0x7f && *q != '#';
-            if (s[0] != '/')
-                bad_value(c, p, "a path starting with \"/\"");
-            else if (!clean)
-                bad_value(c, p, "a path without spaces or '#'");
-            else {
-                char *d = xstrdup(c, s);
-                if (d != NULL) {
-                    free(h->path);
-                    h->path = d;
-                }
-            }
-        }
-        pop(c, m);
-    }
+    get_path(c, v, "path", true, &h->path);
     get_ms(c, v, "interval_ms", NULL, &h->interval_ms);
     get_ms(c, v, "timeout_ms", NULL, &h->timeout_ms);
     get_unsigned(c, v, "rise", 1, 1000, &h->rise);
