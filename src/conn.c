@@ -444,7 +444,10 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
     wsg_conn_t *c = req->data;
     int side = (req->handle == (uv_stream_t *)&c->peer[WSG_CLIENT].io.tcp) ? WSG_CLIENT : WSG_BACKEND;
     free(req);
-    if (status < 0)
+    wsg_peer_t *p = &c->peer[side];
+    /* Closed now if the shutdown failed, or if it only had to carry a TLS
+     * close_notify after a finished close handshake. */
+    if (status < 0 || p->eof || (p->close_rx && p->close_sent))
         wsg__conn_close_side(c, side);
 }
 
@@ -466,10 +469,13 @@ static void end_side(wsg_conn_t *c, int side) {
      * server closes the TCP connection then), or the peer is gone: close.
      * Its close frame was the last thing it may send, so no unread byte can
      * turn our close into a reset. */
-    if (p->eof || (p->close_rx && p->close_sent)) {
+    bool done = p->close_rx && p->close_sent;
+    if (p->eof || (done && (p->io.tls == NULL || p->shut))) {
         wsg__conn_close_side(c, side);
         return;
     }
+    /* A TLS peer is owed a close_notify (RFC 8446 §6.1) before the TCP
+     * close: the shutdown sends it, and on_shutdown closes the side. */
     if (!p->shut) {
         uv_shutdown_t *req = malloc(sizeof(*req));
         p->shut = 1;
