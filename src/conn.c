@@ -120,14 +120,13 @@ static void on_write(uv_write_t *req, int status) {
              uv_strerror(status));
         p->eof = 1;
         p->close_owed = 0;
-        if (c->state == WSG_CONN_RELAY)
-            {
+        if (c->state == WSG_CONN_RELAY) {
             c->end_reason = to == WSG_CLIENT ? "client connection lost" : "backend connection lost";
             wsg__relay_close(c, to == WSG_CLIENT ? 0 : WSG_WS_CLOSE_INTERNAL_ERROR,
                              to == WSG_CLIENT ? WSG_WS_CLOSE_GOING_AWAY : 0);
-            }
-        else
+        } else {
             wsg__conn_finish(c);
+        }
         return;
     }
     if (p->queued == 0 && p->want_shut)
@@ -524,12 +523,11 @@ void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at) {
     wsg__conn_reschedule(c);
 }
 
-void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason) {
+void wsg_conn_going_away(wsg_conn_t *c) {
     if (c->state == WSG_CONN_RELAY) {
         if (c->closed_by == WSG_BY_NONE)
             c->closed_by = WSG_BY_WSGATE;
-        (void)reason; /* the frames say "going away", what 1001 means */
-        wsg__relay_close(c, code, WSG_WS_CLOSE_GOING_AWAY);
+        wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, WSG_WS_CLOSE_GOING_AWAY);
     } else if (c->state != WSG_CONN_CLOSING) {
         wsg_conn_abort(c, "wsgate is shutting down");
     }

@@ -278,15 +278,10 @@ static size_t header_count(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- head parsing ------------------------------------------------------------ */
 
-size_t wsg_http_head_size(void) { return sizeof(struct wsg_http_head_s); }
-
 wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
-    void *mem = malloc(sizeof(struct wsg_http_head_s));
-    return mem ? wsg_http_head_init(mem, kind, max_bytes) : NULL;
-}
-
-wsg_http_head_t *wsg_http_head_init(void *mem, wsg_http_kind_t kind, size_t max_bytes) {
-    wsg_http_head_t *h = mem;
+    wsg_http_head_t *h = malloc(sizeof(*h));
+    if (h == NULL)
+        return NULL;
 
     /* The header table is written entry by entry as headers arrive; zeroing
      * its 100 slots for every handshake would be most of the cost. */

@@ -150,7 +150,7 @@ static void begin_stop(wsg_worker_t *w) {
      * its own close deadline. */
     for (wsg_conn_t *c = w->conns, *next; c != NULL; c = next) {
         next = wsg_conn_next(c);
-        wsg_conn_going_away(c, 1001, "going away");
+        wsg_conn_going_away(c);
     }
     uv_close((uv_handle_t *)&w->async, NULL);
 }

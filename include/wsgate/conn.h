@@ -14,10 +14,10 @@
  * logged and counted; nothing is returned. */
 void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l);
 
-/* Starts a graceful close of <c> because wsgate is going away: clients get
- * close <code> with <reason>, backends get close 1001, and the connection
- * ends within drain_ms. Connections still in the handshake are closed. */
-void wsg_conn_going_away(wsg_conn_t *c, uint16_t code, const char *reason);
+/* Starts a graceful close of <c> because wsgate is going away: client and
+ * backend get close 1001 "going away", and the connection ends within
+ * drain_ms. Connections still in the handshake are closed. */
+void wsg_conn_going_away(wsg_conn_t *c);
 
 /* If <c> is relaying to <backend>, schedules close 1012 "service restart"
  * to its client (and 1001 to the backend) at loop time <at>. */

@@ -41,13 +41,6 @@ enum {
 wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes);
 void wsg_http_head_free(wsg_http_head_t *h);
 
-/* The same parser placed in caller-owned memory (a pool chunk, say), so a
- * handshake needs no allocation of its own: <mem> must hold
- * wsg_http_head_size() bytes, aligned for any type. Nothing to free; the
- * memory may be reused once the head is no longer needed. */
-size_t wsg_http_head_size(void);
-wsg_http_head_t *wsg_http_head_init(void *mem, wsg_http_kind_t kind, size_t max_bytes);
-
 /* Parses the bytes of <buf>[0..len) not yet seen (<len> only grows between
  * calls). Bytes after the end of the head are not consumed: they are early
  * frames (request) or the first bytes of the body / of the relay (response)
