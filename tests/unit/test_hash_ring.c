@@ -72,7 +72,7 @@ static wsg_ring_t *ring_of(const members_t *ms) {
 /* These values are the contract between wsgate instances (SPEC §5): if this
  * test fails, the hash or the ranking changed and a rolling upgrade would
  * remap sticky sessions. They were cross-checked with an independent
- * reimplementation of the algorithm described in src/hash_ring.c. */
+ * reimplementation of the algorithm described in src/lb/hash_ring.c. */
 START_TEST(test_hash_ring_golden_hash) {
     ck_assert_uint_eq(wsg_ring_hash("", 0), 0xefd01f60ba992926ull);
     ck_assert_uint_eq(wsg_ring_hash("hello", 5), 0xe9c562c0fdb23244ull);
