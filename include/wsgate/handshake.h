@@ -88,6 +88,12 @@ bool wsg_http_body_complete(const wsg_http_head_t *h);
  * *reason to a short static string for logs ("missing Sec-WebSocket-Key"). */
 int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason);
 
+/* Whether a Host value (trimmed) is uri-host [":" port] (RFC 9112 §3.2,
+ * RFC 3986 §3.2.2): a reg-name or IPv4 address, or an IPv6 literal in
+ * brackets, and a port of at most 5 digits up to 65535. Empty is valid (a
+ * target without authority); NULL is not. */
+bool wsg_http_host_valid(const char *v, size_t n);
+
 /* Computes Sec-WebSocket-Accept for <key>: base64(SHA-1(key + GUID)).
  * Writes WSG_WS_ACCEPT_LEN chars and a NUL into <out>. */
 void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1]);

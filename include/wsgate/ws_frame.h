@@ -33,6 +33,8 @@ enum {
     WSG_WS_CLOSE_PROTOCOL_ERROR = 1002,
     WSG_WS_CLOSE_NO_STATUS = 1005,   /* never sent; "close frame without a code" */
     WSG_WS_CLOSE_ABNORMAL = 1006,    /* never sent; "no close frame at all" */
+    WSG_WS_CLOSE_INVALID_DATA = 1007, /* e.g. a close reason that is not UTF-8 */
+    WSG_WS_CLOSE_POLICY = 1008,
     WSG_WS_CLOSE_TOO_BIG = 1009,
     WSG_WS_CLOSE_INTERNAL_ERROR = 1011,
     WSG_WS_CLOSE_SERVICE_RESTART = 1012,
@@ -50,6 +52,12 @@ enum {
     WSG_WS_ERR_TOO_BIG = -6,        /* payload > max_frame_bytes: 1009 */
     WSG_WS_ERR_CONTINUATION = -7,   /* continuation frame with no message open: 1002 */
     WSG_WS_ERR_NOT_CONTINUATION = -8, /* new data frame while a message is open: 1002 */
+    /* Reported by the stream walker (ws_stream.h), which knows what the
+     * handshake negotiated and sees control payloads whole. */
+    WSG_WS_ERR_RSV = -9,            /* RSV bit no negotiated extension defines: 1002 */
+    WSG_WS_ERR_CLOSE_LEN = -10,     /* close payload of 1 byte: 1002 */
+    WSG_WS_ERR_CLOSE_CODE = -11,    /* close code that may not be sent: 1002 */
+    WSG_WS_ERR_CLOSE_UTF8 = -12,    /* close reason that is not UTF-8: 1007 */
 };
 
 /* One parsed frame header. */
@@ -91,7 +99,8 @@ int wsg_ws_parse(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *co
 /* True while the parser holds part of a header (not at a frame boundary). */
 static inline int wsg_ws_parser_mid_header(const wsg_ws_parser_t *p) { return p->have != 0; }
 
-/* The close code for a parse error: 1009 for WSG_WS_ERR_TOO_BIG, else 1002. */
+/* The close code for a parse error: 1009 for WSG_WS_ERR_TOO_BIG, 1007 for
+ * WSG_WS_ERR_CLOSE_UTF8, else 1002. */
 uint16_t wsg_ws_error_close_code(int err);
 
 /* A short human-readable reason for a parse error ("unmasked client frame"). */
@@ -115,5 +124,19 @@ uint64_t wsg_ws_unmask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_
 /* The close code carried by an (unmasked) close payload: 1005 when the
  * payload is empty, 1002 when it is 1 byte long (malformed), else the code. */
 uint16_t wsg_ws_close_code(const uint8_t *payload, size_t len);
+
+/* Whether an endpoint may put <code> in a close frame (RFC 6455 §7.4.1,
+ * §7.4.2 and the IANA registry): 1000-1003, 1007-1014, 3000-4999. 1005,
+ * 1006 and 1015 are reserved for reporting and never appear on the wire. */
+int wsg_ws_close_code_valid(uint16_t code);
+
+/* Validates an unmasked close payload (RFC 6455 §5.5.1): empty, or a valid
+ * code followed by a UTF-8 reason. Returns WSG_WS_OK or
+ * WSG_WS_ERR_CLOSE_LEN / _CODE / _UTF8. */
+int wsg_ws_check_close(const uint8_t *payload, size_t len);
+
+/* Whether <s>[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+int wsg_utf8_valid(const uint8_t *s, size_t n);
 
 #endif /* WSGATE_WS_FRAME_H */

@@ -486,6 +486,73 @@ static bool key_is_valid(const char *k, size_t n) {
     return true;
 }
 
+/* RFC 3986 §3.2.2 reg-name and IPv4 characters: unreserved and sub-delims.
+ * A space, '@' (userinfo), '/', '?' or '#' makes a value that host routing
+ * and X-Forwarded-Host must never see; pct-encoding is refused too, as no
+ * DNS name needs it and it would give one host two spellings. */
+static bool is_reg_name_char(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
+}
+
+static bool is_hex(unsigned char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+bool wsg_http_host_valid(const char *v, size_t n) {
+    size_t i = 0;
+
+    if (v == NULL)
+        return false;
+    if (n > 0 && v[0] == '[') {
+        /* IP-literal: an IPv6 address (or IPvFuture) in brackets. */
+        for (i = 1; i < n && v[i] != ']'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (!is_hex(ch) && ch != ':' && ch != '.' && ch != 'v' && ch != 'V')
+                return false;
+        }
+        if (i >= n || i == 1)
+            return false;
+        i++;
+    } else {
+        for (; i < n && v[i] != ':'; i++) {
+            if (!is_reg_name_char((unsigned char)v[i]))
+                return false;
+        }
+    }
+    if (i == n)
+        return true;
+    if (v[i] != ':')
+        return false;
+    /* port = *DIGIT, at most 65535 */
+    unsigned long port = 0;
+    size_t digits = 0;
+    for (i++; i < n; i++, digits++) {
+        if (v[i] < '0' || v[i] > '9' || digits >= 5)
+            return false;
+        port = port * 10 + (unsigned long)(v[i] - '0');
+    }
+    return port <= 65535;
+}
+
+/* The fragment belongs to the client (RFC 9110 §7.1): a target carrying
+ * '#' was not produced by a conforming client, and a backend could route
+ * on it differently from wsgate. Control characters never belong. */
+static bool target_valid(const wsg_http_head_t *h, const char *buf) {
+    const char *url;
+    size_t n;
+
+    wsg_http_head_url(h, buf, &url, &n);
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)url[i];
+        if (ch == '#' || ch <= 0x20 || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason) {
     const char *v;
     size_t n, count;
@@ -504,6 +571,10 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
     }
     if (!websocket) {
         *reason = "Upgrade is not websocket";
+        return 400;
+    }
+    if (!target_valid(h, buf)) {
+        *reason = "invalid request target";
         return 400;
     }
     if (h->parser.method != HTTP_GET) {
@@ -537,6 +608,10 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
 
     /* RFC 6455 §4.2.2: an unsupported version is answered with 426 and the
      * versions we support. */
+    if (header_count(h, buf, "Sec-WebSocket-Version") > 1) {
+        *reason = "duplicate Sec-WebSocket-Version";
+        return 400;
+    }
     v = wsg_http_head_get(h, buf, "Sec-WebSocket-Version", &n);
     if (v == NULL) {
         *reason = "missing Sec-WebSocket-Version";
@@ -562,6 +637,11 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
     }
     if (count > 1) {
         *reason = "duplicate Host";
+        return 400;
+    }
+    v = wsg_http_head_get(h, buf, "Host", &n);
+    if (!wsg_http_host_valid(v, n)) {
+        *reason = "invalid Host";
         return 400;
     }
 

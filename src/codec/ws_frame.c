@@ -230,7 +230,11 @@ int wsg_ws_parse(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *co
 }
 
 uint16_t wsg_ws_error_close_code(int err) {
-    return err == WSG_WS_ERR_TOO_BIG ? WSG_WS_CLOSE_TOO_BIG : WSG_WS_CLOSE_PROTOCOL_ERROR;
+    if (err == WSG_WS_ERR_TOO_BIG)
+        return WSG_WS_CLOSE_TOO_BIG;
+    if (err == WSG_WS_ERR_CLOSE_UTF8)
+        return WSG_WS_CLOSE_INVALID_DATA; /* §8.1 */
+    return WSG_WS_CLOSE_PROTOCOL_ERROR;
 }
 
 const char *wsg_ws_strerror(int err) {
@@ -255,6 +259,14 @@ const char *wsg_ws_strerror(int err) {
         return "continuation frame without a message";
     case WSG_WS_ERR_NOT_CONTINUATION:
         return "new data frame inside a fragmented message";
+    case WSG_WS_ERR_RSV:
+        return "RSV bit set that no negotiated extension defines";
+    case WSG_WS_ERR_CLOSE_LEN:
+        return "close frame with a 1-byte payload";
+    case WSG_WS_ERR_CLOSE_CODE:
+        return "close frame with a code that may not be sent";
+    case WSG_WS_ERR_CLOSE_UTF8:
+        return "close reason is not UTF-8";
     default:
         return "unknown frame error";
     }
@@ -347,4 +359,71 @@ uint16_t wsg_ws_close_code(const uint8_t *payload, size_t len) {
     if (len == 1)
         return WSG_WS_CLOSE_PROTOCOL_ERROR;
     return load_be16(payload);
+}
+
+int wsg_ws_close_code_valid(uint16_t code) {
+    if (code >= 3000 && code <= 4999)
+        return 1; /* libraries, frameworks and applications (§7.4.2) */
+    if (code < 1000 || code > 1014)
+        return 0;
+    /* 1004 is reserved; 1005 and 1006 only report the absence of a code or
+     * of a close frame and "MUST NOT be set as a status code" (§7.4.1). */
+    return code != 1004 && code != 1005 && code != 1006;
+}
+
+int wsg_ws_check_close(const uint8_t *payload, size_t len) {
+    if (len == 0)
+        return WSG_WS_OK;
+    if (len == 1)
+        return WSG_WS_ERR_CLOSE_LEN;
+    if (!wsg_ws_close_code_valid(load_be16(payload)))
+        return WSG_WS_ERR_CLOSE_CODE;
+    if (!wsg_utf8_valid(payload + 2, len - 2))
+        return WSG_WS_ERR_CLOSE_UTF8;
+    return WSG_WS_OK;
+}
+
+/* RFC 3629 §4: the second byte's range depends on the first, which is what
+ * rules out overlong forms (E0, F0), surrogates (ED) and code points past
+ * U+10FFFF (F4); every further byte is a plain 80..BF continuation. */
+int wsg_utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0;
+
+    while (i < n) {
+        uint8_t b = s[i];
+        unsigned need;
+        uint8_t lo = 0x80, hi = 0xBF;
+
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC2 && b <= 0xDF) {
+            need = 1;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            need = 2;
+            if (b == 0xE0)
+                lo = 0xA0;
+            else if (b == 0xED)
+                hi = 0x9F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            need = 3;
+            if (b == 0xF0)
+                lo = 0x90;
+            else if (b == 0xF4)
+                hi = 0x8F;
+        } else {
+            return 0;
+        }
+        if (n - i <= need)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (unsigned k = 2; k <= need; k++) {
+            if ((s[i + k] & 0xC0u) != 0x80u)
+                return 0;
+        }
+        i += need + 1;
+    }
+    return 1;
 }

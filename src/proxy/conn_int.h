@@ -18,6 +18,7 @@
 #include <wsgate/transport.h>
 #include <wsgate/worker.h>
 #include <wsgate/ws_frame.h>
+#include <wsgate/ws_stream.h>
 
 enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
 #define WSG_OTHER(side) (1 - (side))
@@ -81,23 +82,21 @@ typedef struct wsg_peer_s {
     wsg_side_t io;
 
     /* --- the stream this peer sends --- */
-    wsg_ws_parser_t parser;
-    uint64_t payload_left;   /* payload bytes of the current frame still to come */
-    wsg_chunk_t *rchunk;     /* read chunk kept across reads while hold > 0 */
+    wsg_ws_stream_t ws;      /* the frame walk of what it sends */
+    wsg_chunk_t *rchunk;     /* read chunk kept across reads while ws.held > 0: its
+                                first ws.held bytes are an unfinished header or
+                                control frame, not forwarded yet */
     /* Loop time of the last byte received from this peer, or, while a
      * wsgate ping is out (ping_out), the time that ping was sent: any byte
      * clears ping_out and sets it again, so one field serves both. */
     uint64_t last_rx;
     uint64_t bytes;          /* received from this peer */
     uint64_t frames;
-    uint32_t hold;           /* rchunk->data[0..hold): an unfinished header or
-                                control frame, not forwarded yet */
     uint32_t queued;         /* bytes handed to write and not completed (to this peer) */
     uint32_t ping_seq;       /* payload of the last ping sent to this peer */
     uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
     uint16_t nwrites;        /* write requests queued to this peer */
 
-    unsigned in_ctl : 1;     /* the current frame is a control frame being held */
     unsigned mid_frame : 1;  /* a forwarded data frame's payload is still streaming,
                                 so nothing may be injected into the other peer's stream */
     unsigned close_rx : 1;   /* this peer sent a close frame */

@@ -27,6 +27,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define HB_PAYLOAD_LEN 18 /* "wsgate-hb-" + 8 hex digits */
 
@@ -65,15 +66,34 @@ static void hb_payload(uint32_t seq, char out[HB_PAYLOAD_LEN + 1]) {
     snprintf(out, HB_PAYLOAD_LEN + 1, "wsgate-hb-%08x", (unsigned)seq);
 }
 
+/* The RSV bits the extensions in the backend's 101 define; both directions
+ * use the same extensions (RFC 6455 §9.1). */
+static void negotiated_rsv(const wsg_conn_t *c, uint8_t *first, uint8_t *other) {
+    const wsg_http_head_t *h = c->hs != NULL ? c->hs->resp_head : NULL;
+    *first = *other = 0;
+    if (h == NULL)
+        return;
+    for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
+        const char *name, *value;
+        size_t nl, vl;
+        wsg_http_head_at(h, c->hs->resp, i, &name, &nl, &value, &vl);
+        if (nl == 24 && strncasecmp(name, "Sec-WebSocket-Extensions", 24) == 0)
+            wsg_ws_rsv_add_extensions(value, vl, first, other);
+    }
+}
+
 void wsg__relay_start(wsg_conn_t *c) {
     const wsg_config_t *cfg = cfg_of(c);
     uint64_t now = uv_now(&c->w->loop);
+    uint8_t rsv_first, rsv_other;
 
+    negotiated_rsv(c, &rsv_first, &rsv_other);
     c->state = WSG_CONN_RELAY;
     c->last_data = now;
     for (int s = 0; s < 2; s++) {
         wsg_peer_t *p = &c->peer[s];
-        wsg_ws_parser_init(&p->parser, s == WSG_CLIENT, cfg->limits.max_frame_bytes);
+        wsg_ws_stream_init(&p->ws, s == WSG_CLIENT, cfg->limits.max_frame_bytes, rsv_first,
+                           rsv_other);
         p->last_rx = now;
     }
     wsg__conn_resume_read(c, WSG_CLIENT);
@@ -154,32 +174,22 @@ void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, uint16_t backend_code
 
 /* ---- control frames ------------------------------------------------------- */
 
-/* A complete control frame <f>[0..len) arrived from <from>. Returns 1 to
- * forward it, 0 to drop it. Its header was validated by the parser, and a
- * control frame's length always fits the 7-bit form (RFC 6455 §5.5), so the
- * header is read again here rather than kept per connection. */
-static int on_control(wsg_conn_t *c, int from, const uint8_t *f, size_t len) {
+/* A whole control frame arrived from <from> (the walker judged it, close
+ * payloads included). Returns 1 to forward it, 0 to drop it. */
+static int on_control(wsg_conn_t *c, int from, const wsg_ws_seg_t *seg) {
     wsg_peer_t *p = &c->peer[from];
     wsg_peer_t *q = &c->peer[WSG_OTHER(from)];
-    uint8_t payload[WSG_WS_MAX_CONTROL_PAYLOAD];
-    int masked = (f[1] & 0x80) != 0;
-    size_t hlen = masked ? 6 : 2;
-    size_t plen = len - hlen;
 
-    memcpy(payload, f + hlen, plen);
-    if (masked)
-        wsg_ws_unmask(payload, plen, f + 2, 0);
-
-    switch (f[0] & 0x0F) {
+    switch (seg->opcode) {
     case WSG_WS_OP_PONG: {
         char expect[HB_PAYLOAD_LEN + 1];
         hb_payload(p->ping_seq, expect);
         /* Our own heartbeat answered: consumed, never forwarded (SPEC §4). */
-        return !(p->ping_seq != 0 && plen == HB_PAYLOAD_LEN &&
-                 memcmp(payload, expect, HB_PAYLOAD_LEN) == 0);
+        return !(p->ping_seq != 0 && seg->plen == HB_PAYLOAD_LEN &&
+                 memcmp(seg->payload, expect, HB_PAYLOAD_LEN) == 0);
     }
     case WSG_WS_OP_CLOSE: {
-        uint16_t code = wsg_ws_close_code(payload, plen);
+        uint16_t code = wsg_ws_close_code(seg->payload, seg->plen);
         p->close_rx = 1;
         if (c->close_code == 0) {
             c->close_code = code;
@@ -198,81 +208,54 @@ static int on_control(wsg_conn_t *c, int from, const uint8_t *f, size_t len) {
 
 /* ---- the pump --------------------------------------------------------------- */
 
-/* Parses and forwards ch->data[0..n) received from <from>; bytes
- * [0..p->hold) are the unfinished unit of the previous read. Takes <ch>. */
+/* Forwards the data segment <seg> if it belongs to a frame that is being
+ * forwarded. A data frame is forwarded whole or not at all: one that begins
+ * after wsgate started closing is dropped, and one already under way is
+ * finished so the receiver's stream stays frame-aligned. */
+static int forward_data(wsg_conn_t *c, wsg_peer_t *p, const wsg_ws_seg_t *seg) {
+    int fwd = seg->frame_begin ? c->state == WSG_CONN_RELAY : p->mid_frame;
+    p->mid_frame = fwd && !seg->frame_end;
+    return fwd;
+}
+
+/* Walks and forwards ch->data[0..n) received from <from>; bytes
+ * [0..p->ws.held) are the unfinished unit of the previous read. Takes <ch>. */
 static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     wsg_peer_t *p = &c->peer[from];
     int to = WSG_OTHER(from);
     uint8_t *data = (uint8_t *)ch->data;
-    size_t pos = p->hold, out = 0, ustart = 0, tail = 0;
+    size_t out = 0, keep = n;
     int err = 0, saw_data = 0;
-    uint64_t frames = 0, fresh = n - p->hold;
-    wsg_ws_frame_t f;
+    uint64_t frames = 0, fresh = n - p->ws.held;
+    wsg_ws_seg_t seg;
 
-    p->hold = 0;
     p->rchunk = NULL;
+    wsg_ws_stream_begin(&p->ws);
 
-/* Forwarding compacts in place, so dropped frames leave no gap. */
-#define EMIT(a, b)                                                                     \
-    do {                                                                               \
-        if (out != (a))                                                                \
-            memmove(data + out, data + (a), (b) - (a));                                \
-        out += (b) - (a);                                                              \
-    } while (0)
-
-    while (pos < n || (p->in_ctl && p->payload_left == 0)) {
-        if (p->in_ctl) {
-            size_t take = n - pos < p->payload_left ? n - pos : (size_t)p->payload_left;
-            pos += take;
-            p->payload_left -= take;
-            if (p->payload_left > 0) {
-                tail = n - ustart;
-                break;
-            }
-            p->in_ctl = 0;
-            if (on_control(c, from, data + ustart, pos - ustart) && c->state == WSG_CONN_RELAY)
-                EMIT(ustart, pos);
-            continue;
-        }
-        if (p->payload_left > 0) {
-            size_t take = n - pos < p->payload_left ? n - pos : (size_t)p->payload_left;
-            if (p->mid_frame)
-                EMIT(pos, pos + take);
-            pos += take;
-            p->payload_left -= take;
-            if (p->payload_left == 0)
-                p->mid_frame = 0;
-            saw_data = 1;
-            continue;
-        }
-        if (!wsg_ws_parser_mid_header(&p->parser))
-            ustart = pos;
-        size_t used;
-        int r = wsg_ws_parse(&p->parser, data + pos, n - pos, &used, &f);
-        if (r == WSG_WS_INCOMPLETE) {
-            tail = n - ustart;
-            break;
-        }
-        if (r < 0) {
+    for (;;) {
+        int r = wsg_ws_stream_next(&p->ws, data, n, &seg);
+        if (r <= 0) {
+            if (r == 0)
+                keep = seg.start;
             err = r;
             break;
         }
-        pos += used;
-        frames++;
-        p->payload_left = f.payload_len;
-        if (f.opcode & 0x8) {
-            p->in_ctl = 1; /* held until whole: see on_control() */
-            continue;
+        int fwd = 0;
+        frames += seg.frame_begin;
+        if (seg.kind == WSG_WS_SEG_DATA) {
+            saw_data = 1;
+            fwd = forward_data(c, p, &seg);
+        } else if (seg.kind == WSG_WS_SEG_CONTROL) {
+            fwd = on_control(c, from, &seg) && c->state == WSG_CONN_RELAY;
         }
-        saw_data = 1;
-        /* Data after this side's close frame, or after wsgate began closing,
-         * is dropped whole (RFC 6455 §5.5.1: nothing follows a close). */
-        if (c->state != WSG_CONN_RELAY || p->close_rx)
-            continue;
-        EMIT(ustart, pos);
-        p->mid_frame = p->payload_left > 0;
+        /* Forwarding compacts in place, so dropped frames leave no gap. */
+        if (fwd) {
+            if (out != seg.start)
+                memmove(data + out, data + seg.start, seg.end - seg.start);
+            out += seg.end - seg.start;
+        }
     }
-#undef EMIT
+    size_t tail = n - keep;
 
     wsg_worker_stats_t *st = &c->w->stats;
     p->frames += frames;
@@ -290,15 +273,13 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         if (nc == NULL) {
             oom = 1;
         } else {
-            memcpy(nc->data, data + ustart, tail);
+            memcpy(nc->data, data + keep, tail);
             p->rchunk = nc;
-            p->hold = (uint32_t)tail;
         }
     } else if (tail > 0) {
-        if (ustart > 0)
-            memmove(data, data + ustart, tail);
+        if (keep > 0)
+            memmove(data, data + keep, tail);
         p->rchunk = ch;
-        p->hold = (uint32_t)tail;
         ch = NULL;
     }
     if (ch != NULL) {
@@ -357,18 +338,32 @@ void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
         *buf = uv_buf_init(NULL, 0); /* the read callback sees UV_ENOBUFS */
         return;
     }
-    size_t room = WSG_CHUNK_DATA - p->hold;
+    size_t room = WSG_CHUNK_DATA - p->ws.held;
     uint64_t limit = cfg_of(c)->limits.buffer_bytes;
     /* Never read more than the receiver may still queue: buffer_bytes is a
      * bound, not a threshold. */
     if (c->state == WSG_CONN_RELAY && q->queued < limit && limit - q->queued < room)
         room = (size_t)(limit - q->queued);
-    *buf = uv_buf_init(p->rchunk->data + p->hold, (unsigned)room);
+    *buf = uv_buf_init(p->rchunk->data + p->ws.held, (unsigned)room);
 }
 
 static void on_peer_eof(wsg_conn_t *c, int from, ssize_t err) {
     wsg_peer_t *p = &c->peer[from];
 
+    if (p->mid_frame) {
+        /* Part of a data frame went out and the rest never will: no close
+         * frame can be sent inside a frame, so the other side's connection
+         * ends now rather than after drain_ms with a truncated frame. */
+        RLOG(c, WSG_LOG_INFO, "%s connection ended inside a frame (%s): ending the %s's too",
+             side_name(from), err == UV_EOF ? "EOF" : uv_strerror((int)err),
+             side_name(WSG_OTHER(from)));
+        if (c->closed_by == WSG_BY_NONE)
+            c->closed_by = from == WSG_CLIENT ? WSG_BY_CLIENT : WSG_BY_BACKEND;
+        p->eof = 1;
+        p->reading = 0;
+        wsg_conn_abort(c, from == WSG_CLIENT ? "client lost mid-frame" : "backend lost mid-frame");
+        return;
+    }
     if (c->state == WSG_CONN_RELAY && !p->close_rx) {
         /* The TCP connection ended without a close frame (SPEC §4): the
          * client learns with 1011, the backend with 1001. */
@@ -395,10 +390,10 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
     if (nread <= 0) {
         /* Nothing read (EAGAIN) or the end: the chunk goes back unless it
          * holds part of a frame. */
-        if (p->rchunk != NULL && (p->hold == 0 || nread < 0)) {
+        if (p->rchunk != NULL && (p->ws.held == 0 || nread < 0)) {
             wsg__chunk_put(c, p->rchunk);
             p->rchunk = NULL;
-            p->hold = 0;
+            p->ws.held = 0;
         }
         if (nread < 0)
             on_peer_eof(c, from, nread);
@@ -412,7 +407,7 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
         p->rchunk = NULL;
         return;
     }
-    process(c, from, p->rchunk, p->hold + (size_t)nread);
+    process(c, from, p->rchunk, p->ws.held + (size_t)nread);
 }
 
 void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len) {
@@ -423,11 +418,11 @@ void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len) {
             wsg_conn_abort(c, "out of memory");
             return;
         }
-        size_t room = WSG_CHUNK_DATA - p->hold;
+        size_t room = WSG_CHUNK_DATA - p->ws.held;
         size_t k = len < room ? len : room;
-        memcpy(p->rchunk->data + p->hold, data, k);
+        memcpy(p->rchunk->data + p->ws.held, data, k);
         p->bytes += k;
-        process(c, from, p->rchunk, p->hold + k);
+        process(c, from, p->rchunk, p->ws.held + k);
         data += k;
         len -= k;
     }

@@ -175,8 +175,10 @@ def test_control_frame_between_fragments_passes(env):
         c.close()
 
 
-def test_rsv_bits_pass_unchanged(env):
-    c, rec = fake_conn(env)
+def test_rsv1_passes_when_permessage_deflate_was_negotiated(env):
+    t = tag()
+    c, _ = ws_connect(env["port"], f"/?id={t}&ext=permessage-deflate")
+    rec = env["fake"].wait_conn(t)
     try:
         c.send_frame(OP_BINARY, b"rsv", rsv=4)
         f = c.read_frame()

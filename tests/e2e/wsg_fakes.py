@@ -15,6 +15,11 @@ fake behind one wsgate serves many tests:
                                          bytes, frame i = pattern(i, S)
                          "ping:P"     -> send a ping with payload P
                          "tick:N:MS"  -> send N text frames "tick-i", one every MS ms
+                         "raw:H1,H2"  -> send the hex bytes H1, then H2... as separate
+                                         writes 50 ms apart (split frames)
+                         "cut:N:K"    -> send the header of an N-byte binary frame and K
+                                         payload bytes, then close TCP (mid-frame loss)
+  ext=VALUE            the 101 carries Sec-WebSocket-Extensions: VALUE
   mode=noclose         as echo, but never answers a close frame
   mode=sink            101, then read nothing until rec.resume is set; then
                        count data bytes (rec.sink_bytes) without echoing
@@ -221,6 +226,8 @@ class FakeBackend:
         if mode == "badaccept":
             accept = accept_for(key + "x")
         extra = "X-Backend-Extra: yes\r\n" if mode == "hdr101" else ""
+        if rec.query.get("ext"):
+            extra += f"Sec-WebSocket-Extensions: {rec.query['ext']}\r\n"
         c.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
                .encode())
@@ -274,6 +281,18 @@ class FakeBackend:
                         time.sleep(int(ms) / 1000)
                         c.send(encode_frame(OP_TEXT, f"tick-{i}".encode(), mask=False))
                     continue
+                if p.startswith(b"raw:"):
+                    for i, part in enumerate(p[4:].decode().split(",")):
+                        if i:
+                            time.sleep(0.05)  # the stimulus: separate reads at wsgate
+                        c.send(bytes.fromhex(part))
+                    continue
+                if p.startswith(b"cut:"):
+                    _, total, k = p.decode().split(":")
+                    head = encode_frame(OP_BINARY, b"\x00" * int(total), mask=False)
+                    c.send(head[:len(head) - int(total) + int(k)])
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                    return
                 if p.startswith(b"stream:"):
                     _, total, size = p.decode().split(":")
                     self._stream(c, rec, int(total), int(size))
