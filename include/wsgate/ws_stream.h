@@ -81,6 +81,9 @@ int wsg_ws_stream_next(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_w
 /* True once this side's close frame has been walked. */
 int wsg_ws_stream_closed(const wsg_ws_stream_t *s);
 
+/* The error that broke the stream, or 0. */
+static inline int wsg_ws_stream_error(const wsg_ws_stream_t *s) { return s->err; }
+
 /* True while a data frame's payload is still to come (the stream is not at a
  * frame boundary). */
 int wsg_ws_stream_mid_data(const wsg_ws_stream_t *s);

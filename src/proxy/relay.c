@@ -230,6 +230,12 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     wsg_ws_seg_t seg;
 
     p->rchunk = NULL;
+    if (wsg_ws_stream_error(&p->ws)) {
+        /* This side broke the protocol and was sent a close: what it sends
+         * now is read only to see its FIN, and dropped. */
+        wsg__chunk_put(c, ch);
+        return;
+    }
     wsg_ws_stream_begin(&p->ws);
 
     for (;;) {

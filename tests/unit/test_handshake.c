@@ -969,6 +969,33 @@ END_TEST
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* ---- Host syntax (RFC 9112 §3.2, RFC 3986 §3.2.2) ---------------------------- */
+
+typedef struct {
+    const char *v;
+    bool ok;
+} host_case_t;
+
+static const host_case_t host_cases[] = {
+    {"example.com", true},       {"example.com:8080", true}, {"127.0.0.1", true},
+    {"127.0.0.1:1", true},       {"[::1]", true},            {"[::1]:443", true},
+    {"[2001:db8::a]:65535", true}, {"a-b_c~d", true},        {"", true},
+    {"host:", true}, /* port = *DIGIT */
+    {"a b", false},              {"user@127.0.0.1", false},  {"exa/mple", false},
+    {"x?y", false},              {"x#y", false},             {"a%41", false},
+    {"127.0.0.1:99999", false},  {"127.0.0.1:65536", false}, {"h:123456", false},
+    {"host:8x", false},          {"[::1", false},            {"[]", false},
+    {"[::1]x", false},           {"[::g]", false},           {"a:1:2", false},
+    {"tab\there", false},
+};
+
+START_TEST(test_handshake_host_syntax) {
+    const host_case_t *c = &host_cases[_i];
+    ck_assert_msg(wsg_http_host_valid(c->v, strlen(c->v)) == c->ok, "Host \"%s\"", c->v);
+    ck_assert(!wsg_http_host_valid(NULL, 0));
+}
+END_TEST
+
 Suite *wsg_handshake_suite(void) {
     Suite *s = suite_create("handshake");
     TCase *tc;
@@ -1012,6 +1039,10 @@ Suite *wsg_handshake_suite(void) {
     tcase_add_test(tc, test_handshake_upstream_output_parses);
     tcase_add_test(tc, test_handshake_upstream_cap_too_small);
     tcase_add_test(tc, test_handshake_upstream_documented_bound);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("host");
+    tcase_add_loop_test(tc, test_handshake_host_syntax, 0, N(host_cases));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
