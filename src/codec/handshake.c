@@ -112,12 +112,15 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 
     /* After the head, llhttp may parse trailers or the next response of a 1xx
      * sequence: those are body bytes to us. */
-    if (h->headers_done)
+    if (h->headers_done || h->too_many)
         return 0;
     if (h->in != IN_FIELD) {
+        /* One header too many: remembered, and the head is refused when it
+         * ends (on_headers_complete), so that a head both too long and
+         * malformed gets the same verdict however its bytes were cut. */
         if (h->nhdrs == WSG_HTTP_MAX_HEADERS) {
             h->too_many = true;
-            return HPE_USER;
+            return 0;
         }
         hd = &h->hdrs[h->nhdrs++];
         memset(hd, 0, sizeof(*hd));
@@ -143,7 +146,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
     wsg_http_head_t *h = p->data;
     header_t *hd;
 
-    if (h->headers_done || h->nhdrs == 0)
+    if (h->headers_done || h->nhdrs == 0 || h->too_many)
         return 0;
     hd = &h->hdrs[h->nhdrs - 1];
     h->in = IN_VALUE;
@@ -173,6 +176,8 @@ static int on_headers_complete(llhttp_t *p) {
         p->flags |= F_SKIPBODY;
     if (h->headers_done)
         return 0;
+    if (h->too_many)
+        return HPE_USER;
     h->headers_done = true;
     h->flags = p->flags;
     h->content_length = p->content_length;
@@ -368,7 +373,8 @@ int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len) {
             return h->result;
         }
         if (err != HPE_OK) {
-            h->result = h->too_many ? WSG_HEAD_TOO_LARGE : WSG_HEAD_MALFORMED;
+            h->result = h->too_many && err == HPE_CB_HEADERS_COMPLETE ? WSG_HEAD_TOO_LARGE
+                                                                    : WSG_HEAD_MALFORMED;
             return h->result;
         }
         h->seen = lim;
