@@ -8,10 +8,13 @@ MESON      ?= meson
 DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev \
             check node-llhttp python3 python3-websockets python3-pytest openssl curl chromium
 BENCH_PKGS := haproxy nginx-light procps util-linux
+FUZZ_PKGS  := clang-14 libclang-rt-14-dev
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps build build-asan run test test-fast bench clean
+.PHONY: all deps bench-deps fuzz-deps build build-asan run test test-fast test-repeat fuzz bench clean
 
 all: build
 
@@ -35,6 +38,15 @@ bench-deps:
 	  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+fuzz-deps:
+	@missing=$$(for p in $(FUZZ_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 $(BUILD)/build.ninja:
 	$(MESON) setup $(BUILD)
 
@@ -55,6 +67,23 @@ test: build build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(MESON) test -C $(ASAN_BUILD) --print-errorlogs
 
+# libFuzzer over every target in fuzz/ for FUZZ_SECONDS each (clang-14,
+# ASan+UBSan); `make test` replays the corpora without clang.
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang-14 $(MESON) setup $(FUZZ_BUILD) -Dfuzzing=true -Db_sanitize=address,undefined \
+	  -Db_lundef=false -Dbuildtype=debugoptimized
+
+fuzz: deps fuzz-deps $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/run.sh $(FUZZ_BUILD)
+
+# The end-to-end suite N times in a row (default 20), stopping at the first
+# failure: the check that no test is flaky.
+N ?= 20
+test-repeat: build
+	@for i in $$(seq $(N)); do echo "== e2e run $$i of $(N)"; \
+	  $(MESON) test -C $(BUILD) --suite e2e --print-errorlogs || exit 1; done
+
 # Only the normal build, for quick iteration.
 test-fast: build
 	$(MESON) test -C $(BUILD) --print-errorlogs
@@ -63,4 +92,4 @@ bench: build bench-deps
 	./bench/compare
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
