@@ -486,13 +486,14 @@ static const struct key k_admin[] = {
      .example = "\"127.0.0.1:9090\"",
      .desc = "Address of the admin HTTP endpoint; must differ from every listener's."},
     {.name = "token", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .fmt = KF_TOKEN,
-     .def = "null",
+     .def = "null", .example = "\"s3cr3t-admin-token\"",
      .desc = "When set, every admin path but /healthz needs \"Authorization: Bearer TOKEN\"."},
     {0},
 };
 
 static const struct key k_route[] = {
     {.name = "host", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_HOSTPAT, .def = "null",
+     .example = "\"chat.example.com\"",
      .desc = "Host the request must name (exact or \"*.suffix\", case-insensitive, port "
              "ignored); absent or null: any host."},
     {.name = "path_prefix", .type = KT_STRING, .fmt = KF_PREFIX, .def = "\"/\"", .store = ST_STR,
@@ -556,11 +557,12 @@ static const struct key k_health[] = {
 
 static const struct key k_pool_tls[] = {
     {.name = "ca", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .fmt = KF_FILE,
-     .def = "null", .desc = "CA file that verifies the backends; null: the system trust store."},
+     .def = "null", .example = "\"certs/internal-ca.pem\"",
+     .desc = "CA file that verifies the backends; null: the system trust store."},
     {.name = "verify", .type = KT_BOOL, .def = "true", .store = ST_BOOL,
      OFF(wsg_pool_tls_conf_t, verify), .desc = "Verify the backend's certificate."},
     {.name = "server_name", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_HOST, .def = "null",
-     .desc = "SNI and the name to verify; null: the host of the backend's address."},
+     .example = "\"api.internal\"", .desc = "SNI and the name to verify; null: the host of the backend's address."},
     {0},
 };
 
@@ -653,7 +655,7 @@ static const struct key k_log[] = {
 };
 
 static const struct key k_root[] = {
-    {.name = "$schema", .type = KT_STRING,
+    {.name = "$schema", .type = KT_STRING, .example = "\"./wsgate.schema.json\"",
      .desc = "Ignored by wsgate: the JSON Schema that editors check this file against."},
     {.name = "workers", .type = KT_UINT, .lo = 0, .hi = 1024, .zero = "one per CPU",
      .def = "0", .store = ST_UNS, CFG(workers_configured), .desc = "Event-loop threads."},
