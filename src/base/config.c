@@ -530,8 +530,8 @@ static const struct key k_balance[] = {
      OFF(wsg_balance_conf_t, fallback), .desc = "Used when the request lacks the key."},
     {.name = "load_factor", .type = KT_FACTOR, .def = "0", .store = ST_DBL,
      OFF(wsg_balance_conf_t, load_factor),
-     .desc = "0 = unbounded; else a backend holds at most ceil(load_factor x mean) "
-             "connections."},
+     .desc = "0 = unbounded; else at least 1.0, and a backend holds at most "
+             "ceil(load_factor x mean) connections."},
     LATER("cookie", "SPEC §10"),
     {0},
 };
@@ -594,7 +594,7 @@ static const struct key k_pool_item = {.type = KT_OBJECT, .sub = k_pool,
 static const struct key k_timeouts[] = {
     {.name = "handshake_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
      .def = "5000", .store = ST_U64, CFG(timeouts.handshake_ms),
-     .desc = "Time a client has to send a complete request (else 408)."},
+     .desc = "Time a client has to send a complete request, else 408."},
     {.name = "idle_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS, .zero = "never",
      .def = "300000", .store = ST_U64, CFG(timeouts.idle_ms),
      .desc = "No data frame either way for this long closes the connection with 1001."},
@@ -624,10 +624,10 @@ static const struct key k_limits[] = {
      .desc = "Client connections at once, all workers together."},
     {.name = "max_connections_per_ip", .type = KT_UINT, .lo = 0, .hi = UINT64_MAX,
      .zero = "unlimited", .def = "0", .store = ST_U64, CFG(limits.max_connections_per_ip),
-     .desc = "Client connections at once per client address (429 past it)."},
+     .desc = "Client connections at once per client address; one more gets 429."},
     {.name = "max_header_bytes", .type = KT_UINT, .lo = 256, .hi = 1048576, .unit = BYTES,
      .def = "8192", .store = ST_U64, CFG(limits.max_header_bytes),
-     .desc = "Largest request head (else 431)."},
+     .desc = "Largest request head, else 431."},
     /* 125 bytes: the largest control frame (RFC 6455 §5.5) must pass. */
     {.name = "max_frame_bytes", .type = KT_UINT, .lo = 125, .hi = UINT64_MAX, .unit = BYTES,
      .def = "16777216", .store = ST_U64, CFG(limits.max_frame_bytes),

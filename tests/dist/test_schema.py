@@ -265,9 +265,12 @@ def test_docs_configuration_names_the_schema_keys(schema):
 def test_man_page_names_the_schema_keys(schema):
     """wsgate.json(5) lists every key under the section of its object."""
     text = (ROOT / "man" / "wsgate.json.5").read_text()
-    sections, cur = {}, None
+    sections, cur, in_keys = {}, None, False
     for line in text.splitlines():
-        m = re.match(r'^\.Ss (?:"?([^"]+)"?)$', line)
+        if line.startswith(".Sh "):
+            in_keys, cur = line == ".Sh KEYS", None
+            continue
+        m = re.match(r'^\.Ss (?:"?([^"]+)"?)$', line) if in_keys else None
         if m:
             cur = m.group(1).strip()
             cur = "" if cur == "Top level" else cur
