@@ -114,7 +114,7 @@ def test_schema_is_valid_draft_2020_12(schema):
 
 def shipped_configs():
     files = [p for p in sorted((ROOT / "config").glob("*.json")) if p != SCHEMA_FILE]
-    files += sorted((ROOT / "docker").glob("*.json"))
+    files += sorted((ROOT / "docker").rglob("*.json"))
     return files
 
 
