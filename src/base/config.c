@@ -24,8 +24,8 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <stddef.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,15 +411,15 @@ enum kstore { ST_NONE, ST_U64, ST_UNS, ST_BOOL, ST_INT, ST_DBL, ST_STR };
 struct key {
     const char *name;
     enum ktype type;
-    unsigned flags;        /* KR_* */
-    enum kfmt fmt;         /* KT_STRING; KT_MAP: the names */
-    uint64_t lo, hi;       /* KT_UINT */
-    const char *unit;      /* KT_UINT: "milliseconds", "bytes" or NULL */
-    const char *zero;      /* KT_UINT: what 0 means, NULL when it means nothing special */
+    unsigned flags;           /* KR_* */
+    enum kfmt fmt;            /* KT_STRING; KT_MAP: the names */
+    uint64_t lo, hi;          /* KT_UINT */
+    const char *unit;         /* KT_UINT: "milliseconds", "bytes" or NULL */
+    const char *zero;         /* KT_UINT: what 0 means, NULL when it means nothing special */
     const char *const *enums; /* KT_ENUM: the names, NULL-terminated */
-    const int *values;     /* KT_ENUM: the value stored for each name; NULL: its index */
-    const char *def;       /* the default as JSON text; NULL: none */
-    const char *example;   /* JSON text, for keys without a default */
+    const int *values;        /* KT_ENUM: the value stored for each name; NULL: its index */
+    const char *def;          /* the default as JSON text; NULL: none */
+    const char *example;      /* JSON text, for keys without a default */
     enum kstore store;
     size_t off;
     const struct key *sub; /* KT_OBJECT, KT_ARRAY, KT_MAP */
@@ -429,7 +429,8 @@ struct key {
 #define MS "milliseconds"
 #define BYTES "bytes"
 #define OFF(type, field) .off = offsetof(type, field)
-#define LATER(n, section) {.name = (n), .type = KT_LATER, .desc = (section)}
+#define LATER(n, section)                                                                          \
+    { .name = (n), .type = KT_LATER, .desc = (section) }
 
 static const char *const versions_e[] = {"1.2", "1.3", NULL};
 static const int versions_v[] = {TLS_1_2, TLS_1_3};
@@ -439,6 +440,8 @@ static const int htypes_v[] = {WSG_HEALTH_TCP, WSG_HEALTH_HTTP, WSG_HEALTH_WEBSO
 static const char *const levels_e[] = {"debug", "info", "warn", "error", NULL};
 static const char *const formats_e[] = {"text", "json", NULL};
 
+/* The table is kept one key to a few lines, as a table reads best. */
+/* clang-format off */
 static const struct key k_sni[] = {
     {.name = "server_name", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_HOSTPAT,
      .example = "\"chat.example.com\"",
@@ -676,6 +679,8 @@ static const struct key k_root[] = {
     LATER("dns", "SPEC §12"),
     {0},
 };
+
+/* clang-format on */
 
 /* The entry for <name> among <keys>. Every caller names a key of its own
  * table, so a miss is a bug. */
@@ -1426,8 +1431,8 @@ static void get_path(struct ctx *c, json_t *v, const char *key, bool query, char
         if (s[0] != '/') {
             bad_value(c, p, "a path starting with \"/\"");
         } else if (!clean) {
-            bad_value(c, p, query ? "a path without spaces or '#'"
-                                  : "a path without spaces, '?' or '#'");
+            bad_value(c, p,
+                      query ? "a path without spaces or '#'" : "a path without spaces, '?' or '#'");
         } else {
             char *d = xstrdup(c, s);
             if (d != NULL) {
@@ -1891,7 +1896,8 @@ static const char *fmt_pattern(enum kfmt f) {
     case KF_TOKEN:
         return "^[!-~]+$";
     case KF_STICKY:
-        return "^(ip|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020\\u007f&=#?]+)$";
+        return "^(ip|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020\\u007f&=#?"
+               "]+)$";
     default:
         return NULL;
     }

@@ -151,8 +151,8 @@ START_TEST(test_config_unknown_nested_key) {
 END_TEST
 
 START_TEST(test_config_accepts_and_ignores_schema_key) {
-    wsg_config_t *cfg = expect_ok(CONF("\"$schema\": \"./wsgate.schema.json\",", "", "", ""),
-                                  &noresolve);
+    wsg_config_t *cfg =
+        expect_ok(CONF("\"$schema\": \"./wsgate.schema.json\",", "", "", ""), &noresolve);
     wsg_config_unref(cfg);
     expect_error(CONF("\"$schema\": 5,", "", "", ""),
                  "wsgate.json: [\"$schema\"]: expected a string (the URI of a JSON Schema), "
