@@ -1,6 +1,6 @@
 /*
  * wsgate's command line (SPEC §1): argument parsing, the one-shot commands
- * (-t, --which, -V, -h) and the exit codes. Running the proxy is
+ * (-t, --which, --schema, -V, -h) and the exit codes. Running the proxy is
  * wsg_server_run()'s job; nothing else lives here.
  */
 #include <getopt.h>
@@ -25,6 +25,7 @@ static void usage(FILE *out) {
             "       wsgate -t -c FILE                check FILE and exit\n"
             "       wsgate --which KEY [-p POOL] -c FILE\n"
             "                                        print the backend sticky key KEY maps to\n"
+            "       wsgate --schema                  print the JSON Schema of the configuration\n"
             "       wsgate -V | --version            print versions\n"
             "       wsgate -h | --help               this help\n"
             "\n"
@@ -39,6 +40,18 @@ static void version(void) {
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
     printf("jansson %s\n", JANSSON_VERSION);
+}
+
+/* --schema: the JSON Schema generated from the parser's key table. */
+static int schema(void) {
+    char *text = wsg_config_schema();
+    if (text == NULL) {
+        fprintf(stderr, "wsgate: out of memory\n");
+        return WSG_EXIT_STARTUP;
+    }
+    printf("%s\n", text);
+    free(text);
+    return fflush(stdout) == 0 ? WSG_EXIT_OK : WSG_EXIT_STARTUP;
 }
 
 static const char *default_config(void) {
@@ -119,7 +132,7 @@ int main(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
         {"which", required_argument, NULL, 'w'},  {"pool", required_argument, NULL, 'p'},
         {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"schema", no_argument, NULL, 'S'},       {NULL, 0, NULL, 0},
     };
     const char *path = NULL, *key = NULL, *pool = NULL;
     bool test = false;
@@ -146,6 +159,8 @@ int main(int argc, char **argv) {
         case 'h':
             usage(stdout);
             return WSG_EXIT_OK;
+        case 'S':
+            return schema();
         case ':':
             fprintf(stderr, "wsgate: option %s needs an argument\n", argv[optind - 1]);
             usage(stderr);

@@ -220,6 +220,13 @@ void wsg_config_errors_free(wsg_config_errors_t *errs);
 /* Returns the pool named <name>, or NULL. Borrowed from <cfg>. */
 const wsg_pool_conf_t *wsg_config_pool(const wsg_config_t *cfg, const char *name);
 
+/* The JSON Schema (draft 2020-12) of the configuration file, generated from
+ * the key table the parser checks files with: every key it accepts, with
+ * its type, range, default and description, and no key it refuses. Returns
+ * new JSON text (indented, ending without a newline; free() it), or NULL
+ * when out of memory. */
+char *wsg_config_schema(void);
+
 /* Parses "host:port" / "[v6]:port" into <host> (NUL-terminated, without
  * brackets, at most <hostcap> bytes) and <port>. Returns 0 or -1. Pure. */
 int wsg_config_split_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);

@@ -19,11 +19,13 @@
 #include <wsgate/config.h>
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,22 +352,370 @@ static const char *near_miss(const char *s, const char *const *cands, size_t n) 
     return best;
 }
 
-/* Every key of <obj> must be in <known> (NULL-terminated). */
-static void check_keys(struct ctx *c, json_t *obj, const char *const *known) {
-    size_t nknown = 0;
-    while (known[nknown] != NULL)
-        nknown++;
+/* ------------------------------------------------------------------------ */
+/* The key table                                                             */
+
+/*
+ * Every key the file may hold is described once, here: its name, JSON type,
+ * whether it is required or may be null, its range or choices, its default
+ * and a one-line description. The table drives the unknown-key check, the
+ * type, range and choice checks of scalar values, the defaults stored before
+ * a file is read, and the JSON Schema that `wsgate --schema` prints
+ * (wsg_config_schema()). What JSON Schema cannot say (that a name resolves,
+ * that a route is reachable, that a pool named by a route exists) stays in
+ * the section parsers below, which read the table's entries for everything
+ * else, so that the schema and the parser cannot drift apart.
+ *
+ * Keys of later SPEC sections (§9–§12) that this parser does not implement
+ * yet are listed as KT_LATER: the file is refused with "not implemented yet"
+ * rather than "unknown key", and the schema leaves them out.
+ */
+
+enum ktype {
+    KT_OBJECT, /* sub: the object's keys, ended by an entry without a name */
+    KT_ARRAY,  /* sub: one entry describing every element */
+    KT_MAP,    /* object of NAME -> value; sub: one entry describing the values */
+    KT_BOOL,
+    KT_UINT,   /* lo..hi; hi == UINT64_MAX: no upper bound */
+    KT_FACTOR, /* a number: 0, or >= 1.0 */
+    KT_ENUM,   /* one of enums[] */
+    KT_STRING, /* fmt says which strings the section parser accepts */
+    KT_LATER,  /* a key of a later SPEC section, not implemented yet */
+};
+
+/* What a KT_STRING holds; each has a pattern in the schema and a validator
+ * with its own error message in the section parsers. */
+enum kfmt {
+    KF_ANY,
+    KF_FILE,    /* a path to a file, non-empty */
+    KF_ADDR,    /* "host:port", "[v6]:port" */
+    KF_NAME,    /* letters, digits, '_', '-', '.' */
+    KF_HOST,    /* a host name or IPv4 address */
+    KF_HOSTPAT, /* a host name or "*.suffix" */
+    KF_PATH,    /* a request path (query allowed) */
+    KF_PREFIX,  /* a request path prefix (no query) */
+    KF_TOKEN,   /* printable ASCII without spaces */
+    KF_STICKY,  /* "ip", "header:NAME", "cookie:NAME", "query:NAME" */
+    KF_POOLREF, /* the name of a pool under "pools" */
+};
+
+/* Where read_fields() and set_defaults() store a scalar: the C type at
+ * <off> bytes into the struct the section is parsed into. ST_NONE: the
+ * section parser reads the key itself. */
+enum kstore { ST_NONE, ST_U64, ST_UNS, ST_BOOL, ST_INT, ST_DBL, ST_STR };
+
+#define KR_REQUIRED 1u /* must be present */
+#define KR_NULL 2u     /* null is accepted and means "absent" */
+#define KR_NONEMPTY 4u /* strings, arrays and maps must not be empty */
+
+struct key {
+    const char *name;
+    enum ktype type;
+    unsigned flags;           /* KR_* */
+    enum kfmt fmt;            /* KT_STRING; KT_MAP: the names */
+    uint64_t lo, hi;          /* KT_UINT */
+    const char *unit;         /* KT_UINT: "milliseconds", "bytes" or NULL */
+    const char *zero;         /* KT_UINT: what 0 means, NULL when it means nothing special */
+    const char *const *enums; /* KT_ENUM: the names, NULL-terminated */
+    const int *values;        /* KT_ENUM: the value stored for each name; NULL: its index */
+    const char *def;          /* the default as JSON text; NULL: none */
+    const char *example;      /* JSON text, for keys without a default */
+    enum kstore store;
+    size_t off;
+    const struct key *sub; /* KT_OBJECT, KT_ARRAY, KT_MAP */
+    const char *desc;      /* KT_LATER: the SPEC section that adds it */
+};
+
+#define MS "milliseconds"
+#define BYTES "bytes"
+#define OFF(type, field) .off = offsetof(type, field)
+#define LATER(n, section)                                                                          \
+    { .name = (n), .type = KT_LATER, .desc = (section) }
+
+static const char *const versions_e[] = {"1.2", "1.3", NULL};
+static const int versions_v[] = {TLS_1_2, TLS_1_3};
+static const char *const fallbacks_e[] = {"ip", "random", NULL};
+static const char *const htypes_e[] = {"tcp", "http", "websocket", NULL};
+static const int htypes_v[] = {WSG_HEALTH_TCP, WSG_HEALTH_HTTP, WSG_HEALTH_WEBSOCKET};
+static const char *const levels_e[] = {"debug", "info", "warn", "error", NULL};
+static const char *const formats_e[] = {"text", "json", NULL};
+
+/* The table is kept one key to a few lines, as a table reads best. */
+/* clang-format off */
+static const struct key k_sni[] = {
+    {.name = "server_name", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_HOSTPAT,
+     .example = "\"chat.example.com\"",
+     .desc = "Server name (exact or \"*.suffix\") this certificate is chosen for."},
+    {.name = "cert", .type = KT_STRING, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_FILE,
+     .example = "\"certs/chat.pem\"", .desc = "Certificate chain file (PEM)."},
+    {.name = "key", .type = KT_STRING, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_FILE,
+     .example = "\"certs/chat.key\"", .desc = "Private key file (PEM)."},
+    {0},
+};
+static const struct key k_sni_item = {.type = KT_OBJECT, .sub = k_sni,
+                                      .desc = "A certificate chosen by the client's server name."};
+
+static const struct key k_tls[] = {
+    {.name = "cert", .type = KT_STRING, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_FILE,
+     .example = "\"certs/site.pem\"",
+     .desc = "Certificate chain file (PEM), the default certificate."},
+    {.name = "key", .type = KT_STRING, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_FILE,
+     .example = "\"certs/site.key\"", .desc = "Private key file (PEM)."},
+    {.name = "sni", .type = KT_ARRAY, .def = "[]", .sub = &k_sni_item,
+     .desc = "Certificates chosen by the client's server name (SNI)."},
+    {.name = "min_version", .type = KT_ENUM, .enums = versions_e, .values = versions_v,
+     .def = "\"1.2\"", .store = ST_INT, OFF(wsg_tls_conf_t, min_version),
+     .desc = "Lowest TLS version accepted."},
+    {0},
+};
+
+static const struct key k_listener[] = {
+    {.name = "name", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_NAME,
+     .example = "\"public\"", .desc = "Unique listener name, used in logs."},
+    {.name = "bind", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_ADDR,
+     .example = "\"0.0.0.0:8080\"", .desc = "Address to listen on, \"host:port\" or \"[v6]:port\"."},
+    {.name = "tls", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_tls,
+     .desc = "Serve wss:// with these certificates; absent or null: plain ws://."},
+    {.name = "proxy_protocol", .type = KT_BOOL, .def = "false", .store = ST_BOOL,
+     OFF(wsg_listener_conf_t, proxy_protocol),
+     .desc = "Expect a PROXY protocol v1 or v2 header first and take the client address from it."},
+    {0},
+};
+static const struct key k_listener_item = {.type = KT_OBJECT, .sub = k_listener,
+                                           .desc = "A listening address."};
+
+static const struct key k_admin[] = {
+    {.name = "bind", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_ADDR,
+     .example = "\"127.0.0.1:9090\"",
+     .desc = "Address of the admin HTTP endpoint; must differ from every listener's."},
+    {.name = "token", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .fmt = KF_TOKEN,
+     .def = "null", .example = "\"s3cr3t-admin-token\"",
+     .desc = "When set, every admin path but /healthz needs \"Authorization: Bearer TOKEN\"."},
+    {0},
+};
+
+static const struct key k_route[] = {
+    {.name = "host", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_HOSTPAT, .def = "null",
+     .example = "\"chat.example.com\"",
+     .desc = "Host the request must name (exact or \"*.suffix\", case-insensitive, port "
+             "ignored); absent or null: any host."},
+    {.name = "path_prefix", .type = KT_STRING, .fmt = KF_PREFIX, .def = "\"/\"", .store = ST_STR,
+     OFF(wsg_route_conf_t, path_prefix), .desc = "Plain string prefix of the request path."},
+    {.name = "pool", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_POOLREF,
+     .example = "\"app\"", .desc = "Name of the pool under \"pools\" that serves the route."},
+    LATER("http", "SPEC §9"),
+    LATER("websocket", "SPEC §9"),
+    LATER("origins", "SPEC §11"),
+    LATER("allow_no_origin", "SPEC §11"),
+    LATER("auth", "SPEC §11"),
+    {0},
+};
+static const struct key k_route_item = {.type = KT_OBJECT, .sub = k_route,
+                                        .desc = "A route; the first that matches wins."};
+
+static const struct key k_backend[] = {
+    {.name = "address", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_ADDR,
+     .example = "\"10.0.0.11:9000\"",
+     .desc = "\"host:port\" of the backend; as written, its identity on the hash ring and in "
+             "the admin API."},
+    {.name = "weight", .type = KT_UINT, .lo = 1, .hi = 256, .def = "1", .store = ST_UNS,
+     OFF(wsg_backend_conf_t, weight), .desc = "Share of the keys."},
+    LATER("resolve", "SPEC §12"),
+    {0},
+};
+static const struct key k_backend_item = {.type = KT_OBJECT, .sub = k_backend,
+                                          .desc = "A backend server."};
+
+static const struct key k_balance[] = {
+    {.name = "key", .type = KT_STRING, .fmt = KF_STICKY, .def = "\"ip\"",
+     .desc = "The sticky key: \"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"."},
+    {.name = "fallback", .type = KT_ENUM, .enums = fallbacks_e, .def = "\"ip\"", .store = ST_INT,
+     OFF(wsg_balance_conf_t, fallback), .desc = "Used when the request lacks the key."},
+    {.name = "load_factor", .type = KT_FACTOR, .def = "0", .store = ST_DBL,
+     OFF(wsg_balance_conf_t, load_factor),
+     .desc = "0 = unbounded; else at least 1.0, and a backend holds at most "
+             "ceil(load_factor x mean) connections."},
+    LATER("cookie", "SPEC §10"),
+    {0},
+};
+
+static const struct key k_health[] = {
+    {.name = "type", .type = KT_ENUM, .flags = KR_REQUIRED, .enums = htypes_e,
+     .values = htypes_v, .example = "\"websocket\"", .store = ST_INT,
+     OFF(wsg_health_conf_t, type),
+     .desc = "tcp: connect; http: GET path, 2xx or 3xx passes; websocket: a full handshake on "
+             "path, then a close."},
+    {.name = "path", .type = KT_STRING, .fmt = KF_PATH, .def = "\"/\"", .store = ST_STR,
+     OFF(wsg_health_conf_t, path), .desc = "Request path of http and websocket checks."},
+    {.name = "interval_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS, .def = "2000",
+     .store = ST_U64, OFF(wsg_health_conf_t, interval_ms), .desc = "Time between checks."},
+    {.name = "timeout_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS, .def = "1000",
+     .store = ST_U64, OFF(wsg_health_conf_t, timeout_ms), .desc = "Time a check may take."},
+    {.name = "rise", .type = KT_UINT, .lo = 1, .hi = 1000, .def = "2", .store = ST_UNS,
+     OFF(wsg_health_conf_t, rise), .desc = "Passed checks in a row that bring a backend up."},
+    {.name = "fall", .type = KT_UINT, .lo = 1, .hi = 1000, .def = "3", .store = ST_UNS,
+     OFF(wsg_health_conf_t, fall), .desc = "Failures in a row that take a backend down."},
+    {0},
+};
+
+static const struct key k_pool_tls[] = {
+    {.name = "ca", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .fmt = KF_FILE,
+     .def = "null", .example = "\"certs/internal-ca.pem\"",
+     .desc = "CA file that verifies the backends; null: the system trust store."},
+    {.name = "verify", .type = KT_BOOL, .def = "true", .store = ST_BOOL,
+     OFF(wsg_pool_tls_conf_t, verify), .desc = "Verify the backend's certificate."},
+    {.name = "server_name", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_HOST, .def = "null",
+     .example = "\"api.internal\"", .desc = "SNI and the name to verify; null: the host of the backend's address."},
+    {0},
+};
+
+static const struct key k_pool[] = {
+    {.name = "backends", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
+     .sub = &k_backend_item, .desc = "The servers of the pool."},
+    {.name = "balance", .type = KT_OBJECT, .sub = k_balance,
+     .desc = "How a request picks its backend (consistent hashing of a sticky key)."},
+    {.name = "health", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_health,
+     .desc = "Active health checks; absent or null: passive checks only."},
+    {.name = "connect_timeout_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
+     .def = "3000", .store = ST_U64, OFF(wsg_pool_conf_t, connect_timeout_ms),
+     .desc = "Connect timeout to a backend."},
+    {.name = "retries", .type = KT_UINT, .lo = 0, .hi = 100, .def = "2", .store = ST_UNS,
+     OFF(wsg_pool_conf_t, retries),
+     .desc = "Further backends tried when a connect fails before any byte is sent."},
+    {.name = "tls", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_pool_tls,
+     .desc = "Connect to the backends over TLS; absent or null: plain TCP."},
+    LATER("keepalive", "SPEC §9"),
+    LATER("resolve_ms", "SPEC §12"),
+    LATER("rebalance", "SPEC §12"),
+    {0},
+};
+static const struct key k_pool_item = {.type = KT_OBJECT, .sub = k_pool,
+                                       .desc = "A pool of backends."};
+
+#define CFG(field) OFF(wsg_config_t, field)
+
+static const struct key k_timeouts[] = {
+    {.name = "handshake_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
+     .def = "5000", .store = ST_U64, CFG(timeouts.handshake_ms),
+     .desc = "Time a client has to send a complete request, else 408."},
+    {.name = "idle_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS, .zero = "never",
+     .def = "300000", .store = ST_U64, CFG(timeouts.idle_ms),
+     .desc = "No data frame either way for this long closes the connection with 1001."},
+    {.name = "drain_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS, .def = "10000",
+     .store = ST_U64, CFG(timeouts.drain_ms),
+     .desc = "How long a closing or draining connection, or a shutdown, may take."},
+    LATER("keepalive_ms", "SPEC §9"),
+    LATER("upstream_idle_ms", "SPEC §9"),
+    LATER("response_idle_ms", "SPEC §9"),
+    LATER("max_lifetime_ms", "SPEC §12"),
+    {0},
+};
+
+static const struct key k_heartbeat[] = {
+    {.name = "interval_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS,
+     .zero = "disabled", .def = "30000", .store = ST_U64, CFG(heartbeat.interval_ms),
+     .desc = "A side silent this long gets a ping."},
+    {.name = "timeout_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS,
+     .zero = "disabled", .def = "10000", .store = ST_U64, CFG(heartbeat.timeout_ms),
+     .desc = "No byte from that side within this after the ping: it is dead."},
+    {0},
+};
+
+static const struct key k_limits[] = {
+    {.name = "max_connections", .type = KT_UINT, .lo = 1, .hi = UINT64_MAX, .def = "100000",
+     .store = ST_U64, CFG(limits.max_connections),
+     .desc = "Client connections at once, all workers together."},
+    {.name = "max_connections_per_ip", .type = KT_UINT, .lo = 0, .hi = UINT64_MAX,
+     .zero = "unlimited", .def = "0", .store = ST_U64, CFG(limits.max_connections_per_ip),
+     .desc = "Client connections at once per client address; one more gets 429."},
+    {.name = "max_header_bytes", .type = KT_UINT, .lo = 256, .hi = 1048576, .unit = BYTES,
+     .def = "8192", .store = ST_U64, CFG(limits.max_header_bytes),
+     .desc = "Largest request head, else 431."},
+    /* 125 bytes: the largest control frame (RFC 6455 §5.5) must pass. */
+    {.name = "max_frame_bytes", .type = KT_UINT, .lo = 125, .hi = UINT64_MAX, .unit = BYTES,
+     .def = "16777216", .store = ST_U64, CFG(limits.max_frame_bytes),
+     .desc = "Larger frames close the connection with 1009."},
+    {.name = "buffer_bytes", .type = KT_UINT, .lo = 1024, .hi = 1073741824, .unit = BYTES,
+     .def = "65536", .store = ST_U64, CFG(limits.buffer_bytes),
+     .desc = "Bytes held per direction before reading from the sender stops."},
+    LATER("max_body_bytes", "SPEC §9"),
+    LATER("handshakes_per_ip_per_s", "SPEC §11"),
+    LATER("handshake_burst", "SPEC §11"),
+    LATER("messages_per_s", "SPEC §11"),
+    LATER("message_burst", "SPEC §11"),
+    LATER("client_bytes_per_s", "SPEC §11"),
+    {0},
+};
+
+static const struct key k_log[] = {
+    {.name = "level", .type = KT_ENUM, .enums = levels_e, .def = "\"info\"", .store = ST_INT,
+     CFG(log.level), .desc = "Lowest level written."},
+    {.name = "format", .type = KT_ENUM, .enums = formats_e, .def = "\"text\"", .store = ST_INT,
+     CFG(log.format), .desc = "text or json lines on stderr."},
+    {.name = "access", .type = KT_BOOL, .def = "true", .store = ST_BOOL, CFG(log.access),
+     .desc = "One line per ended connection."},
+    {0},
+};
+
+static const struct key k_root[] = {
+    {.name = "$schema", .type = KT_STRING, .example = "\"./wsgate.schema.json\"",
+     .desc = "Ignored by wsgate: the JSON Schema that editors check this file against."},
+    {.name = "workers", .type = KT_UINT, .lo = 0, .hi = 1024, .zero = "one per CPU",
+     .def = "0", .store = ST_UNS, CFG(workers_configured), .desc = "Event-loop threads."},
+    {.name = "listeners", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
+     .sub = &k_listener_item, .desc = "Where clients connect."},
+    {.name = "admin", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_admin,
+     .desc = "The admin HTTP endpoint; absent or null: disabled."},
+    {.name = "routes", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
+     .sub = &k_route_item, .desc = "Request to pool, first match wins."},
+    {.name = "pools", .type = KT_MAP, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_NAME,
+     .sub = &k_pool_item, .desc = "Backend pools by name."},
+    {.name = "timeouts", .type = KT_OBJECT, .sub = k_timeouts, .desc = "Client-side timeouts."},
+    {.name = "heartbeat", .type = KT_OBJECT, .sub = k_heartbeat,
+     .desc = "Pings to silent sides of a relayed WebSocket."},
+    {.name = "limits", .type = KT_OBJECT, .sub = k_limits, .desc = "Connection and size limits."},
+    {.name = "log", .type = KT_OBJECT, .sub = k_log, .desc = "Logging on stderr."},
+    LATER("auth", "SPEC §11"),
+    LATER("dns", "SPEC §12"),
+    {0},
+};
+
+/* clang-format on */
+
+/* The entry for <name> among <keys>. Every caller names a key of its own
+ * table, so a miss is a bug. */
+static const struct key *key_get(const struct key *keys, const char *name) {
+    for (const struct key *k = keys; k->name != NULL; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    assert(!"key not in the table");
+    return NULL;
+}
+
+/* Every key of <obj> must be in <keys>. A key of a later SPEC section gets
+ * its own message, so that an operator reading the SPEC learns that this
+ * wsgate is older than the file, not that the key is misspelt. */
+static void check_keys(struct ctx *c, json_t *obj, const struct key *keys) {
+    const char *names[48];
+    size_t n = 0;
+    for (const struct key *k = keys; k->name != NULL; k++) {
+        assert(n < sizeof names / sizeof names[0]);
+        if (k->type != KT_LATER)
+            names[n++] = k->name;
+    }
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
-        bool ok = false;
-        for (size_t i = 0; i < nknown && !ok; i++)
-            ok = strcmp(key, known[i]) == 0;
-        if (ok)
+        const struct key *k = keys;
+        while (k->name != NULL && strcmp(k->name, key) != 0)
+            k++;
+        if (k->name != NULL && k->type != KT_LATER)
             continue;
         size_t m = push_key(c, key);
-        const char *hint = near_miss(key, known, nknown);
-        if (hint != NULL)
+        const char *hint = k->name == NULL ? near_miss(key, names, n) : NULL;
+        if (k->name != NULL)
+            errf(c, "not implemented yet by this wsgate (%s adds it)", k->desc);
+        else if (hint != NULL)
             errf(c, "unknown key, did you mean \"%s\"?", hint);
         else
             errf(c, "unknown key");
@@ -374,9 +724,9 @@ static void check_keys(struct ctx *c, json_t *obj, const char *const *known) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Typed field readers. Each one checks <obj>[<key>] when present, reports a
- * problem under the key's path, and leaves *out untouched unless the value
- * is good (so the default stays in place).                                  */
+/* Typed field readers. Each one checks a value against its table entry,
+ * reports a problem under the key's path, and leaves the stored value
+ * untouched unless the value is good (so the default stays in place).      */
 
 static char *xstrdup(struct ctx *c, const char *s) {
     char *d = strdup(s);
@@ -385,88 +735,176 @@ static char *xstrdup(struct ctx *c, const char *s) {
     return d;
 }
 
-static void range_text(char *buf, size_t cap, uint64_t lo, uint64_t hi, const char *note) {
-    if (hi == UINT64_MAX && lo == 0)
+/* "an integer from 1 to 256", "an integer >= 1 (milliseconds, 0 = never)"... */
+static void uint_what(char *buf, size_t cap, const struct key *k) {
+    char note[96] = "";
+    if (k->unit != NULL && k->zero != NULL)
+        snprintf(note, sizeof note, " (%s, 0 = %s)", k->unit, k->zero);
+    else if (k->unit != NULL)
+        snprintf(note, sizeof note, " (%s)", k->unit);
+    else if (k->zero != NULL)
+        snprintf(note, sizeof note, " (0 = %s)", k->zero);
+    if (k->hi == UINT64_MAX && k->lo == 0)
         snprintf(buf, cap, "a non-negative integer%s", note);
-    else if (hi == UINT64_MAX)
-        snprintf(buf, cap, "an integer >= %llu%s", (unsigned long long)lo, note);
+    else if (k->hi == UINT64_MAX)
+        snprintf(buf, cap, "an integer >= %llu%s", (unsigned long long)k->lo, note);
     else
-        snprintf(buf, cap, "an integer from %llu to %llu%s", (unsigned long long)lo,
-                 (unsigned long long)hi, note);
+        snprintf(buf, cap, "an integer from %llu to %llu%s", (unsigned long long)k->lo,
+                 (unsigned long long)k->hi, note);
 }
 
-static void check_uint(struct ctx *c, json_t *v, uint64_t lo, uint64_t hi, const char *note,
-                       uint64_t *out) {
-    char what[160];
-    range_text(what, sizeof what, lo, hi, note);
-    if (!json_is_integer(v)) {
-        bad_type(c, v, what);
-        return;
+/* "\"ip\" or \"random\"", "\"tcp\", \"http\" or \"websocket\"". */
+static void enum_what(struct sb *b, const struct key *k) {
+    for (size_t i = 0; k->enums[i] != NULL; i++) {
+        if (i > 0)
+            sb_add(b, k->enums[i + 1] == NULL ? " or " : ", ");
+        sb_printf(b, "\"%s\"", k->enums[i]);
     }
-    json_int_t i = json_integer_value(v);
-    if (i < 0 || (uint64_t)i < lo || (uint64_t)i > hi) {
-        bad_value(c, v, what);
-        return;
+}
+
+static void store_int(const struct key *k, void *base, long long x) {
+    char *p = (char *)base + k->off;
+    switch (k->store) {
+    case ST_U64:
+        *(uint64_t *)(void *)p = (uint64_t)x;
+        break;
+    case ST_UNS:
+        *(unsigned *)(void *)p = (unsigned)x;
+        break;
+    case ST_BOOL:
+        *(bool *)(void *)p = x != 0;
+        break;
+    case ST_INT:
+        *(int *)(void *)p = (int)x;
+        break;
+    default:
+        assert(!"not an integer field");
     }
-    *out = (uint64_t)i;
 }
 
-static void get_u64(struct ctx *c, json_t *obj, const char *key, uint64_t lo, uint64_t hi,
-                    const char *note, uint64_t *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return;
-    size_t m = push_key(c, key);
-    check_uint(c, v, lo, hi, note, out);
-    pop(c, m);
-}
-
-static void get_unsigned(struct ctx *c, json_t *obj, const char *key, unsigned lo, unsigned hi,
-                         unsigned *out) {
-    uint64_t x = *out;
-    get_u64(c, obj, key, lo, hi, "", &x);
-    *out = (unsigned)x;
-}
-
-/* A duration in milliseconds; <zero> says what 0 means, NULL when 0 is
- * not allowed. */
-static void get_ms(struct ctx *c, json_t *obj, const char *key, const char *zero, uint64_t *out) {
-    char note[64];
-    snprintf(note, sizeof note, " (milliseconds%s%s)", zero ? ", 0 = " : "", zero ? zero : "");
-    get_u64(c, obj, key, zero ? 0 : 1, DUR_MAX, note, out);
-}
-
-static void get_bool(struct ctx *c, json_t *obj, const char *key, bool *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return;
-    size_t m = push_key(c, key);
-    if (json_is_boolean(v))
-        *out = json_is_true(v);
-    else
-        bad_type(c, v, "true or false");
-    pop(c, m);
-}
-
-/* Picks one of <names> (NULL-terminated); *out is the index. */
-static void get_enum(struct ctx *c, json_t *obj, const char *key, const char *const *names,
-                     const char *what, int *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return;
-    size_t m = push_key(c, key);
-    if (!json_is_string(v)) {
-        bad_type(c, v, what);
-    } else {
-        int i = 0;
-        while (names[i] != NULL && strcmp(names[i], json_string_value(v)) != 0)
-            i++;
-        if (names[i] != NULL)
-            *out = i;
-        else
+/* Checks the present value <v> of key <k> (the key is on the path) and
+ * stores it into <base> when it is good. */
+static void read_field(struct ctx *c, const struct key *k, json_t *v, void *base) {
+    switch (k->type) {
+    case KT_UINT: {
+        char what[160];
+        uint_what(what, sizeof what, k);
+        if (!json_is_integer(v)) {
+            bad_type(c, v, what);
+            return;
+        }
+        json_int_t i = json_integer_value(v);
+        if (i < 0 || (uint64_t)i < k->lo || (uint64_t)i > k->hi)
             bad_value(c, v, what);
+        else
+            store_int(k, base, (long long)i);
+        return;
     }
-    pop(c, m);
+    case KT_BOOL:
+        if (json_is_boolean(v))
+            store_int(k, base, json_is_true(v));
+        else
+            bad_type(c, v, "true or false");
+        return;
+    case KT_ENUM: {
+        struct sb what = {0};
+        enum_what(&what, k);
+        const char *w = what.p != NULL ? what.p : "?";
+        c->oom |= what.oom;
+        if (!json_is_string(v)) {
+            bad_type(c, v, w);
+        } else {
+            int i = 0;
+            while (k->enums[i] != NULL && strcmp(k->enums[i], json_string_value(v)) != 0)
+                i++;
+            if (k->enums[i] == NULL)
+                bad_value(c, v, w);
+            else
+                store_int(k, base, k->values != NULL ? k->values[i] : i);
+        }
+        free(what.p);
+        return;
+    }
+    case KT_FACTOR: {
+        static const char *const what = "0 or a number >= 1.0";
+        assert(k->store == ST_DBL);
+        if (!json_is_number(v))
+            bad_type(c, v, what);
+        else if (json_number_value(v) != 0 && !(json_number_value(v) >= 1.0))
+            bad_value(c, v, what);
+        else
+            *(double *)(void *)((char *)base + k->off) = json_number_value(v);
+        return;
+    }
+    default:
+        assert(!"no generic reader for this type");
+    }
+}
+
+/* Reads each of the first <n> keys of <keys> that has a generic reader
+ * (KT_UINT, KT_BOOL, KT_ENUM, KT_FACTOR with a store) from <obj> into
+ * <base>. */
+static void read_fields_n(struct ctx *c, json_t *obj, const struct key *keys, size_t n,
+                          void *base) {
+    for (const struct key *k = keys; k->name != NULL && n > 0; k++, n--) {
+        if (k->store == ST_NONE || k->store == ST_STR)
+            continue;
+        json_t *v = json_object_get(obj, k->name);
+        if (v == NULL || (json_is_null(v) && (k->flags & KR_NULL)))
+            continue;
+        size_t m = push_key(c, k->name);
+        read_field(c, k, v, base);
+        pop(c, m);
+    }
+}
+
+static void read_fields(struct ctx *c, json_t *obj, const struct key *keys, void *base) {
+    read_fields_n(c, obj, keys, SIZE_MAX, base);
+}
+
+/* Stores the default of every key of <keys> that has one and a store, so
+ * that the C struct starts out as the table says. */
+static void set_defaults(struct ctx *c, const struct key *keys, void *base) {
+    for (const struct key *k = keys; k->name != NULL; k++) {
+        if (k->store == ST_NONE || k->def == NULL)
+            continue;
+        const char *d = k->def;
+        switch (k->type) {
+        case KT_UINT:
+            store_int(k, base, (long long)strtoull(d, NULL, 10));
+            break;
+        case KT_BOOL:
+            store_int(k, base, strcmp(d, "true") == 0);
+            break;
+        case KT_FACTOR:
+            *(double *)(void *)((char *)base + k->off) = strtod(d, NULL);
+            break;
+        case KT_ENUM: {
+            size_t len = strlen(d);
+            int i = 0;
+            assert(len >= 2 && d[0] == '"');
+            while (k->enums[i] != NULL &&
+                   (strlen(k->enums[i]) != len - 2 || strncmp(k->enums[i], d + 1, len - 2) != 0))
+                i++;
+            assert(k->enums[i] != NULL);
+            store_int(k, base, k->values != NULL ? k->values[i] : i);
+            break;
+        }
+        case KT_STRING: {
+            /* Defaults of strings are plain words: no escapes to undo. */
+            size_t len = strlen(d);
+            assert(k->store == ST_STR && len >= 2 && d[0] == '"');
+            char **dst = (char **)(void *)((char *)base + k->off);
+            free(*dst);
+            *dst = strndup(d + 1, len - 2);
+            if (*dst == NULL)
+                c->oom = true;
+            break;
+        }
+        default:
+            assert(!"no default for this type");
+        }
+    }
 }
 
 /* A required non-empty string (a file path, typically). */
@@ -760,13 +1198,12 @@ static bool same_endpoint(const char *a, const wsg_sockaddr_t *aa, const char *b
 /* Sections                                                                  */
 
 static void parse_sni(struct ctx *c, json_t *v, wsg_sni_conf_t *s) {
-    static const char *const keys[] = {"server_name", "cert", "key", NULL};
     static const char *const host_what = "a host name or \"*.suffix\"";
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_sni);
     json_t *sn = json_object_get(v, "server_name");
     if (sn == NULL) {
         missing(c, "server_name", host_what);
@@ -785,7 +1222,6 @@ static void parse_sni(struct ctx *c, json_t *v, wsg_sni_conf_t *s) {
 }
 
 static void parse_tls(struct ctx *c, json_t *v, wsg_tls_conf_t **out) {
-    static const char *const keys[] = {"cert", "key", "sni", "min_version", NULL};
     if (v == NULL || json_is_null(v))
         return;
     if (!json_is_object(v)) {
@@ -798,8 +1234,8 @@ static void parse_tls(struct ctx *c, json_t *v, wsg_tls_conf_t **out) {
         return;
     }
     *out = t;
-    t->min_version = TLS_1_2;
-    check_keys(c, v, keys);
+    set_defaults(c, k_tls, t);
+    check_keys(c, v, k_tls);
     req_string(c, v, "cert", "a non-empty string (certificate file)", &t->cert);
     req_string(c, v, "key", "a non-empty string (private key file)", &t->key);
 
@@ -833,20 +1269,16 @@ static void parse_tls(struct ctx *c, json_t *v, wsg_tls_conf_t **out) {
         }
         pop(c, m);
     }
-
-    static const char *const versions[] = {"1.2", "1.3", NULL};
-    int ver = 0;
-    get_enum(c, v, "min_version", versions, "\"1.2\" or \"1.3\"", &ver);
-    t->min_version = ver == 1 ? TLS_1_3 : TLS_1_2;
+    read_fields(c, v, k_tls, t);
 }
 
 static void parse_listener(struct ctx *c, json_t *v, wsg_listener_conf_t *l) {
-    static const char *const keys[] = {"name", "bind", "tls", "proxy_protocol", NULL};
+    set_defaults(c, k_listener, l);
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_listener);
     json_t *name = json_object_get(v, "name");
     if (name == NULL) {
         missing(c, "name", NAME_WHAT);
@@ -867,7 +1299,7 @@ static void parse_listener(struct ctx *c, json_t *v, wsg_listener_conf_t *l) {
         parse_tls(c, tls, &l->tls);
         pop(c, m);
     }
-    get_bool(c, v, "proxy_protocol", &l->proxy_protocol);
+    read_fields(c, v, k_listener, l);
 }
 
 /* The required, non-empty top-level array <key>: reports it missing or of
@@ -934,7 +1366,6 @@ static void parse_listeners(struct ctx *c, json_t *root, wsg_config_t *cfg) {
 }
 
 static void parse_admin(struct ctx *c, json_t *root, wsg_config_t *cfg) {
-    static const char *const keys[] = {"bind", "token", NULL};
     static const char *const token_what = "null or a non-empty string of printable characters "
                                           "without spaces";
     json_t *v = json_object_get(root, "admin");
@@ -947,7 +1378,7 @@ static void parse_admin(struct ctx *c, json_t *root, wsg_config_t *cfg) {
         return;
     }
     cfg->admin.enabled = true;
-    check_keys(c, v, keys);
+    check_keys(c, v, k_admin);
     req_addr(c, v, "bind", &cfg->admin.bind, &cfg->admin.addr);
     json_t *tok = json_object_get(v, "token");
     if (tok != NULL && !json_is_null(tok)) {
@@ -1000,8 +1431,8 @@ static void get_path(struct ctx *c, json_t *v, const char *key, bool query, char
         if (s[0] != '/') {
             bad_value(c, p, "a path starting with \"/\"");
         } else if (!clean) {
-            bad_value(c, p, query ? "a path without spaces or '#'"
-                                  : "a path without spaces, '?' or '#'");
+            bad_value(c, p,
+                      query ? "a path without spaces or '#'" : "a path without spaces, '?' or '#'");
         } else {
             char *d = xstrdup(c, s);
             if (d != NULL) {
@@ -1014,14 +1445,13 @@ static void get_path(struct ctx *c, json_t *v, const char *key, bool query, char
 }
 
 static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
-    static const char *const keys[] = {"host", "path_prefix", "pool", NULL};
     static const char *const host_what = "null, a host name or \"*.suffix\"";
     size_t before = c->nerrors;
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return false;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_route);
     json_t *h = json_object_get(v, "host");
     if (h != NULL && !json_is_null(h)) {
         size_t m = push_key(c, "host");
@@ -1062,7 +1492,7 @@ static void parse_routes(struct ctx *c, json_t *root, wsg_config_t *cfg) {
         c->oom = true;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         size_t mi = push_index(c, i);
-        cfg->routes[i].path_prefix = xstrdup(c, "/");
+        set_defaults(c, k_route, &cfg->routes[i]);
         bool ok = parse_route(c, json_array_get(v, i), &cfg->routes[i]);
         if (c->route_bad != NULL)
             c->route_bad[i] = !ok;
@@ -1157,14 +1587,13 @@ static bool valid_query_name(const char *s) {
 }
 
 static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
-    static const char *const keys[] = {"key", "fallback", "load_factor", NULL};
     static const char *const key_what =
         "\"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"";
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_balance);
     json_t *k = json_object_get(v, "key");
     if (k != NULL) {
         size_t m = push_key(c, "key");
@@ -1205,54 +1634,33 @@ static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
         }
         pop(c, m);
     }
-    static const char *const fallbacks[] = {"ip", "random", NULL};
-    int fb = (int)b->fallback;
-    get_enum(c, v, "fallback", fallbacks, "\"ip\" or \"random\"", &fb);
-    b->fallback = (wsg_fallback_t)fb;
-
-    json_t *lf = json_object_get(v, "load_factor");
-    if (lf != NULL) {
-        size_t m = push_key(c, "load_factor");
-        static const char *const lf_what = "0 or a number >= 1.0";
-        if (!json_is_number(lf))
-            bad_type(c, lf, lf_what);
-        else if (json_number_value(lf) != 0 && !(json_number_value(lf) >= 1.0))
-            bad_value(c, lf, lf_what);
-        else
-            b->load_factor = json_number_value(lf);
-        pop(c, m);
-    }
+    read_fields(c, v, k_balance, b);
 }
 
 static void parse_health(struct ctx *c, json_t *v, wsg_health_conf_t *h) {
-    static const char *const keys[] = {"type", "path", "interval_ms", "timeout_ms",
-                                       "rise", "fall", NULL};
-    static const char *const type_what = "\"tcp\", \"http\" or \"websocket\"";
     if (v == NULL || json_is_null(v))
         return;
     if (!json_is_object(v)) {
         bad_type(c, v, "null or an object");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_health);
     if (json_object_get(v, "type") == NULL) {
-        missing(c, "type", type_what);
-    } else {
-        static const char *const types[] = {"tcp", "http", "websocket", NULL};
-        int t = -1;
-        get_enum(c, v, "type", types, type_what, &t);
-        if (t >= 0)
-            h->type = (wsg_health_type_t)(WSG_HEALTH_TCP + t);
+        struct sb what = {0};
+        enum_what(&what, key_get(k_health, "type"));
+        missing(c, "type", what.p != NULL ? what.p : "?");
+        c->oom |= what.oom;
+        free(what.p);
     }
+    /* In the table's order, so that messages come in the file's usual
+     * order: the type, the path, then the timings. */
+    const struct key *type = key_get(k_health, "type");
+    read_fields_n(c, v, type, 1, h);
     get_path(c, v, "path", true, &h->path);
-    get_ms(c, v, "interval_ms", NULL, &h->interval_ms);
-    get_ms(c, v, "timeout_ms", NULL, &h->timeout_ms);
-    get_unsigned(c, v, "rise", 1, 1000, &h->rise);
-    get_unsigned(c, v, "fall", 1, 1000, &h->fall);
+    read_fields_n(c, v, type + 1, SIZE_MAX, h);
 }
 
 static void parse_pool_tls(struct ctx *c, json_t *v, wsg_pool_tls_conf_t *t) {
-    static const char *const keys[] = {"ca", "verify", "server_name", NULL};
     if (v == NULL || json_is_null(v))
         return;
     if (!json_is_object(v)) {
@@ -1260,9 +1668,9 @@ static void parse_pool_tls(struct ctx *c, json_t *v, wsg_pool_tls_conf_t *t) {
         return;
     }
     t->enabled = true;
-    check_keys(c, v, keys);
+    check_keys(c, v, k_pool_tls);
     opt_string(c, v, "ca", "null or a non-empty string (CA file)", &t->ca);
-    get_bool(c, v, "verify", &t->verify);
+    read_fields(c, v, k_pool_tls, t);
     json_t *sn = json_object_get(v, "server_name");
     if (sn != NULL && !json_is_null(sn)) {
         static const char *const what = "null or a host name";
@@ -1278,35 +1686,30 @@ static void parse_pool_tls(struct ctx *c, json_t *v, wsg_pool_tls_conf_t *t) {
 }
 
 static void parse_backend(struct ctx *c, json_t *v, wsg_backend_conf_t *b) {
-    static const char *const keys[] = {"address", "weight", NULL};
+    set_defaults(c, k_backend, b);
     if (!json_is_object(v)) {
         bad_type(c, v, "an object with \"address\"");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_backend);
     req_addr(c, v, "address", &b->address, &b->addr);
-    get_unsigned(c, v, "weight", 1, 256, &b->weight);
+    read_fields(c, v, k_backend, b);
 }
 
 static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
-    static const char *const keys[] = {"backends", "balance", "health", "connect_timeout_ms",
-                                       "retries",  "tls",     NULL};
+    /* The sub-sections hold their defaults even when absent: health keeps
+     * its timings for passive checks, and the balance key is "ip". */
+    set_defaults(c, k_pool, p);
+    set_defaults(c, k_balance, &p->balance);
+    set_defaults(c, k_health, &p->health);
+    set_defaults(c, k_pool_tls, &p->tls);
     p->balance.key = WSG_KEY_IP;
-    p->balance.fallback = WSG_FALLBACK_IP;
     p->health.type = WSG_HEALTH_NONE;
-    p->health.path = xstrdup(c, "/");
-    p->health.interval_ms = 2000;
-    p->health.timeout_ms = 1000;
-    p->health.rise = 2;
-    p->health.fall = 3;
-    p->connect_timeout_ms = 3000;
-    p->retries = 2;
-    p->tls.verify = true;
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return;
     }
-    check_keys(c, v, keys);
+    check_keys(c, v, k_pool);
 
     static const char *const bwhat = "a non-empty array of backends";
     json_t *bs = json_object_get(v, "backends");
@@ -1326,7 +1729,6 @@ static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
             for (size_t i = 0; i < p->nbackends; i++) {
                 wsg_backend_conf_t *b = &p->backends[i];
                 size_t mi = push_index(c, i);
-                b->weight = 1;
                 parse_backend(c, json_array_get(bs, i), b);
                 /* The address as written is the backend's identity on the
                  * hash ring and in the admin API, so it must be unique. */
@@ -1360,8 +1762,7 @@ static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
         parse_health(c, h, &p->health);
         pop(c, m);
     }
-    get_ms(c, v, "connect_timeout_ms", NULL, &p->connect_timeout_ms);
-    get_unsigned(c, v, "retries", 0, 100, &p->retries);
+    read_fields(c, v, k_pool, p);
     json_t *t = json_object_get(v, "tls");
     if (t != NULL) {
         size_t m = push_key(c, "tls");
@@ -1425,35 +1826,39 @@ static bool parse_pools(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     return true;
 }
 
-static json_t *section(struct ctx *c, json_t *root, const char *key, const char *const *keys) {
+/* The optional top-level object <key>, whose keys are all scalars the
+ * table describes: checked and read into <cfg>. */
+static void section(struct ctx *c, json_t *root, const char *key, wsg_config_t *cfg) {
     json_t *v = json_object_get(root, key);
     if (v == NULL)
-        return NULL;
-    if (!json_is_object(v)) {
-        size_t m = push_key(c, key);
-        bad_type(c, v, "an object");
-        pop(c, m);
-        return NULL;
-    }
+        return;
+    const struct key *k = key_get(k_root, key);
     size_t m = push_key(c, key);
-    check_keys(c, v, keys);
+    if (!json_is_object(v)) {
+        bad_type(c, v, "an object");
+    } else {
+        check_keys(c, v, k->sub);
+        read_fields(c, v, k->sub, cfg);
+    }
     pop(c, m);
-    return v;
 }
 
 static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
-    static const char *const keys[] = {"workers",  "listeners", "admin",  "routes", "pools",
-                                       "timeouts", "heartbeat", "limits", "log",    NULL};
-    check_keys(c, root, keys);
+    check_keys(c, root, k_root);
+    read_fields(c, root, k_root, cfg);
+    json_t *schema = json_object_get(root, "$schema");
+    if (schema != NULL && !json_is_string(schema)) {
+        size_t m = push_key(c, "$schema");
+        bad_type(c, schema, "a string (the URI of a JSON Schema)");
+        pop(c, m);
+    }
 
-    uint64_t w = 0;
-    get_u64(c, root, "workers", 0, 1024, " (0 = one per CPU)", &w);
-    cfg->workers_configured = (unsigned)w;
+    unsigned w = cfg->workers_configured;
     if (w == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        w = n < 1 ? 1 : n > 1024 ? 1024 : (uint64_t)n;
+        w = n < 1 ? 1 : n > 1024 ? 1024 : (unsigned)n;
     }
-    cfg->workers = (unsigned)w;
+    cfg->workers = w;
 
     parse_listeners(c, root, cfg);
     parse_admin(c, root, cfg);
@@ -1461,55 +1866,205 @@ static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     bool have_pools = parse_pools(c, root, cfg);
     check_routes(c, cfg, have_pools);
 
-    static const char *const tkeys[] = {"handshake_ms", "idle_ms", "drain_ms", NULL};
-    json_t *t = section(c, root, "timeouts", tkeys);
-    if (t != NULL) {
-        size_t m = push_key(c, "timeouts");
-        get_ms(c, t, "handshake_ms", NULL, &cfg->timeouts.handshake_ms);
-        get_ms(c, t, "idle_ms", "never", &cfg->timeouts.idle_ms);
-        get_ms(c, t, "drain_ms", NULL, &cfg->timeouts.drain_ms);
-        pop(c, m);
-    }
+    section(c, root, "timeouts", cfg);
+    section(c, root, "heartbeat", cfg);
+    section(c, root, "limits", cfg);
+    section(c, root, "log", cfg);
+}
 
-    static const char *const hkeys[] = {"interval_ms", "timeout_ms", NULL};
-    json_t *h = section(c, root, "heartbeat", hkeys);
-    if (h != NULL) {
-        size_t m = push_key(c, "heartbeat");
-        get_ms(c, h, "interval_ms", "disabled", &cfg->heartbeat.interval_ms);
-        get_ms(c, h, "timeout_ms", "disabled", &cfg->heartbeat.timeout_ms);
-        pop(c, m);
-    }
+/* ------------------------------------------------------------------------ */
+/* JSON Schema (draft 2020-12), from the key table                          */
 
-    static const char *const lkeys[] = {"max_connections",  "max_connections_per_ip",
-                                        "max_header_bytes", "max_frame_bytes",
-                                        "buffer_bytes",     NULL};
-    json_t *l = section(c, root, "limits", lkeys);
-    if (l != NULL) {
-        size_t m = push_key(c, "limits");
-        get_u64(c, l, "max_connections", 1, UINT64_MAX, "", &cfg->limits.max_connections);
-        get_u64(c, l, "max_connections_per_ip", 0, UINT64_MAX, " (0 = unlimited)",
-                &cfg->limits.max_connections_per_ip);
-        get_u64(c, l, "max_header_bytes", 256, 1048576, " (bytes)", &cfg->limits.max_header_bytes);
-        /* 125 bytes: the largest control frame (RFC 6455 §5.5) must pass. */
-        get_u64(c, l, "max_frame_bytes", 125, UINT64_MAX, " (bytes)", &cfg->limits.max_frame_bytes);
-        get_u64(c, l, "buffer_bytes", 1024, 1073741824, " (bytes)", &cfg->limits.buffer_bytes);
-        pop(c, m);
+/* Patterns of the string formats, in the subset of regular expressions
+ * that ECMA-262 and every schema validator share. They check the shape
+ * only; the parser's validators above are stricter where a pattern would
+ * be unreadable (IPv4 octets, label lengths). */
+static const char *fmt_pattern(enum kfmt f) {
+    switch (f) {
+    case KF_ADDR:
+        return "^(\\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$";
+    case KF_NAME:
+        return "^[A-Za-z0-9_.-]+$";
+    case KF_HOST:
+        return "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
+    case KF_HOSTPAT:
+        return "^(\\*\\.)?[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
+    case KF_PATH:
+        return "^/[^\\u0000-\\u0020\\u007f#]*$";
+    case KF_PREFIX:
+        return "^/[^\\u0000-\\u0020\\u007f#?]*$";
+    case KF_TOKEN:
+        return "^[!-~]+$";
+    case KF_STICKY:
+        return "^(ip|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020\\u007f&=#?"
+               "]+)$";
+    default:
+        return NULL;
     }
+}
 
-    static const char *const gkeys[] = {"level", "format", "access", NULL};
-    json_t *g = section(c, root, "log", gkeys);
-    if (g != NULL) {
-        size_t m = push_key(c, "log");
-        static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-        static const char *const formats[] = {"text", "json", NULL};
-        int lv = (int)cfg->log.level, fm = (int)cfg->log.format;
-        get_enum(c, g, "level", levels, "\"debug\", \"info\", \"warn\" or \"error\"", &lv);
-        get_enum(c, g, "format", formats, "\"text\" or \"json\"", &fm);
-        cfg->log.level = (wsg_log_level_t)lv;
-        cfg->log.format = (wsg_log_format_t)fm;
-        get_bool(c, g, "access", &cfg->log.access);
-        pop(c, m);
+/* Sets "type" to <t>, or to [<t>, "null"] when null is accepted. */
+static int set_type(json_t *o, const char *t, bool nullable) {
+    if (!nullable)
+        return json_object_set_new(o, "type", json_string(t));
+    json_t *a = json_array();
+    if (a == NULL || json_array_append_new(a, json_string(t)) != 0 ||
+        json_array_append_new(a, json_string("null")) != 0) {
+        json_decref(a);
+        return -1;
     }
+    return json_object_set_new(o, "type", a);
+}
+
+/* A JSON value written as JSON text in the table. */
+static json_t *json_text(const char *s) {
+    json_error_t e;
+    json_t *v = json_loads(s, JSON_DECODE_ANY, &e);
+    assert(v != NULL);
+    return v;
+}
+
+static json_t *key_schema(const struct key *k);
+
+/* "properties", "required" and "additionalProperties": false. */
+static int object_schema(json_t *o, const struct key *keys) {
+    json_t *props = json_object(), *req = json_array();
+    int rc = props == NULL || req == NULL ? -1 : 0;
+    for (const struct key *k = keys; rc == 0 && k->name != NULL; k++) {
+        if (k->type == KT_LATER)
+            continue;
+        json_t *ks = key_schema(k);
+        rc = ks == NULL ? -1 : json_object_set_new(props, k->name, ks);
+        if (rc == 0 && (k->flags & KR_REQUIRED))
+            rc = json_array_append_new(req, json_string(k->name));
+    }
+    if (rc == 0)
+        rc = json_object_set_new(o, "properties", props);
+    else
+        json_decref(props);
+    if (rc == 0 && json_array_size(req) > 0)
+        rc = json_object_set_new(o, "required", req);
+    else
+        json_decref(req);
+    if (rc == 0)
+        rc = json_object_set_new(o, "additionalProperties", json_false());
+    return rc;
+}
+
+static json_t *key_schema(const struct key *k) {
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    bool nullable = (k->flags & KR_NULL) != 0;
+    int rc = 0;
+    if (k->type == KT_UINT && (k->unit != NULL || k->zero != NULL)) {
+        /* "Event-loop threads (0 = one per CPU)." as in the messages. */
+        struct sb d = {0};
+        size_t n = strlen(k->desc);
+        sb_addn(&d, k->desc, n > 0 && k->desc[n - 1] == '.' ? n - 1 : n);
+        sb_printf(&d, " (%s%s%s%s).", k->unit ? k->unit : "", k->unit && k->zero ? ", " : "",
+                  k->zero ? "0 = " : "", k->zero ? k->zero : "");
+        rc = d.oom ? -1 : json_object_set_new(o, "description", json_string(d.p));
+        free(d.p);
+    } else if (k->desc != NULL) {
+        rc = json_object_set_new(o, "description", json_string(k->desc));
+    }
+    switch (k->type) {
+    case KT_OBJECT:
+        rc = rc ? rc : set_type(o, "object", nullable);
+        rc = rc ? rc : object_schema(o, k->sub);
+        break;
+    case KT_ARRAY:
+        rc = rc ? rc : set_type(o, "array", nullable);
+        if (rc == 0 && (k->flags & KR_NONEMPTY))
+            rc = json_object_set_new(o, "minItems", json_integer(1));
+        rc = rc ? rc : json_object_set_new(o, "items", key_schema(k->sub));
+        break;
+    case KT_MAP: {
+        rc = rc ? rc : set_type(o, "object", nullable);
+        if (rc == 0 && (k->flags & KR_NONEMPTY))
+            rc = json_object_set_new(o, "minProperties", json_integer(1));
+        json_t *names = json_object();
+        if (rc == 0 && names != NULL && fmt_pattern(k->fmt) != NULL)
+            rc = json_object_set_new(names, "pattern", json_string(fmt_pattern(k->fmt)));
+        rc = rc ? rc : json_object_set_new(o, "propertyNames", names);
+        rc = rc ? rc : json_object_set_new(o, "additionalProperties", key_schema(k->sub));
+        break;
+    }
+    case KT_BOOL:
+        rc = rc ? rc : set_type(o, "boolean", nullable);
+        break;
+    case KT_UINT:
+        rc = rc ? rc : set_type(o, "integer", nullable);
+        rc = rc ? rc : json_object_set_new(o, "minimum", json_integer((json_int_t)k->lo));
+        if (rc == 0 && k->hi != UINT64_MAX)
+            rc = json_object_set_new(o, "maximum", json_integer((json_int_t)k->hi));
+        break;
+    case KT_FACTOR: {
+        /* 0, or at least 1.0: "not strictly between 0 and 1". */
+        rc = rc ? rc : set_type(o, "number", nullable);
+        rc = rc ? rc : json_object_set_new(o, "minimum", json_integer(0));
+        json_t *gap = json_pack("{s:i, s:i}", "exclusiveMinimum", 0, "exclusiveMaximum", 1);
+        rc = rc ? rc : json_object_set_new(o, "not", gap);
+        break;
+    }
+    case KT_ENUM: {
+        json_t *e = json_array();
+        for (size_t i = 0; e != NULL && k->enums[i] != NULL; i++)
+            if (json_array_append_new(e, json_string(k->enums[i])) != 0)
+                rc = -1;
+        rc = rc ? rc : set_type(o, "string", nullable);
+        rc = rc ? rc : json_object_set_new(o, "enum", e);
+        break;
+    }
+    case KT_STRING:
+        rc = rc ? rc : set_type(o, "string", nullable);
+        if (rc == 0 && (k->flags & KR_NONEMPTY))
+            rc = json_object_set_new(o, "minLength", json_integer(1));
+        if (rc == 0 && fmt_pattern(k->fmt) != NULL)
+            rc = json_object_set_new(o, "pattern", json_string(fmt_pattern(k->fmt)));
+        break;
+    case KT_LATER:
+        assert(!"later keys have no schema");
+        break;
+    }
+    if (rc == 0 && k->def != NULL)
+        rc = json_object_set_new(o, "default", json_text(k->def));
+    if (rc == 0 && k->example != NULL) {
+        json_t *ex = json_array();
+        rc = ex == NULL ? -1 : json_array_append_new(ex, json_text(k->example));
+        rc = rc ? rc : json_object_set_new(o, "examples", ex);
+    }
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *wsg_config_schema(void) {
+    static const struct key root = {
+        .type = KT_OBJECT,
+        .sub = k_root,
+        .desc = "The configuration file of wsgate, a WebSocket-aware load balancer. This "
+                "schema is printed by `wsgate --schema` from the table the parser uses; "
+                "`wsgate -t` also checks what a schema cannot (names resolve, routes name "
+                "existing pools and can be reached, certificate files load).",
+    };
+    json_t *s = json_object();
+    if (s == NULL)
+        return NULL;
+    json_t *body = key_schema(&root);
+    int rc = body == NULL ? -1 : 0;
+    rc = rc ? rc
+            : json_object_set_new(s, "$schema",
+                                  json_string("https://json-schema.org/draft/2020-12/schema"));
+    rc = rc ? rc : json_object_set_new(s, "title", json_string("wsgate configuration"));
+    rc = rc ? rc : json_object_update(s, body);
+    json_decref(body);
+    char *text = rc == 0 ? json_dumps(s, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(s);
+    return text;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1562,22 +2117,6 @@ static void config_free(wsg_config_t *cfg) {
     free(cfg);
 }
 
-static void set_defaults(wsg_config_t *cfg) {
-    cfg->timeouts.handshake_ms = 5000;
-    cfg->timeouts.idle_ms = 300000;
-    cfg->timeouts.drain_ms = 10000;
-    cfg->heartbeat.interval_ms = 30000;
-    cfg->heartbeat.timeout_ms = 10000;
-    cfg->limits.max_connections = 100000;
-    cfg->limits.max_connections_per_ip = 0;
-    cfg->limits.max_header_bytes = 8192;
-    cfg->limits.max_frame_bytes = 16777216;
-    cfg->limits.buffer_bytes = 65536;
-    cfg->log.level = WSG_LOG_INFO;
-    cfg->log.format = WSG_LOG_TEXT;
-    cfg->log.access = true;
-}
-
 /* Adds a message that has no JSON path (syntax errors, I/O errors). */
 static void raw_error(struct ctx *c, const char *fmt, ...) {
     struct sb m = {0};
@@ -1618,7 +2157,11 @@ wsg_config_t *wsg_config_parse(const char *text, size_t len, const char *name,
         c.oom = true;
         goto fail;
     }
-    set_defaults(cfg);
+    set_defaults(&c, k_root, cfg);
+    set_defaults(&c, k_timeouts, cfg);
+    set_defaults(&c, k_heartbeat, cfg);
+    set_defaults(&c, k_limits, cfg);
+    set_defaults(&c, k_log, cfg);
     cfg->path = xstrdup(&c, c.file);
     if (!json_is_object(root))
         bad_type(&c, root, "a JSON object at the top level");
