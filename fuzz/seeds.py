@@ -96,7 +96,7 @@ def proxy_seeds():
 
 def config_seeds():
     base = {
-        "listeners": [{"bind": "127.0.0.1:8080"}],
+        "listeners": [{"name": "public", "bind": "127.0.0.1:8080"}],
         "pools": {"chat": {"backends": [{"address": "127.0.0.1:9001", "weight": 2},
                                          {"address": "127.0.0.1:9002"}],
                            "balance": {"key": "query:user", "fallback": "random"}}},
@@ -110,7 +110,10 @@ def config_seeds():
                  "limits": {"max_connections": 1000, "max_frame_bytes": 1048576}})
     yield "full", json.dumps(full, indent=1).encode()
     yield "bad-type", b'{"listeners": "nope", "pools": {}}'
-    yield "unknown-key", b'{"listeners": [{"bind": "127.0.0.1:1"}], "pools": {}, "bogus": 1}'
+    yield "unknown-key", b'{"listeners": [{"name": "a", "bind": "127.0.0.1:1"}], "pools": {}, "bogus": 1}'
+    for shipped in ("demo.json", "example.json"):
+        with open(os.path.join(HERE, "..", "config", shipped), "rb") as f:
+            yield "shipped-" + shipped[:-5], f.read()
     yield "truncated", json.dumps(base).encode()[:40]
 
 
