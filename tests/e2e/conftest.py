@@ -131,7 +131,8 @@ class Proc:
         return self.p.poll() is None
 
     def log(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig):
@@ -276,7 +277,19 @@ class Stack:
         self.n = 0
 
     def echo(self, name, port=0):
-        e = Echo(self.tmpdir, name, port)
+        """An echo backend; on a given <port> (a backend coming back where
+        wsgate expects it), retried while the port is briefly held: wsgate's
+        own connects to the other backends take their source ports from the
+        same ephemeral range that free_port() drew this one from."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                e = Echo(self.tmpdir, name, port)
+                break
+            except AssertionError as err:
+                if not port or "in use" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.procs.append(e)
         return e
 
