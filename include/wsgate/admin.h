@@ -11,7 +11,9 @@
  *   anything else                            404 / 405, JSON {"error": ...}
  *
  * HTTP/1.1 with keep-alive. Bounded: at most WSG_ADMIN_MAX_CONNS connections
- * (more are closed at accept), requests of at most WSG_ADMIN_MAX_HEAD bytes of
+ * (at the cap a new one is admitted by closing the one idle the longest, else
+ * the one whose request began first, so /healthz stays answerable; it is
+ * closed at accept only when every connection is being answered), requests of at most WSG_ADMIN_MAX_HEAD bytes of
  * head and WSG_ADMIN_MAX_BODY of body, one request in progress per
  * connection, and time limits on a request, a response and an idle
  * connection. With a token, every path but /healthz needs

@@ -46,6 +46,10 @@ typedef struct wsg_metrics_input_s {
     const char *version; /* wsgate version for wsgate_build_info */
     uint64_t uptime_ms;
     unsigned workers;
+    /* The admin endpoint's own connections (src/ctl/admin.c): open now, and
+     * the counts of those closed to admit a new one at the cap (shed) and
+     * of new ones closed at accept because none could be (refused). */
+    uint64_t admin_connections, admin_shed, admin_refused;
 } wsg_metrics_input_t;
 
 /* Appends the whole exposition for <in> to <out>. Returns 0, or UV_ENOMEM

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ typedef struct aconn_s {
     bool close_after;      /* close once the response is written */
     bool in_request;       /* bytes of a request have arrived */
     bool head_only;        /* the request was HEAD */
+    uint64_t since;        /* loop time at which it went idle or its request began */
     wsg_http_head_t *head; /* owned: the parser of the current request */
     char *out;             /* owned until the write completes */
     char peer[64];
@@ -74,11 +76,20 @@ struct wsg_admin_s {
     bool listener_open;
     char *bind;     /* owned copy */
     char *token;    /* owned copy, NULL: no authentication */
-    aconn_t *conns; /* live connections */
-    unsigned nconns;
+    aconn_t *conns; /* live connections, newest first */
+    unsigned nconns;   /* in the list (closing ones included) */
+    unsigned nclosing; /* of which closing: they no longer count toward the cap */
     bool stopping;
     uint64_t refused_log_ms; /* last "too many connections" line */
+    uint64_t shed_log_ms;    /* last "closing an idle connection" line */
+    unsigned shed_unlogged;  /* sheddings since that line */
 };
+
+/* Process-wide counters for /metrics. They live outside wsg_admin_t because
+ * a reload that changes the admin section replaces the endpoint, and a
+ * Prometheus counter must not go back to zero. Server thread only. */
+static uint64_t shed_total;    /* connections closed to admit a new one */
+static uint64_t refused_total; /* connections closed at accept: no slot to free */
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -108,6 +119,7 @@ static void on_conn_closed(uv_handle_t *h) {
     if (c->next)
         c->next->prev = c->prev;
     a->nconns--;
+    a->nclosing--;
     wsg_http_head_free(c->head);
     free(c->out);
     free(c);
@@ -118,6 +130,7 @@ static void close_conn(aconn_t *c) {
     if (c->closing)
         return;
     c->closing = true;
+    c->a->nclosing++;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
@@ -405,6 +418,9 @@ static void get_metrics(aconn_t *c, bool keepalive) {
         .version = WSG_VERSION,
         .uptime_ms = wsg_server_uptime_ms(srv),
         .workers = wsg_server_nworkers(srv),
+        .admin_connections = c->a->nconns - c->a->nclosing,
+        .admin_shed = shed_total,
+        .admin_refused = refused_total,
     };
     int r = wsg_metrics_render(&b, &in);
     free(st);
@@ -648,12 +664,14 @@ static void process(aconn_t *c) {
     while (!c->closing && !c->writing) {
         if (c->inlen == 0) {
             c->in_request = false;
+            c->since = uv_now(c->a->loop);
             arm(c, WSG_ADMIN_IDLE_MS);
             start_reading(c);
             return;
         }
         if (!c->in_request) {
             c->in_request = true;
+            c->since = uv_now(c->a->loop);
             arm(c, WSG_ADMIN_REQUEST_MS);
         }
         if (c->head == NULL &&
@@ -755,6 +773,57 @@ static void free_handle(uv_handle_t *h) {
     free(h);
 }
 
+/* The connection to close so that a new one can be admitted at the cap, or
+ * NULL. First choice: the one idle the longest, i.e. with no byte of a
+ * request buffered (a keep-alive connection between requests, or one that
+ * has sent nothing since it was accepted). Second choice, when every
+ * connection has a request under way: the one whose request began the
+ * longest ago, which is the slowest sender and the likeliest to be holding
+ * a slot on purpose. A connection whose answer is being written, or being
+ * built (busy), is never chosen: an answer once started is finished. */
+static aconn_t *shed_victim(wsg_admin_t *a, bool *idle) {
+    aconn_t *best_idle = NULL, *best_req = NULL;
+    for (aconn_t *c = a->conns; c != NULL; c = c->next) {
+        if (c->closing || c->busy || c->writing)
+            continue;
+        if (c->inlen == 0) {
+            if (best_idle == NULL || c->since <= best_idle->since)
+                best_idle = c;
+        } else if (best_req == NULL || c->since <= best_req->since) {
+            best_req = c;
+        }
+    }
+    *idle = best_idle != NULL;
+    return best_idle != NULL ? best_idle : best_req;
+}
+
+/* At the cap, frees a slot for the connection being accepted by closing
+ * the shed_victim(). This is what keeps GET /healthz answerable when idle or
+ * slow clients hold every slot: a liveness probe that had to wait for an
+ * idle timeout would restart a healthy wsgate. Returns false when no
+ * connection may be closed (every one is answering). Logs at most one line
+ * a second, with the count of sheddings it stands for. */
+static bool shed_one(wsg_admin_t *a) {
+    bool idle;
+    aconn_t *v = shed_victim(a, &idle);
+    if (v == NULL)
+        return false;
+    uint64_t now = uv_now(a->loop);
+    shed_total++;
+    a->shed_unlogged++;
+    if (now - a->shed_log_ms >= 1000) {
+        WSG_LOG(WSG_LOG_WARN, "admin",
+                "%d admin connections: closing %s (%s for %" PRIu64
+                " ms) to admit a new one (%u closed so since the last such line)",
+                WSG_ADMIN_MAX_CONNS, v->peer, idle ? "idle" : "request incomplete",
+                now - v->since, a->shed_unlogged);
+        a->shed_log_ms = now;
+        a->shed_unlogged = 0;
+    }
+    close_conn(v);
+    return true;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     wsg_admin_t *a = server->data;
 
@@ -764,18 +833,23 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     if (a->stopping)
         return;
-    if (a->nconns >= WSG_ADMIN_MAX_CONNS) {
+    /* Closing connections are on their way out (their handles close on
+     * this loop iteration), so they do not hold a slot. */
+    if (a->nconns - a->nclosing >= WSG_ADMIN_MAX_CONNS && !shed_one(a)) {
         /* Accept and close at once: left in the backlog, the connection
          * would stop libuv from accepting anything else. */
         uv_tcp_t *t = malloc(sizeof(*t));
         if (t == NULL)
             return;
         uv_tcp_init(a->loop, t);
-        if (uv_accept(server, (uv_stream_t *)t) == 0 &&
-            uv_now(a->loop) - a->refused_log_ms >= 1000) {
-            a->refused_log_ms = uv_now(a->loop);
-            WSG_LOG(WSG_LOG_WARN, "admin", "more than %d admin connections: closing new ones",
-                    WSG_ADMIN_MAX_CONNS);
+        if (uv_accept(server, (uv_stream_t *)t) == 0) {
+            refused_total++;
+            if (uv_now(a->loop) - a->refused_log_ms >= 1000) {
+                a->refused_log_ms = uv_now(a->loop);
+                WSG_LOG(WSG_LOG_WARN, "admin",
+                        "%d admin connections, all answering: closing new ones",
+                        WSG_ADMIN_MAX_CONNS);
+            }
         }
         uv_close((uv_handle_t *)t, free_handle);
         return;
@@ -801,6 +875,7 @@ static void on_connection(uv_stream_t *server, int status) {
     peer_name(&c->tcp, c->peer, sizeof(c->peer));
     /* A new connection gets the request deadline, not the idle one. */
     c->in_request = true;
+    c->since = uv_now(a->loop);
     arm(c, WSG_ADMIN_REQUEST_MS);
     start_reading(c);
 }

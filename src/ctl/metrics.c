@@ -334,6 +334,15 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "Connections closed for a WebSocket protocol error (1002) or a frame too big (1009).",
            st->protocol_errors);
     histogram(out, in);
+    simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
+           in->admin_connections);
+    simple(out, "wsgate_admin_connections_shed_total", "counter",
+           "Admin connections closed (idle first) to admit a new one at the connection cap.",
+           in->admin_shed);
+    simple(out, "wsgate_admin_connections_refused_total", "counter",
+           "New admin connections closed at accept: the cap was reached and every connection "
+           "was answering.",
+           in->admin_refused);
     if (in->rt != NULL)
         backends(out, in->rt);
     return out->oom ? UV_ENOMEM : 0;
