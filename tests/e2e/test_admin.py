@@ -230,6 +230,21 @@ def test_healthz_answers_at_once_when_idle_connections_fill_the_admin_endpoint(s
             s.close()
 
 
+def _slow_request(aport):
+    """A connection with a request under way: a whole GET /healthz and the
+    start of a second request in one write. Once the first answer is back,
+    the server has read (and holds) the incomplete second one, so no timing
+    is left to chance."""
+    s = socket.create_connection(("127.0.0.1", aport), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /status HTTP/1.1\r\nHost: x\r\n")
+    got = b""
+    while not got.endswith(b"\r\n\r\nok\n"):
+        chunk = s.recv(4096)
+        assert chunk, f"closed before the first answer: {got!r}"
+        got += chunk
+    return s
+
+
 def test_idle_admin_connections_are_shed_before_incomplete_requests(stack):
     """With half the slots held by requests still arriving and half by idle
     connections, an idle one goes first; with only incomplete requests left,
@@ -238,16 +253,9 @@ def test_idle_admin_connections_are_shed_before_incomplete_requests(stack):
     half = MAX_ADMIN_CONNS // 2
     slow, idle = [], []
     try:
-        for _ in range(half):
-            s = socket.create_connection(("127.0.0.1", g.aport), timeout=5)
-            s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")  # the head never ends
-            slow.append(s)
-        # Every partial head has been read once the endpoint shows them all
-        # (a scrape is a connection of its own, closed right after).
-        wait_for(lambda: scrape(g.aport).value("wsgate_admin_connections") == half + 1, 5,
-                 what="the slow connections to be open")
-        for _ in range(half):
-            idle.append(socket.create_connection(("127.0.0.1", g.aport), timeout=5))
+        slow = [_slow_request(g.aport) for _ in range(half)]
+        idle = [socket.create_connection(("127.0.0.1", g.aport), timeout=5)
+                for _ in range(MAX_ADMIN_CONNS - half)]
         st, _, _ = admin(g.aport, "GET", "/healthz", timeout=3)
         assert st == 200
         assert _closed_by_server(idle[0], 5), "the oldest idle connection was not shed"
@@ -256,13 +264,13 @@ def test_idle_admin_connections_are_shed_before_incomplete_requests(stack):
         for s in idle:
             s.close()
         idle = []
-        for _ in range(MAX_ADMIN_CONNS - half):
-            s = socket.create_connection(("127.0.0.1", g.aport), timeout=5)
-            s.sendall(b"GET /metrics HTTP/1.1\r\n")
-            slow.append(s)
+        # Each of these is answered once before it counts, so the closes
+        # above have been seen by then.
+        slow += [_slow_request(g.aport) for _ in range(MAX_ADMIN_CONNS - half)]
         st, _, _ = admin(g.aport, "GET", "/healthz", timeout=3)
         assert st == 200
         assert _closed_by_server(slow[0], 5), "the oldest incomplete request was not shed"
+        assert all(_still_open(s) for s in slow[1:])
     finally:
         for s in slow + idle:
             s.close()
