@@ -33,6 +33,15 @@ typedef struct wsg_metrics_buf_s {
 
 void wsg_metrics_buf_free(wsg_metrics_buf_t *b);
 
+/* Append <s>[0..n) / printf-formatted text to <b> (other text writers, such
+ * as the dashboard, share the buffer type). */
+void wsg_metrics_buf_put(wsg_metrics_buf_t *b, const char *s, size_t n);
+void wsg_metrics_buf_printf(wsg_metrics_buf_t *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* Everything one exposition reads. All pointers are borrowed for the call. */
 typedef struct wsg_metrics_input_s {
     const wsg_stats_t *stats; /* required */

@@ -35,6 +35,7 @@
 #include <openssl/evp.h>
 
 #include <wsgate/balancer.h>
+#include <wsgate/dashboard.h>
 #include <wsgate/handshake.h>
 #include <wsgate/log.h>
 #include <wsgate/metrics.h>
@@ -390,12 +391,26 @@ static void get_status(aconn_t *c, bool keepalive) {
                             json_pack("{s:s,s:o}", "health",
                                       wsg_health_type_name(b->conf->health.type), "backends", arr));
     }
-    json_t *j = json_pack("{s:s,s:I,s:i,s:b,s:{s:I,s:I,s:I},s:o}", "version", WSG_VERSION,
-                          "uptime_s", (json_int_t)(wsg_server_uptime_ms(srv) / 1000), "workers",
-                          (int)wsg_server_nworkers(srv), "stopping", wsg_server_stopping(srv),
-                          "connections", "active", (json_int_t)st->conns_active, "total",
-                          (json_int_t)st->conns_total, "rejected", (json_int_t)st->conns_rejected,
-                          "pools", pools);
+    json_t *listeners = json_array();
+    for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
+        const wsg_listener_conf_t *l = &rt->cfg->listeners[i];
+        json_array_append_new(listeners,
+                              json_pack("{s:s,s:s,s:b,s:b}", "name", l->name, "bind", l->bind,
+                                        "tls", l->tls != NULL, "proxy_protocol",
+                                        l->proxy_protocol));
+    }
+    uint64_t up_ms = wsg_server_uptime_ms(srv);
+    /* uptime_ms and the traffic counters let a poller (the dashboard)
+     * compute rates from two samples without trusting its own clock. */
+    json_t *j = json_pack(
+        "{s:s,s:I,s:I,s:i,s:b,s:{s:I,s:I,s:I},s:{s:{s:I,s:I},s:{s:I,s:I}},s:o,s:o}", "version",
+        WSG_VERSION, "uptime_s", (json_int_t)(up_ms / 1000), "uptime_ms", (json_int_t)up_ms,
+        "workers", (int)wsg_server_nworkers(srv), "stopping", wsg_server_stopping(srv),
+        "connections", "active", (json_int_t)st->conns_active, "total",
+        (json_int_t)st->conns_total, "rejected", (json_int_t)st->conns_rejected, "traffic",
+        "frames", "client_to_backend", (json_int_t)st->frames[0], "backend_to_client",
+        (json_int_t)st->frames[1], "bytes", "client_to_backend", (json_int_t)st->bytes[0],
+        "backend_to_client", (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
     free(st);
     send_json(c, 200, j, "", keepalive);
 }
@@ -428,6 +443,60 @@ static void get_metrics(aconn_t *c, bool keepalive) {
         send_json(c, 500, NULL, "", false);
     else
         respond(c, 200, WSG_METRICS_CONTENT_TYPE, b.data, b.len, "", keepalive);
+    wsg_metrics_buf_free(&b);
+}
+
+/* Browsers send Origin with every POST a script makes (Fetch, "append a
+ * request Origin header"), and a page of any site may POST to a loopback
+ * admin address: without a token, that would let a web page drain
+ * backends through the operator's browser. A state-changing request whose
+ * Origin is present and is not this endpoint ("http://" + Host) is refused.
+ * Clients that are not browsers send no Origin and are not affected. */
+static bool cross_origin(aconn_t *c) {
+    size_t ol, hl;
+    const char *o = wsg_http_head_get(c->head, c->in, "Origin", &ol);
+    const char *h = wsg_http_head_get(c->head, c->in, "Host", &hl);
+    if (o == NULL)
+        return false;
+    if (h == NULL || ol != 7 + hl || strncasecmp(o, "http://", 7) != 0)
+        return true;
+    return strncasecmp(o + 7, h, hl) != 0;
+}
+
+/* GET /: the dashboard. Its data is written into the page only when it
+ * may be read: no token is set, or the request carries the right one (a
+ * browser's navigation does not, so with a token the page asks for it). */
+static void get_dashboard(aconn_t *c, bool keepalive) {
+    wsg_server_t *srv = c->a->srv;
+    bool with_data = c->a->token == NULL || authorized(c);
+    wsg_stats_t *st = with_data ? malloc(sizeof(*st)) : NULL;
+    wsg_metrics_buf_t b = {0};
+    char extra[1024];
+
+    if (with_data && st == NULL) {
+        send_json(c, 500, NULL, "", false);
+        return;
+    }
+    if (st != NULL)
+        wsg_server_stats(srv, st);
+    wsg_dashboard_input_t in = {
+        .rt = with_data ? wsg_server_runtime(srv) : NULL,
+        .stats = st,
+        .version = WSG_VERSION,
+        .uptime_ms = wsg_server_uptime_ms(srv),
+        .workers = wsg_server_nworkers(srv),
+        .stopping = wsg_server_stopping(srv),
+    };
+    int r = wsg_dashboard_render(&b, &in);
+    free(st);
+    snprintf(extra, sizeof(extra),
+             "Content-Security-Policy: %s\r\nX-Content-Type-Options: nosniff\r\n"
+             "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n",
+             wsg_dashboard_csp);
+    if (r != 0)
+        send_json(c, 500, NULL, "", false);
+    else
+        respond(c, 200, "text/html; charset=utf-8", b.data, b.len, extra, keepalive);
     wsg_metrics_buf_free(&b);
 }
 
@@ -575,6 +644,14 @@ static void dispatch(aconn_t *c) {
             respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, "", keepalive);
         return;
     }
+    if (!too_many && nseg == 1 && seg[0][0] == '\0') {
+        if (!get) {
+            json_error(c, 405, "Allow: GET, HEAD\r\n", keepalive, "method %s not allowed", method);
+            return;
+        }
+        get_dashboard(c, keepalive);
+        return;
+    }
     if (!authorized(c)) {
         WSG_LOG(WSG_LOG_INFO, "admin", "%s %s %.*s: 401 (missing or wrong bearer token)", c->peer,
                 method, (int)ulen, url);
@@ -615,6 +692,13 @@ static void dispatch(aconn_t *c) {
     case R_ENABLE:
         if (!post) {
             json_error(c, 405, "Allow: POST\r\n", keepalive, "method %s not allowed", method);
+            return;
+        }
+        if (cross_origin(c)) {
+            WSG_LOG(WSG_LOG_WARN, "admin", "%s %s %.*s: 403 (cross-origin request from a browser)",
+                    c->peer, method, (int)ulen, url);
+            json_error(c, 403, "", keepalive,
+                       "forbidden: a browser request from another origin cannot change state");
             return;
         }
         if (route == R_RELOAD)

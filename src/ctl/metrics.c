@@ -53,13 +53,11 @@ static void puts_(wsg_metrics_buf_t *b, const char *s) {
     put(b, s, strlen(s));
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void
-putf(wsg_metrics_buf_t *b, const char *fmt, ...);
+void wsg_metrics_buf_put(wsg_metrics_buf_t *b, const char *s, size_t n) {
+    put(b, s, n);
+}
 
-static void putf(wsg_metrics_buf_t *b, const char *fmt, ...) {
+void wsg_metrics_buf_printf(wsg_metrics_buf_t *b, const char *fmt, ...) {
     char small[256];
     va_list ap;
     va_start(ap, fmt);
@@ -78,6 +76,9 @@ static void putf(wsg_metrics_buf_t *b, const char *fmt, ...) {
     va_end(ap);
     b->len += (size_t)n;
 }
+
+/* Every writer here formats through the exported appender. */
+#define putf wsg_metrics_buf_printf
 
 void wsg_metrics_buf_free(wsg_metrics_buf_t *b) {
     free(b->data);

@@ -106,7 +106,7 @@ def test_token_scheme_is_case_insensitive(env):
 
 
 def test_unknown_path_is_404_json(env):
-    for path in ("/", "/nope", "/status/", "/pools/p", "/pools/p/backends/x/explode"):
+    for path in ("/nope", "/status/", "/pools/p", "/pools/p/backends/x/explode", "//"):
         st, _, j = admin_json(env.aport, "GET", path, TOKEN)
         assert st == 404 and j == {"error": "not found"}, (path, st, j)
 
