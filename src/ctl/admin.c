@@ -1,6 +1,7 @@
 /*
  * The admin HTTP endpoint: a small HTTP/1.1 server on the server thread's
- * loop for /healthz, /status, /metrics, drain, enable and reload (SPEC §7).
+ * loop for the dashboard (/), /healthz, /status, /metrics, drain, enable and
+ * reload (SPEC §7).
  *
  * It reads state (the runtime's backends, the workers' counters summed by
  * wsg_server_stats()) and asks the server to act (wsg_server_drain,
