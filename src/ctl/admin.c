@@ -400,6 +400,16 @@ static void get_status(aconn_t *c, bool keepalive) {
                                         "tls", l->tls != NULL, "proxy_protocol",
                                         l->proxy_protocol));
     }
+    wsg_backend_change_t *ch = malloc(WSG_BACKEND_CHANGES * sizeof(*ch));
+    json_t *changes = json_array();
+    size_t nch = ch ? wsg_balancer_changes(ch, WSG_BACKEND_CHANGES) : 0;
+    for (size_t i = 0; i < nch; i++)
+        json_array_append_new(
+            changes, json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)ch[i].seq,
+                               "at_ms", (json_int_t)ch[i].at_ms, "pool", ch[i].pool, "backend",
+                               ch[i].address, "from", wsg_backend_state_name(ch[i].from), "to",
+                               wsg_backend_state_name(ch[i].to), "reason", ch[i].why));
+    free(ch);
     uint64_t up_ms = wsg_server_uptime_ms(srv);
     /* uptime_ms and the traffic counters let a poller (the dashboard)
      * compute rates from two samples without trusting its own clock. */
@@ -412,6 +422,7 @@ static void get_status(aconn_t *c, bool keepalive) {
         "frames", "client_to_backend", (json_int_t)st->frames[0], "backend_to_client",
         (json_int_t)st->frames[1], "bytes", "client_to_backend", (json_int_t)st->bytes[0],
         "backend_to_client", (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
+    json_object_set_new(j, "changes", changes);
     free(st);
     send_json(c, 200, j, "", keepalive);
 }

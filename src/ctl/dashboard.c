@@ -22,6 +22,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -155,6 +156,33 @@ static void pool(wsg_metrics_buf_t *b, const wsg_balancer_t *p) {
     lit(b, "</tbody></table>\n");
 }
 
+static void changes(wsg_metrics_buf_t *b) {
+    static wsg_backend_change_t ch[WSG_BACKEND_CHANGES]; /* server thread only */
+    size_t n = wsg_balancer_changes(ch, WSG_BACKEND_CHANGES);
+
+    lit(b, "<h2>Recent state changes</h2>\n<ul id=\"changes\">\n");
+    if (n == 0)
+        lit(b, "<li class=\"empty\">none since wsgate started</li>\n");
+    for (size_t i = 0; i < n; i++) {
+        time_t t = (time_t)(ch[i].at_ms / 1000);
+        struct tm tm;
+        char when[32] = "?";
+        if (gmtime_r(&t, &tm) != NULL)
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+        wsg_metrics_buf_printf(b, "<li><span class=\"t\">%s</span>", when);
+        esc(b, ch[i].pool);
+        lit(b, " ");
+        esc(b, ch[i].address);
+        const char *to = wsg_backend_state_name(ch[i].to);
+        wsg_metrics_buf_printf(b, ": %s → <span class=\"st st-%s\">%s</span>",
+                               wsg_backend_state_name(ch[i].from), to, to);
+        lit(b, "<span class=\"why\"> ");
+        esc(b, ch[i].why);
+        lit(b, "</span></li>\n");
+    }
+    lit(b, "</ul>\n");
+}
+
 int wsg_dashboard_render(wsg_metrics_buf_t *out, const wsg_dashboard_input_t *in) {
     wsg_metrics_buf_put(out, (const char *)dashboard_head, sizeof(dashboard_head));
     if (in->rt != NULL) {
@@ -172,6 +200,7 @@ int wsg_dashboard_render(wsg_metrics_buf_t *out, const wsg_dashboard_input_t *in
         listeners(out, in->rt->cfg);
         for (size_t p = 0; p < in->rt->cfg->npools; p++)
             pool(out, in->rt->pools[p]);
+        changes(out);
     } else {
         lit(out, "<noscript><p>An admin token is set: this page needs JavaScript to ask for it. "
                  "<code>GET /status</code> with <code>Authorization: Bearer TOKEN</code> gives "

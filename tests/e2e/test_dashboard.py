@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,24 @@ def test_a_cross_origin_post_cannot_drain(stack):
     assert backend(g.aport, "p", addr)["state"] == "up"
     st, _, _ = admin_json(g.aport, "POST", path, headers={"Origin": f"http://127.0.0.1:{g.aport}"})
     assert st == 200 and backend(g.aport, "p", addr)["state"] == "draining"
+
+
+def test_state_changes_are_kept_for_status_and_the_page(stack):
+    g = _gate(stack, nechos=2)
+    addr = g.echos[1].address
+    t0 = time.time()
+    assert admin_json(g.aport, "POST", f"/pools/p/backends/{addr}/drain")[0] == 200
+    assert admin_json(g.aport, "POST", f"/pools/p/backends/{addr}/enable")[0] == 200
+    ch = status(g.aport)["changes"]
+    assert [(c["backend"], c["from"], c["to"], c["reason"]) for c in ch[:2]] == [
+        (addr, "draining", "up", "admin request"), (addr, "up", "draining", "admin request")]
+    assert ch[0]["seq"] == ch[1]["seq"] + 1 and ch[0]["pool"] == "p"
+    assert abs(ch[0]["at_ms"] / 1000 - t0) < 60  # wall clock
+    html = admin(g.aport, "GET", "/")[2].decode()
+    items = re.findall(r"<li>(.*?)</li>", html.split('<ul id="changes">', 1)[1])
+    text = [re.sub(r"<[^>]+>", "", i) for i in items[:2]]
+    assert text[0].endswith(f"p {addr}: draining → up admin request"), text
+    assert text[1].endswith(f"p {addr}: up → draining admin request"), text
 
 
 # ---- in Chromium ------------------------------------------------------------------
@@ -245,7 +264,8 @@ def test_dashboard_in_chromium_follows_status_and_drains_with_its_button(stack, 
         r = wait_for(lambda: (lambda r: r if r["rows"][victim]["state"] == "draining" and
                               r["changes"] else None)(read_page(browser)), 5,
                      what="the dashboard to show the drain")
-        assert any(victim in ch and "up → draining" in ch for ch in r["changes"]), r["changes"]
+        assert any(victim in ch and "up → draining admin request" in ch
+                   for ch in r["changes"]), r["changes"]
         wait_for(lambda: matches_status(browser, g.aport), 10,
                  what="the dashboard to show the drained backend's counts")
         png = browser.screenshot(screenshot_path())
@@ -304,9 +324,13 @@ def test_dashboard_with_a_thousand_backends_builds_rows_once(stack, browser):
     addrs = [echo.address] + [f"127.0.0.1:{p}" for p in range(40001, 40001 + 999)]
     g = stack.gate(make_config(port, {"p": pool(addrs)}, admin={"bind": f"127.0.0.1:{aport}"},
                                heartbeat={"interval_ms": 0}))
+    # A change from before the page was opened is listed: the server keeps them.
+    assert admin_json(aport, "POST", "/pools/p/backends/127.0.0.1:40500/drain")[0] == 200
     browser.navigate(f"http://127.0.0.1:{aport}/")
     r = wait_samples(browser, 1)
     assert len(r["rows"]) == 1000
+    assert r["rows"]["127.0.0.1:40500"]["state"] == "draining"
+    assert "p 127.0.0.1:40500: up → draining admin request" in r["changes"][0]
     browser.evaluate("""
         for (const tr of document.querySelectorAll("tr[data-address]")) tr.wsgMark = 1;
         return true;""")
