@@ -76,9 +76,9 @@ struct wsg_admin_s {
     uv_loop_t *loop;
     uv_tcp_t listener;
     bool listener_open;
-    char *bind;     /* owned copy */
-    char *token;    /* owned copy, NULL: no authentication */
-    aconn_t *conns; /* live connections, newest first */
+    char *bind;        /* owned copy */
+    char *token;       /* owned copy, NULL: no authentication */
+    aconn_t *conns;    /* live connections, newest first */
     unsigned nconns;   /* in the list (closing ones included) */
     unsigned nclosing; /* of which closing: they no longer count toward the cap */
     bool stopping;
@@ -395,10 +395,9 @@ static void get_status(aconn_t *c, bool keepalive) {
     json_t *listeners = json_array();
     for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
         const wsg_listener_conf_t *l = &rt->cfg->listeners[i];
-        json_array_append_new(listeners,
-                              json_pack("{s:s,s:s,s:b,s:b}", "name", l->name, "bind", l->bind,
-                                        "tls", l->tls != NULL, "proxy_protocol",
-                                        l->proxy_protocol));
+        json_array_append_new(listeners, json_pack("{s:s,s:s,s:b,s:b}", "name", l->name, "bind",
+                                                   l->bind, "tls", l->tls != NULL, "proxy_protocol",
+                                                   l->proxy_protocol));
     }
     wsg_backend_change_t *ch = malloc(WSG_BACKEND_CHANGES * sizeof(*ch));
     json_t *changes = json_array();
@@ -417,11 +416,11 @@ static void get_status(aconn_t *c, bool keepalive) {
         "{s:s,s:I,s:I,s:i,s:b,s:{s:I,s:I,s:I},s:{s:{s:I,s:I},s:{s:I,s:I}},s:o,s:o}", "version",
         WSG_VERSION, "uptime_s", (json_int_t)(up_ms / 1000), "uptime_ms", (json_int_t)up_ms,
         "workers", (int)wsg_server_nworkers(srv), "stopping", wsg_server_stopping(srv),
-        "connections", "active", (json_int_t)st->conns_active, "total",
-        (json_int_t)st->conns_total, "rejected", (json_int_t)st->conns_rejected, "traffic",
-        "frames", "client_to_backend", (json_int_t)st->frames[0], "backend_to_client",
-        (json_int_t)st->frames[1], "bytes", "client_to_backend", (json_int_t)st->bytes[0],
-        "backend_to_client", (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
+        "connections", "active", (json_int_t)st->conns_active, "total", (json_int_t)st->conns_total,
+        "rejected", (json_int_t)st->conns_rejected, "traffic", "frames", "client_to_backend",
+        (json_int_t)st->frames[0], "backend_to_client", (json_int_t)st->frames[1], "bytes",
+        "client_to_backend", (json_int_t)st->bytes[0], "backend_to_client",
+        (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
     json_object_set_new(j, "changes", changes);
     free(st);
     send_json(c, 200, j, "", keepalive);
@@ -911,8 +910,8 @@ static bool shed_one(wsg_admin_t *a) {
         WSG_LOG(WSG_LOG_WARN, "admin",
                 "%d admin connections: closing %s (%s for %" PRIu64
                 " ms) to admit a new one (%u closed so since the last such line)",
-                WSG_ADMIN_MAX_CONNS, v->peer, idle ? "idle" : "request incomplete",
-                now - v->since, a->shed_unlogged);
+                WSG_ADMIN_MAX_CONNS, v->peer, idle ? "idle" : "request incomplete", now - v->since,
+                a->shed_unlogged);
         a->shed_log_ms = now;
         a->shed_unlogged = 0;
     }
