@@ -349,3 +349,22 @@ def test_dashboard_with_a_thousand_backends_builds_rows_once(stack, browser):
     shown = [a for a, row in read_page(browser)["rows"].items() if not row["hidden"]]
     assert shown == ["127.0.0.1:40999"]
     assert g.alive
+
+
+@needs_chromium
+def test_dashboard_rebuilds_its_rows_when_a_reload_changes_the_backends(stack, browser):
+    g = _gate(stack, nechos=2)
+    browser.navigate(f"http://127.0.0.1:{g.aport}/")
+    r = wait_samples(browser, 1)
+    assert len(r["rows"]) == 2 and r["builds"] == 1
+    extra = stack.echo("dash-new")
+    cfg = json.loads(g.cfg_path.read_text())
+    cfg["pools"]["p"]["backends"].append({"address": extra.address, "weight": 4})
+    g.cfg_path.write_text(json.dumps(cfg))
+    st, _, j = admin_json(g.aport, "POST", "/reload")
+    assert st == 200, j
+    r = wait_for(lambda: (lambda r: r if extra.address in r["rows"] else None)(
+        read_page(browser)), 5, what="the new backend on the page")
+    assert r["builds"] == 2 and len(r["rows"]) == 3
+    assert r["rows"][extra.address]["weight"] == 4
+    wait_for(lambda: matches_status(browser, g.aport), 10, what="the page to match /status")
