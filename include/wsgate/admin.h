@@ -2,6 +2,7 @@
  * The admin HTTP endpoint (SPEC §7): its own listener on the server thread's
  * loop, never on a worker, so nothing it does can stall the proxy.
  *
+ *   GET  /                                   the dashboard (HTML, dashboard.h)
  *   GET  /healthz                            200 "ok", 503 "draining" once stopping
  *   GET  /status                             JSON: version, uptime, connections, pools
  *   GET  /metrics                            Prometheus text (docs/metrics.md)
@@ -11,11 +12,14 @@
  *   anything else                            404 / 405, JSON {"error": ...}
  *
  * HTTP/1.1 with keep-alive. Bounded: at most WSG_ADMIN_MAX_CONNS connections
- * (more are closed at accept), requests of at most WSG_ADMIN_MAX_HEAD bytes of
+ * (at the cap a new one is admitted by closing the one idle the longest, else
+ * the one whose request began first, so /healthz stays answerable; it is
+ * closed at accept only when every connection is being answered), requests of at most WSG_ADMIN_MAX_HEAD bytes of
  * head and WSG_ADMIN_MAX_BODY of body, one request in progress per
  * connection, and time limits on a request, a response and an idle
- * connection. With a token, every path but /healthz needs
- * "Authorization: Bearer TOKEN" (else 401).
+ * connection. With a token, every path but /healthz and / needs
+ * "Authorization: Bearer TOKEN" (else 401); / then carries no data unless
+ * the request has it. A POST whose Origin is not this endpoint gets 403.
  */
 #ifndef WSGATE_ADMIN_H
 #define WSGATE_ADMIN_H

@@ -102,6 +102,25 @@ int wsg_balancer_find(const wsg_balancer_t *b, const char *address);
 void wsg_balancer_conn_start(wsg_balancer_t *b, unsigned idx);
 void wsg_balancer_conn_end(wsg_balancer_t *b, unsigned idx);
 
+/* The recent backend state changes, process-wide: every change logged by
+ * this module (passive and active health, drain, enable) is also kept in a
+ * ring of the last WSG_BACKEND_CHANGES, for /status and the dashboard.
+ * Recording takes a mutex, which costs nothing that matters: changes are
+ * rare and never on the relay path. */
+#define WSG_BACKEND_CHANGES 64
+typedef struct wsg_backend_change_s {
+    uint64_t seq;   /* 1, 2, ... in the order they happened */
+    uint64_t at_ms; /* wall clock, ms since the Unix epoch */
+    wsg_backend_state_t from, to;
+    char pool[64];     /* truncated if longer */
+    char address[272]; /* truncated if longer */
+    char why[192];     /* as in the log line, truncated */
+} wsg_backend_change_t;
+
+/* Copies up to <cap> of the kept changes into <out>, newest first; returns
+ * how many. Any thread. */
+size_t wsg_balancer_changes(wsg_backend_change_t *out, size_t cap);
+
 const char *wsg_backend_state_name(wsg_backend_state_t s);
 const char *wsg_health_type_name(wsg_health_type_t t);
 

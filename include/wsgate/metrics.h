@@ -33,6 +33,15 @@ typedef struct wsg_metrics_buf_s {
 
 void wsg_metrics_buf_free(wsg_metrics_buf_t *b);
 
+/* Append <s>[0..n) / printf-formatted text to <b> (other text writers, such
+ * as the dashboard, share the buffer type). */
+void wsg_metrics_buf_put(wsg_metrics_buf_t *b, const char *s, size_t n);
+void wsg_metrics_buf_printf(wsg_metrics_buf_t *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* Everything one exposition reads. All pointers are borrowed for the call. */
 typedef struct wsg_metrics_input_s {
     const wsg_stats_t *stats; /* required */
@@ -46,6 +55,10 @@ typedef struct wsg_metrics_input_s {
     const char *version; /* wsgate version for wsgate_build_info */
     uint64_t uptime_ms;
     unsigned workers;
+    /* The admin endpoint's own connections (src/ctl/admin.c): open now, and
+     * the counts of those closed to admit a new one at the cap (shed) and
+     * of new ones closed at accept because none could be (refused). */
+    uint64_t admin_connections, admin_shed, admin_refused;
 } wsg_metrics_input_t;
 
 /* Appends the whole exposition for <in> to <out>. Returns 0, or UV_ENOMEM

@@ -1,6 +1,7 @@
 /*
  * The admin HTTP endpoint: a small HTTP/1.1 server on the server thread's
- * loop for /healthz, /status, /metrics, drain, enable and reload (SPEC §7).
+ * loop for the dashboard (/), /healthz, /status, /metrics, drain, enable and
+ * reload (SPEC §7).
  *
  * It reads state (the runtime's backends, the workers' counters summed by
  * wsg_server_stats()) and asks the server to act (wsg_server_drain,
@@ -20,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +36,7 @@
 #include <openssl/evp.h>
 
 #include <wsgate/balancer.h>
+#include <wsgate/dashboard.h>
 #include <wsgate/handshake.h>
 #include <wsgate/log.h>
 #include <wsgate/metrics.h>
@@ -60,6 +63,7 @@ typedef struct aconn_s {
     bool close_after;      /* close once the response is written */
     bool in_request;       /* bytes of a request have arrived */
     bool head_only;        /* the request was HEAD */
+    uint64_t since;        /* loop time at which it went idle or its request began */
     wsg_http_head_t *head; /* owned: the parser of the current request */
     char *out;             /* owned until the write completes */
     char peer[64];
@@ -72,13 +76,22 @@ struct wsg_admin_s {
     uv_loop_t *loop;
     uv_tcp_t listener;
     bool listener_open;
-    char *bind;     /* owned copy */
-    char *token;    /* owned copy, NULL: no authentication */
-    aconn_t *conns; /* live connections */
-    unsigned nconns;
+    char *bind;        /* owned copy */
+    char *token;       /* owned copy, NULL: no authentication */
+    aconn_t *conns;    /* live connections, newest first */
+    unsigned nconns;   /* in the list (closing ones included) */
+    unsigned nclosing; /* of which closing: they no longer count toward the cap */
     bool stopping;
     uint64_t refused_log_ms; /* last "too many connections" line */
+    uint64_t shed_log_ms;    /* last "closing an idle connection" line */
+    unsigned shed_unlogged;  /* sheddings since that line */
 };
+
+/* Process-wide counters for /metrics. They live outside wsg_admin_t because
+ * a reload that changes the admin section replaces the endpoint, and a
+ * Prometheus counter must not go back to zero. Server thread only. */
+static uint64_t shed_total;    /* connections closed to admit a new one */
+static uint64_t refused_total; /* connections closed at accept: no slot to free */
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -108,6 +121,7 @@ static void on_conn_closed(uv_handle_t *h) {
     if (c->next)
         c->next->prev = c->prev;
     a->nconns--;
+    a->nclosing--;
     wsg_http_head_free(c->head);
     free(c->out);
     free(c);
@@ -118,6 +132,7 @@ static void close_conn(aconn_t *c) {
     if (c->closing)
         return;
     c->closing = true;
+    c->a->nclosing++;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
@@ -377,12 +392,36 @@ static void get_status(aconn_t *c, bool keepalive) {
                             json_pack("{s:s,s:o}", "health",
                                       wsg_health_type_name(b->conf->health.type), "backends", arr));
     }
-    json_t *j = json_pack("{s:s,s:I,s:i,s:b,s:{s:I,s:I,s:I},s:o}", "version", WSG_VERSION,
-                          "uptime_s", (json_int_t)(wsg_server_uptime_ms(srv) / 1000), "workers",
-                          (int)wsg_server_nworkers(srv), "stopping", wsg_server_stopping(srv),
-                          "connections", "active", (json_int_t)st->conns_active, "total",
-                          (json_int_t)st->conns_total, "rejected", (json_int_t)st->conns_rejected,
-                          "pools", pools);
+    json_t *listeners = json_array();
+    for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
+        const wsg_listener_conf_t *l = &rt->cfg->listeners[i];
+        json_array_append_new(listeners, json_pack("{s:s,s:s,s:b,s:b}", "name", l->name, "bind",
+                                                   l->bind, "tls", l->tls != NULL, "proxy_protocol",
+                                                   l->proxy_protocol));
+    }
+    wsg_backend_change_t *ch = malloc(WSG_BACKEND_CHANGES * sizeof(*ch));
+    json_t *changes = json_array();
+    size_t nch = ch ? wsg_balancer_changes(ch, WSG_BACKEND_CHANGES) : 0;
+    for (size_t i = 0; i < nch; i++)
+        json_array_append_new(
+            changes, json_pack("{s:I,s:I,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)ch[i].seq,
+                               "at_ms", (json_int_t)ch[i].at_ms, "pool", ch[i].pool, "backend",
+                               ch[i].address, "from", wsg_backend_state_name(ch[i].from), "to",
+                               wsg_backend_state_name(ch[i].to), "reason", ch[i].why));
+    free(ch);
+    uint64_t up_ms = wsg_server_uptime_ms(srv);
+    /* uptime_ms and the traffic counters let a poller (the dashboard)
+     * compute rates from two samples without trusting its own clock. */
+    json_t *j = json_pack(
+        "{s:s,s:I,s:I,s:i,s:b,s:{s:I,s:I,s:I},s:{s:{s:I,s:I},s:{s:I,s:I}},s:o,s:o}", "version",
+        WSG_VERSION, "uptime_s", (json_int_t)(up_ms / 1000), "uptime_ms", (json_int_t)up_ms,
+        "workers", (int)wsg_server_nworkers(srv), "stopping", wsg_server_stopping(srv),
+        "connections", "active", (json_int_t)st->conns_active, "total", (json_int_t)st->conns_total,
+        "rejected", (json_int_t)st->conns_rejected, "traffic", "frames", "client_to_backend",
+        (json_int_t)st->frames[0], "backend_to_client", (json_int_t)st->frames[1], "bytes",
+        "client_to_backend", (json_int_t)st->bytes[0], "backend_to_client",
+        (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
+    json_object_set_new(j, "changes", changes);
     free(st);
     send_json(c, 200, j, "", keepalive);
 }
@@ -405,6 +444,9 @@ static void get_metrics(aconn_t *c, bool keepalive) {
         .version = WSG_VERSION,
         .uptime_ms = wsg_server_uptime_ms(srv),
         .workers = wsg_server_nworkers(srv),
+        .admin_connections = c->a->nconns - c->a->nclosing,
+        .admin_shed = shed_total,
+        .admin_refused = refused_total,
     };
     int r = wsg_metrics_render(&b, &in);
     free(st);
@@ -412,6 +454,60 @@ static void get_metrics(aconn_t *c, bool keepalive) {
         send_json(c, 500, NULL, "", false);
     else
         respond(c, 200, WSG_METRICS_CONTENT_TYPE, b.data, b.len, "", keepalive);
+    wsg_metrics_buf_free(&b);
+}
+
+/* Browsers send Origin with every POST a script makes (Fetch, "append a
+ * request Origin header"), and a page of any site may POST to a loopback
+ * admin address: without a token, that would let a web page drain
+ * backends through the operator's browser. A state-changing request whose
+ * Origin is present and is not this endpoint ("http://" + Host) is refused.
+ * Clients that are not browsers send no Origin and are not affected. */
+static bool cross_origin(aconn_t *c) {
+    size_t ol, hl;
+    const char *o = wsg_http_head_get(c->head, c->in, "Origin", &ol);
+    const char *h = wsg_http_head_get(c->head, c->in, "Host", &hl);
+    if (o == NULL)
+        return false;
+    if (h == NULL || ol != 7 + hl || strncasecmp(o, "http://", 7) != 0)
+        return true;
+    return strncasecmp(o + 7, h, hl) != 0;
+}
+
+/* GET /: the dashboard. Its data is written into the page only when it
+ * may be read: no token is set, or the request carries the right one (a
+ * browser's navigation does not, so with a token the page asks for it). */
+static void get_dashboard(aconn_t *c, bool keepalive) {
+    wsg_server_t *srv = c->a->srv;
+    bool with_data = c->a->token == NULL || authorized(c);
+    wsg_stats_t *st = with_data ? malloc(sizeof(*st)) : NULL;
+    wsg_metrics_buf_t b = {0};
+    char extra[1024];
+
+    if (with_data && st == NULL) {
+        send_json(c, 500, NULL, "", false);
+        return;
+    }
+    if (st != NULL)
+        wsg_server_stats(srv, st);
+    wsg_dashboard_input_t in = {
+        .rt = with_data ? wsg_server_runtime(srv) : NULL,
+        .stats = st,
+        .version = WSG_VERSION,
+        .uptime_ms = wsg_server_uptime_ms(srv),
+        .workers = wsg_server_nworkers(srv),
+        .stopping = wsg_server_stopping(srv),
+    };
+    int r = wsg_dashboard_render(&b, &in);
+    free(st);
+    snprintf(extra, sizeof(extra),
+             "Content-Security-Policy: %s\r\nX-Content-Type-Options: nosniff\r\n"
+             "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n",
+             wsg_dashboard_csp);
+    if (r != 0)
+        send_json(c, 500, NULL, "", false);
+    else
+        respond(c, 200, "text/html; charset=utf-8", b.data, b.len, extra, keepalive);
     wsg_metrics_buf_free(&b);
 }
 
@@ -559,6 +655,14 @@ static void dispatch(aconn_t *c) {
             respond(c, 200, "text/plain; charset=utf-8", "ok\n", 3, "", keepalive);
         return;
     }
+    if (!too_many && nseg == 1 && seg[0][0] == '\0') {
+        if (!get) {
+            json_error(c, 405, "Allow: GET, HEAD\r\n", keepalive, "method %s not allowed", method);
+            return;
+        }
+        get_dashboard(c, keepalive);
+        return;
+    }
     if (!authorized(c)) {
         WSG_LOG(WSG_LOG_INFO, "admin", "%s %s %.*s: 401 (missing or wrong bearer token)", c->peer,
                 method, (int)ulen, url);
@@ -599,6 +703,13 @@ static void dispatch(aconn_t *c) {
     case R_ENABLE:
         if (!post) {
             json_error(c, 405, "Allow: POST\r\n", keepalive, "method %s not allowed", method);
+            return;
+        }
+        if (cross_origin(c)) {
+            WSG_LOG(WSG_LOG_WARN, "admin", "%s %s %.*s: 403 (cross-origin request from a browser)",
+                    c->peer, method, (int)ulen, url);
+            json_error(c, 403, "", keepalive,
+                       "forbidden: a browser request from another origin cannot change state");
             return;
         }
         if (route == R_RELOAD)
@@ -648,12 +759,14 @@ static void process(aconn_t *c) {
     while (!c->closing && !c->writing) {
         if (c->inlen == 0) {
             c->in_request = false;
+            c->since = uv_now(c->a->loop);
             arm(c, WSG_ADMIN_IDLE_MS);
             start_reading(c);
             return;
         }
         if (!c->in_request) {
             c->in_request = true;
+            c->since = uv_now(c->a->loop);
             arm(c, WSG_ADMIN_REQUEST_MS);
         }
         if (c->head == NULL &&
@@ -755,6 +868,57 @@ static void free_handle(uv_handle_t *h) {
     free(h);
 }
 
+/* The connection to close so that a new one can be admitted at the cap, or
+ * NULL. First choice: the one idle the longest, i.e. with no byte of a
+ * request buffered (a keep-alive connection between requests, or one that
+ * has sent nothing since it was accepted). Second choice, when every
+ * connection has a request under way: the one whose request began the
+ * longest ago, which is the slowest sender and the likeliest to be holding
+ * a slot on purpose. A connection whose answer is being written, or being
+ * built (busy), is never chosen: an answer once started is finished. */
+static aconn_t *shed_victim(wsg_admin_t *a, bool *idle) {
+    aconn_t *best_idle = NULL, *best_req = NULL;
+    for (aconn_t *c = a->conns; c != NULL; c = c->next) {
+        if (c->closing || c->busy || c->writing)
+            continue;
+        if (c->inlen == 0) {
+            if (best_idle == NULL || c->since <= best_idle->since)
+                best_idle = c;
+        } else if (best_req == NULL || c->since <= best_req->since) {
+            best_req = c;
+        }
+    }
+    *idle = best_idle != NULL;
+    return best_idle != NULL ? best_idle : best_req;
+}
+
+/* At the cap, frees a slot for the connection being accepted by closing
+ * the shed_victim(). This is what keeps GET /healthz answerable when idle or
+ * slow clients hold every slot: a liveness probe that had to wait for an
+ * idle timeout would restart a healthy wsgate. Returns false when no
+ * connection may be closed (every one is answering). Logs at most one line
+ * a second, with the count of sheddings it stands for. */
+static bool shed_one(wsg_admin_t *a) {
+    bool idle;
+    aconn_t *v = shed_victim(a, &idle);
+    if (v == NULL)
+        return false;
+    uint64_t now = uv_now(a->loop);
+    shed_total++;
+    a->shed_unlogged++;
+    if (now - a->shed_log_ms >= 1000) {
+        WSG_LOG(WSG_LOG_WARN, "admin",
+                "%d admin connections: closing %s (%s for %" PRIu64
+                " ms) to admit a new one (%u closed so since the last such line)",
+                WSG_ADMIN_MAX_CONNS, v->peer, idle ? "idle" : "request incomplete", now - v->since,
+                a->shed_unlogged);
+        a->shed_log_ms = now;
+        a->shed_unlogged = 0;
+    }
+    close_conn(v);
+    return true;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     wsg_admin_t *a = server->data;
 
@@ -764,18 +928,23 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     if (a->stopping)
         return;
-    if (a->nconns >= WSG_ADMIN_MAX_CONNS) {
+    /* Closing connections are on their way out (their handles close on
+     * this loop iteration), so they do not hold a slot. */
+    if (a->nconns - a->nclosing >= WSG_ADMIN_MAX_CONNS && !shed_one(a)) {
         /* Accept and close at once: left in the backlog, the connection
          * would stop libuv from accepting anything else. */
         uv_tcp_t *t = malloc(sizeof(*t));
         if (t == NULL)
             return;
         uv_tcp_init(a->loop, t);
-        if (uv_accept(server, (uv_stream_t *)t) == 0 &&
-            uv_now(a->loop) - a->refused_log_ms >= 1000) {
-            a->refused_log_ms = uv_now(a->loop);
-            WSG_LOG(WSG_LOG_WARN, "admin", "more than %d admin connections: closing new ones",
-                    WSG_ADMIN_MAX_CONNS);
+        if (uv_accept(server, (uv_stream_t *)t) == 0) {
+            refused_total++;
+            if (uv_now(a->loop) - a->refused_log_ms >= 1000) {
+                a->refused_log_ms = uv_now(a->loop);
+                WSG_LOG(WSG_LOG_WARN, "admin",
+                        "%d admin connections, all answering: closing new ones",
+                        WSG_ADMIN_MAX_CONNS);
+            }
         }
         uv_close((uv_handle_t *)t, free_handle);
         return;
@@ -801,6 +970,7 @@ static void on_connection(uv_stream_t *server, int status) {
     peer_name(&c->tcp, c->peer, sizeof(c->peer));
     /* A new connection gets the request deadline, not the idle one. */
     c->in_request = true;
+    c->since = uv_now(a->loop);
     arm(c, WSG_ADMIN_REQUEST_MS);
     start_reading(c);
 }

@@ -53,13 +53,11 @@ static void puts_(wsg_metrics_buf_t *b, const char *s) {
     put(b, s, strlen(s));
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void
-putf(wsg_metrics_buf_t *b, const char *fmt, ...);
+void wsg_metrics_buf_put(wsg_metrics_buf_t *b, const char *s, size_t n) {
+    put(b, s, n);
+}
 
-static void putf(wsg_metrics_buf_t *b, const char *fmt, ...) {
+void wsg_metrics_buf_printf(wsg_metrics_buf_t *b, const char *fmt, ...) {
     char small[256];
     va_list ap;
     va_start(ap, fmt);
@@ -78,6 +76,9 @@ static void putf(wsg_metrics_buf_t *b, const char *fmt, ...) {
     va_end(ap);
     b->len += (size_t)n;
 }
+
+/* Every writer here formats through the exported appender. */
+#define putf wsg_metrics_buf_printf
 
 void wsg_metrics_buf_free(wsg_metrics_buf_t *b) {
     free(b->data);
@@ -334,6 +335,15 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "Connections closed for a WebSocket protocol error (1002) or a frame too big (1009).",
            st->protocol_errors);
     histogram(out, in);
+    simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
+           in->admin_connections);
+    simple(out, "wsgate_admin_connections_shed_total", "counter",
+           "Admin connections closed (idle first) to admit a new one at the connection cap.",
+           in->admin_shed);
+    simple(out, "wsgate_admin_connections_refused_total", "counter",
+           "New admin connections closed at accept: the cap was reached and every connection "
+           "was answering.",
+           in->admin_refused);
     if (in->rt != NULL)
         backends(out, in->rt);
     return out->oom ? UV_ENOMEM : 0;

@@ -10,14 +10,18 @@
  * State is shared by all workers through relaxed atomics: a decision made on
  * a slightly stale view costs at most one extra connect attempt, which is
  * cheaper than any lock on the handshake path. State changes are decided with
- * compare-and-swap so that exactly one worker logs each transition.
+ * compare-and-swap so that exactly one worker logs each transition; the
+ * winner also records it in a small process-wide ring of recent changes
+ * (under a mutex: transitions are rare, lookups never take it).
  */
 #include <wsgate/balancer.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <wsgate/log.h>
 #include <wsgate/tls.h>
@@ -182,10 +186,43 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
     return found;
 }
 
+/* The ring of recent changes: <changes_n> recorded so far, the newest at
+ * index (changes_n - 1) % WSG_BACKEND_CHANGES. */
+static pthread_mutex_t changes_lock = PTHREAD_MUTEX_INITIALIZER;
+static wsg_backend_change_t changes[WSG_BACKEND_CHANGES];
+static uint64_t changes_n;
+
+static void record_change(const wsg_balancer_t *b, const wsg_backend_t *be, int from, int to,
+                          const char *why) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pthread_mutex_lock(&changes_lock);
+    wsg_backend_change_t *c = &changes[changes_n % WSG_BACKEND_CHANGES];
+    c->seq = ++changes_n;
+    c->at_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    c->from = (wsg_backend_state_t)from;
+    c->to = (wsg_backend_state_t)to;
+    snprintf(c->pool, sizeof(c->pool), "%s", b->conf->name);
+    snprintf(c->address, sizeof(c->address), "%s", be->address);
+    snprintf(c->why, sizeof(c->why), "%s", why);
+    pthread_mutex_unlock(&changes_lock);
+}
+
+size_t wsg_balancer_changes(wsg_backend_change_t *out, size_t cap) {
+    size_t n = 0;
+    pthread_mutex_lock(&changes_lock);
+    for (uint64_t i = changes_n; i > 0 && n < cap && n < WSG_BACKEND_CHANGES; i--)
+        out[n++] = changes[(i - 1) % WSG_BACKEND_CHANGES];
+    pthread_mutex_unlock(&changes_lock);
+    return n;
+}
+
 static void set_state(wsg_balancer_t *b, wsg_backend_t *be, int from, int to, const char *why) {
-    if (atomic_compare_exchange_strong(&be->state, &from, to))
+    if (atomic_compare_exchange_strong(&be->state, &from, to)) {
         WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is %s (was %s): %s", be->address,
                 b->conf->name, wsg_backend_state_name(to), wsg_backend_state_name(from), why);
+        record_change(b, be, from, to, why);
+    }
 }
 
 void wsg_balancer_report_success(wsg_balancer_t *b, unsigned idx) {
@@ -250,9 +287,11 @@ void wsg_balancer_check_result(wsg_balancer_t *b, unsigned idx, bool ok, uint64_
 wsg_backend_state_t wsg_balancer_set_draining(wsg_balancer_t *b, unsigned idx) {
     wsg_backend_t *be = b->backends[idx];
     int prev = atomic_exchange(&be->state, WSG_BACKEND_DRAINING);
-    if (prev != WSG_BACKEND_DRAINING)
+    if (prev != WSG_BACKEND_DRAINING) {
         WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is draining (was %s): admin request",
                 be->address, b->conf->name, wsg_backend_state_name(prev));
+        record_change(b, be, prev, WSG_BACKEND_DRAINING, "admin request");
+    }
     return (wsg_backend_state_t)prev;
 }
 
@@ -262,9 +301,11 @@ wsg_backend_state_t wsg_balancer_enable(wsg_balancer_t *b, unsigned idx) {
     atomic_store(&be->passes, 0);
     atomic_store(&be->retry_at_ms, 0);
     int prev = atomic_exchange(&be->state, WSG_BACKEND_UP);
-    if (prev != WSG_BACKEND_UP)
+    if (prev != WSG_BACKEND_UP) {
         WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is up (was %s): admin request",
                 be->address, b->conf->name, wsg_backend_state_name(prev));
+        record_change(b, be, prev, WSG_BACKEND_UP, "admin request");
+    }
     return (wsg_backend_state_t)prev;
 }
 

@@ -106,7 +106,7 @@ def test_token_scheme_is_case_insensitive(env):
 
 
 def test_unknown_path_is_404_json(env):
-    for path in ("/", "/nope", "/status/", "/pools/p", "/pools/p/backends/x/explode"):
+    for path in ("/nope", "/status/", "/pools/p", "/pools/p/backends/x/explode", "//"):
         st, _, j = admin_json(env.aport, "GET", path, TOKEN)
         assert st == 404 and j == {"error": "not found"}, (path, st, j)
 
@@ -157,27 +157,123 @@ def test_oversized_and_malformed_requests_are_refused(env):
         c.close()
 
 
-def test_many_idle_admin_connections_do_not_lock_out_others_forever(env):
-    """Past the connection bound new ones are closed at once; /healthz works
-    again as soon as the idle ones go."""
+MAX_ADMIN_CONNS = 64  # WSG_ADMIN_MAX_CONNS in include/wsgate/admin.h
+
+
+def _closed_by_server(s, timeout):
+    """Whether the server ends <s> within <timeout> (EOF or reset)."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def _still_open(s):
+    """No EOF, no reset, nothing to read: the server keeps <s> open."""
+    s.setblocking(False)
+    try:
+        s.recv(1)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.setblocking(True)
+
+
+def _admin_gate(stack):
+    echo = stack.echo("admcap")
+    port, aport = free_port(), free_port()
+    g = stack.gate(make_config(port, {"p": pool([echo.address])},
+                               admin={"bind": f"127.0.0.1:{aport}"},
+                               heartbeat={"interval_ms": 0}))
+    g.aport = aport
+    return g
+
+
+def _shed_total(aport):
+    return scrape(aport).value("wsgate_admin_connections_shed_total")
+
+
+def test_healthz_answers_at_once_when_idle_connections_fill_the_admin_endpoint(stack):
+    """At the connection cap, the connection idle the longest is closed to
+    admit the new one: /healthz answers 200 at once, not after an idle or
+    request deadline (a liveness probe would restart a healthy wsgate)."""
+    g = _admin_gate(stack)
+    shed0 = _shed_total(g.aport)
+    extra = 6
     socks = []
     try:
-        for _ in range(70):
-            socks.append(socket.create_connection(("127.0.0.1", env.aport), timeout=5))
-        time.sleep(0.2)
+        for _ in range(MAX_ADMIN_CONNS + extra):
+            socks.append(socket.create_connection(("127.0.0.1", g.aport), timeout=5))
+        # One attempt, bounded: no retry loop that could wait the idle
+        # connections out.
+        t0 = time.monotonic()
+        st, _, body = admin(g.aport, "GET", "/healthz", timeout=3)
+        assert (st, body) == (200, b"ok\n")
+        assert time.monotonic() - t0 < 3
+        # The oldest idle ones made room (one per connection over the cap,
+        # one for the probe); the newest are untouched.
+        for i, s in enumerate(socks[: extra + 1]):
+            assert _closed_by_server(s, 5), f"connection {i} (among the oldest) still open"
+        assert all(_still_open(s) for s in socks[-MAX_ADMIN_CONNS // 2:])
         # The proxy is not affected by a saturated admin endpoint.
-        c = Client(env.port, "still-fine")
-        c.close()
+        Client(g.port, "still-fine").close()
+        assert _shed_total(g.aport) - shed0 >= extra + 1
+        assert "to admit a new one" in g.log()
     finally:
         for s in socks:
             s.close()
 
-    def healthz_ok():
-        try:
-            return admin(env.aport, "GET", "/healthz")[0] == 200
-        except (OSError, http.client.HTTPException):
-            return False
-    wait_for(healthz_ok, 5, what="/healthz after the idle connections closed")
+
+def _slow_request(aport):
+    """A connection with a request under way: a whole GET /healthz and the
+    start of a second request in one write. Once the first answer is back,
+    the server has read (and holds) the incomplete second one, so no timing
+    is left to chance."""
+    s = socket.create_connection(("127.0.0.1", aport), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /status HTTP/1.1\r\nHost: x\r\n")
+    got = b""
+    while not got.endswith(b"\r\n\r\nok\n"):
+        chunk = s.recv(4096)
+        assert chunk, f"closed before the first answer: {got!r}"
+        got += chunk
+    return s
+
+
+def test_idle_admin_connections_are_shed_before_incomplete_requests(stack):
+    """With half the slots held by requests still arriving and half by idle
+    connections, an idle one goes first; with only incomplete requests left,
+    the one that began first goes, so /healthz still answers."""
+    g = _admin_gate(stack)
+    half = MAX_ADMIN_CONNS // 2
+    slow, idle = [], []
+    try:
+        slow = [_slow_request(g.aport) for _ in range(half)]
+        idle = [socket.create_connection(("127.0.0.1", g.aport), timeout=5)
+                for _ in range(MAX_ADMIN_CONNS - half)]
+        st, _, _ = admin(g.aport, "GET", "/healthz", timeout=3)
+        assert st == 200
+        assert _closed_by_server(idle[0], 5), "the oldest idle connection was not shed"
+        assert all(_still_open(s) for s in slow), "an incomplete request was shed first"
+
+        for s in idle:
+            s.close()
+        idle = []
+        # Each of these is answered once before it counts, so the closes
+        # above have been seen by then.
+        slow += [_slow_request(g.aport) for _ in range(MAX_ADMIN_CONNS - half)]
+        st, _, _ = admin(g.aport, "GET", "/healthz", timeout=3)
+        assert st == 200
+        assert _closed_by_server(slow[0], 5), "the oldest incomplete request was not shed"
+        assert all(_still_open(s) for s in slow[1:])
+    finally:
+        for s in slow + idle:
+            s.close()
 
 
 # ---- drain and enable --------------------------------------------------------------

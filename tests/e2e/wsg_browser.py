@@ -16,6 +16,7 @@ deterministic payloads of exact byte sizes) prepended to every evaluation.
 """
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -234,6 +235,71 @@ class Browser:
                 msg = json.loads(await cdp.recv())
                 if msg.get("id") == 1:
                     return msg
+
+    async def _command(self, method, params, *more):
+        """Sends (method, params) and then each of <more> on one DevTools
+        session (emulation overrides last only as long as their session);
+        returns the last reply."""
+        async with websockets.connect(self.page_ws, max_size=None, ping_interval=None,
+                                      compression=None, open_timeout=5,
+                                      close_timeout=2) as cdp:
+            msg = None
+            for i, (m, p) in enumerate(((method, params),) + more, 1):
+                await cdp.send(json.dumps({"id": i, "method": m, "params": p}))
+                while True:
+                    msg = json.loads(await cdp.recv())
+                    if msg.get("id") == i:
+                        break
+                if "error" in msg:
+                    return msg
+            return msg
+
+    def command(self, method, params=None, timeout=20.0):
+        """One DevTools command on the page target; returns its result."""
+        async def bounded():
+            return await asyncio.wait_for(self._command(method, params or {}), timeout)
+        try:
+            msg = asyncio.run(bounded())
+        except asyncio.TimeoutError:
+            raise BrowserError(f"{method} took over {timeout}s") from None
+        if "error" in msg:
+            raise BrowserError(f"DevTools error for {method}: {msg['error']}")
+        return msg["result"]
+
+    def navigate(self, url, timeout=20.0):
+        """Loads <url> in the page and waits (bounded) until it is complete."""
+        res = self.command("Page.navigate", {"url": url}, timeout)
+        if res.get("errorText"):
+            raise BrowserError(f"navigating to {url}: {res['errorText']}")
+        deadline = time.monotonic() + timeout
+        while self.evaluate("return document.readyState + ' ' + location.href;",
+                            timeout) != f"complete {url}":
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{url} not loaded within {timeout}s")
+            time.sleep(0.05)
+
+    def screenshot(self, path, width=1280, height=900, timeout=20.0):
+        """Writes a PNG of the page at <width> (the whole page, not only the
+        viewport). The size override, two animation frames (layout and
+        paint at that width) and the capture share one session."""
+        async def bounded():
+            return await asyncio.wait_for(self._command(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                ("Runtime.evaluate",
+                 {"expression": "new Promise(r => requestAnimationFrame(() => "
+                                "requestAnimationFrame(r)))", "awaitPromise": True}),
+                ("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})),
+                timeout)
+        try:
+            msg = asyncio.run(bounded())
+        except asyncio.TimeoutError:
+            raise BrowserError(f"screenshot took over {timeout}s") from None
+        if "error" in msg:
+            raise BrowserError(f"DevTools error for the screenshot: {msg['error']}")
+        data = base64.b64decode(msg["result"]["data"])
+        Path(path).write_bytes(data)
+        return data
 
     def evaluate(self, body, timeout=20.0):
         """Runs <body> (the statements of an async function, `return` gives

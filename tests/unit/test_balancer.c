@@ -255,6 +255,50 @@ START_TEST(test_balancer_draining_stays_draining_under_checks) {
 }
 END_TEST
 
+/* Every logged transition is kept, newest first, with its reason; the
+ * ring keeps only the last WSG_BACKEND_CHANGES. (Check forks each test,
+ * but the counts are taken relative to what is there, for CK_FORK=no.) */
+START_TEST(test_balancer_changes_are_kept_newest_first) {
+    static wsg_backend_change_t got[WSG_BACKEND_CHANGES + 1];
+    pool_t p;
+    pool_init(&p, 2, 0, WSG_HEALTH_TCP);
+    p.pc.health.fall = 1;
+    p.pc.health.rise = 1;
+    wsg_balancer_t *b = wsg_balancer_new(&p.pc, NULL);
+    uint64_t seq0 = wsg_balancer_changes(got, 1) ? got[0].seq : 0;
+
+    wsg_balancer_check_result(b, 1, false, 7, "connection refused");
+    wsg_balancer_check_result(b, 1, false, 7, "connection refused"); /* no change */
+    wsg_balancer_set_draining(b, 0);
+    wsg_balancer_enable(b, 0);
+    size_t n = wsg_balancer_changes(got, 3);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(got[0].seq, seq0 + 3);
+    ck_assert_int_eq(got[0].from, WSG_BACKEND_DRAINING);
+    ck_assert_int_eq(got[0].to, WSG_BACKEND_UP);
+    ck_assert_str_eq(got[0].why, "admin request");
+    ck_assert_str_eq(got[0].address, b->backends[0]->address);
+    ck_assert_int_eq(got[1].to, WSG_BACKEND_DRAINING);
+    ck_assert_uint_eq(got[2].seq, seq0 + 1);
+    ck_assert_int_eq(got[2].from, WSG_BACKEND_UP);
+    ck_assert_int_eq(got[2].to, WSG_BACKEND_DOWN);
+    ck_assert_str_eq(got[2].address, b->backends[1]->address);
+    ck_assert_ptr_nonnull(strstr(got[2].why, "connection refused"));
+    ck_assert_str_eq(got[2].pool, p.pc.name);
+    ck_assert_uint_gt(got[2].at_ms, 1700000000000ull); /* wall clock */
+
+    for (int i = 0; i < WSG_BACKEND_CHANGES; i++) {
+        wsg_balancer_set_draining(b, 0);
+        wsg_balancer_enable(b, 0);
+    }
+    n = wsg_balancer_changes(got, WSG_BACKEND_CHANGES + 1);
+    ck_assert_uint_eq(n, WSG_BACKEND_CHANGES);
+    ck_assert_uint_eq(got[0].seq, seq0 + 3 + 2 * WSG_BACKEND_CHANGES);
+    ck_assert_uint_eq(got[n - 1].seq, got[0].seq - (WSG_BACKEND_CHANGES - 1));
+    wsg_balancer_free(b);
+}
+END_TEST
+
 /* A reload keeps the state objects of backends that stay. */
 START_TEST(test_balancer_state_survives_rebuild) {
     pool_t p, q;
@@ -289,6 +333,7 @@ Suite *wsg_balancer_suite(void) {
     tcase_add_test(tc, test_balancer_check_results_apply_rise_and_fall);
     tcase_add_test(tc, test_balancer_draining_stays_draining_under_checks);
     tcase_add_test(tc, test_balancer_state_survives_rebuild);
+    tcase_add_test(tc, test_balancer_changes_are_kept_newest_first);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -277,6 +277,9 @@ START_TEST(test_metrics_empty_stats_are_valid_exposition) {
     ck_assert(has_line(t, "wsgate_closes_total{code=\"1012\"} 0"));
     ck_assert(has_line(t, "wsgate_frames_total{direction=\"client_to_backend\"} 0"));
     ck_assert(has_line(t, "wsgate_handshake_duration_seconds_count 0"));
+    ck_assert(has_line(t, "# TYPE wsgate_admin_connections_shed_total counter"));
+    ck_assert(has_line(t, "wsgate_admin_connections_shed_total 0"));
+    ck_assert(has_line(t, "wsgate_admin_connections_refused_total 0"));
     /* No runtime: no backend samples. */
     ck_assert(strstr(t, "wsgate_backend_up{") == NULL);
     free(t);
