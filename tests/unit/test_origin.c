@@ -103,7 +103,11 @@ START_TEST(test_origin_bounds_lengths) {
     char small[8];
     ck_assert_int_eq(wsg_origin_normalize("https://a.example", 17, small, sizeof(small), &n, NULL),
                      WSG_ORIGIN_ENOSPC);
-    ck_assert_int_eq(wsg_origin_normalize("http://ab", 9, small, 10, &n, NULL), WSG_ORIGIN_OK);
+    char fits[10]; /* "http://ab" and its NUL exactly */
+    ck_assert_int_eq(wsg_origin_normalize("http://ab", 9, fits, sizeof(fits), &n, NULL),
+                     WSG_ORIGIN_OK);
+    ck_assert_int_eq(wsg_origin_normalize("http://abc", 10, fits, sizeof(fits), &n, NULL),
+                     WSG_ORIGIN_ENOSPC);
 }
 END_TEST
 
