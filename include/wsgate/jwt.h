@@ -160,8 +160,7 @@ typedef enum {
 /* One Authorization header value: scheme "Bearer" (case-insensitive), one
  * or more spaces, a b64token (RFC 6750 §2.1). Another scheme is NONE. The
  * caller drops the header when it forwards a request whose token it used. */
-wsg_jwt_src_t wsg_jwt_from_authorization(const char *v, size_t n, const char **tok,
-                                         size_t *tlen);
+wsg_jwt_src_t wsg_jwt_from_authorization(const char *v, size_t n, const char **tok, size_t *tlen);
 
 /*
  * The functions below also write what is to be forwarded without the token
@@ -187,8 +186,7 @@ wsg_jwt_src_t wsg_jwt_from_cookie(const char *v, size_t n, const char *name, siz
 /* A request target ("/p?a=1&NAME=TOKEN"): the raw (not percent-decoded)
  * value of query parameter <name>; an empty value is NONE. Rest is the path
  * and the other parameters in order ("/p?a=1"; "/p" when none is left). */
-wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name,
-                                 size_t name_len, const char **tok, size_t *tlen, char *rest,
-                                 size_t *rest_len);
+wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name, size_t name_len,
+                                 const char **tok, size_t *tlen, char *rest, size_t *rest_len);
 
 #endif /* WSGATE_JWT_H */

@@ -52,8 +52,7 @@ bool wsg_rate_take(wsg_rate_bucket_t *b, const wsg_rate_t *r, uint64_t now_ms, u
  * more, in milliseconds: 0 while the debt is within the burst. Reading
  * again after each pause keeps the long-run rate at per_s.
  */
-uint64_t wsg_rate_charge(wsg_rate_bucket_t *b, const wsg_rate_t *r, uint64_t cost,
-                         uint64_t now_ms);
+uint64_t wsg_rate_charge(wsg_rate_bucket_t *b, const wsg_rate_t *r, uint64_t cost, uint64_t now_ms);
 
 /* Retry-After for a refusal that must wait <wait_ms>: whole seconds,
  * rounded up, at least 1 (SPEC §11). */

@@ -192,8 +192,8 @@ static int string_is(json_t *v, const char *want) {
            memcmp(json_string_value(v), want, json_string_length(v)) == 0;
 }
 
-static wsg_jwt_status_t check_claims(json_t *payload, const wsg_jwt_rules_t *rules,
-                                     int64_t now_ms, int64_t *exp_ms, int *has_exp) {
+static wsg_jwt_status_t check_claims(json_t *payload, const wsg_jwt_rules_t *rules, int64_t now_ms,
+                                     int64_t *exp_ms, int *has_exp) {
     int64_t nbf_ms = 0, iat_ms = 0;
     int e = numeric_date(payload, "exp", exp_ms), nb = numeric_date(payload, "nbf", &nbf_ms),
         ia = numeric_date(payload, "iat", &iat_ms);
@@ -302,7 +302,9 @@ bool wsg_jwt_exp_ms(const wsg_jwt_t *jwt, int64_t *exp_ms) {
     return true;
 }
 
-const char *wsg_jwt_alg(const wsg_jwt_t *jwt) { return jwt->alg->name; }
+const char *wsg_jwt_alg(const wsg_jwt_t *jwt) {
+    return jwt->alg->name;
+}
 
 bool wsg_jwt_claim(const wsg_jwt_t *jwt, const char *name, const char **value, size_t *len) {
     for (size_t i = 0; i < jwt->nclaims; i++) {

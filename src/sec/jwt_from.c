@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-static int ows(char c) { return c == ' ' || c == '\t'; }
+static int ows(char c) {
+    return c == ' ' || c == '\t';
+}
 
 static void trim(const char **s, size_t *n) {
     while (*n > 0 && ows(**s)) {
@@ -69,8 +71,8 @@ int wsg_jwt_from_parse(const char *s, wsg_jwt_from_t *out) {
 /* RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
 static int b64token(const char *s, size_t n) {
     size_t i = 0;
-    while (i < n && (((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-                     strchr("-._~+/", s[i]) != NULL))
+    while (i < n && (((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z') ||
+                     (s[i] >= '0' && s[i] <= '9') || strchr("-._~+/", s[i]) != NULL))
         i++;
     if (i == 0)
         return 0;
@@ -79,8 +81,7 @@ static int b64token(const char *s, size_t n) {
     return i == n;
 }
 
-wsg_jwt_src_t wsg_jwt_from_authorization(const char *v, size_t n, const char **tok,
-                                         size_t *tlen) {
+wsg_jwt_src_t wsg_jwt_from_authorization(const char *v, size_t n, const char **tok, size_t *tlen) {
     trim(&v, &n);
     if (n < 6 || strncasecmp(v, "Bearer", 6) != 0 || (n > 6 && !ows(v[6])))
         return WSG_JWT_SRC_NONE; /* another scheme (Basic, Digest...) */
@@ -229,9 +230,8 @@ wsg_jwt_src_t wsg_jwt_from_cookie(const char *v, size_t n, const char *name, siz
     return WSG_JWT_SRC_FOUND;
 }
 
-wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name,
-                                 size_t name_len, const char **tok, size_t *tlen, char *rest,
-                                 size_t *rest_len) {
+wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name, size_t name_len,
+                                 const char **tok, size_t *tlen, char *rest, size_t *rest_len) {
     const char *q = memchr(target, '?', n);
     if (q == NULL)
         return WSG_JWT_SRC_NONE;

@@ -21,7 +21,7 @@ typedef enum {
 typedef struct wsg__jwt_alg_s {
     const char *name; /* JOSE "alg" (RFC 7518 §3.1, RFC 8037 §3.1) */
     wsg__jwt_kty_t kty;
-    const char *md;   /* digest name for EVP_get_digestbyname; NULL for EdDSA */
+    const char *md; /* digest name for EVP_get_digestbyname; NULL for EdDSA */
     /* HMAC: least key length (RFC 7518 §3.2, the hash size); EC: octets of
      * r and of s, i.e. of the curve's field (RFC 7518 §3.4); else 0. */
     size_t size;
@@ -33,12 +33,12 @@ const wsg__jwt_alg_t *wsg__jwt_alg_find(const char *name, size_t n);
 
 typedef struct wsg__jwt_key_s {
     wsg__jwt_kty_t kty;
-    char *kid;                  /* owned; NULL: the key has no kid */
-    const wsg__jwt_alg_t *alg;  /* static; NULL: any algorithm of kty fits */
-    EVP_PKEY *pkey;             /* owned; RSA, EC and ED25519 */
-    unsigned char *secret;      /* owned; HMAC */
+    char *kid;                 /* owned; NULL: the key has no kid */
+    const wsg__jwt_alg_t *alg; /* static; NULL: any algorithm of kty fits */
+    EVP_PKEY *pkey;            /* owned; RSA, EC and ED25519 */
+    unsigned char *secret;     /* owned; HMAC */
     size_t secret_len;
-    size_t ec_size;             /* EC: field octets (32, 48, 66) */
+    size_t ec_size; /* EC: field octets (32, 48, 66) */
 } wsg__jwt_key_t;
 
 struct wsg_jwt_keys_s {

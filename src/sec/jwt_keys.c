@@ -37,12 +37,12 @@
 #define MIN_SECRET 32     /* RFC 7518 §3.2 for HS256; longer for HS384/512 */
 
 static const wsg__jwt_alg_t algs[] = {
-    {"HS256", WSG__JWT_HMAC, "SHA256", 32, 0},  {"HS384", WSG__JWT_HMAC, "SHA384", 48, 0},
-    {"HS512", WSG__JWT_HMAC, "SHA512", 64, 0},  {"RS256", WSG__JWT_RSA, "SHA256", 0, 0},
-    {"RS384", WSG__JWT_RSA, "SHA384", 0, 0},    {"RS512", WSG__JWT_RSA, "SHA512", 0, 0},
-    {"PS256", WSG__JWT_RSA, "SHA256", 0, 1},    {"PS384", WSG__JWT_RSA, "SHA384", 0, 1},
-    {"PS512", WSG__JWT_RSA, "SHA512", 0, 1},    {"ES256", WSG__JWT_EC, "SHA256", 32, 0},
-    {"ES384", WSG__JWT_EC, "SHA384", 48, 0},    {"ES512", WSG__JWT_EC, "SHA512", 66, 0},
+    {"HS256", WSG__JWT_HMAC, "SHA256", 32, 0}, {"HS384", WSG__JWT_HMAC, "SHA384", 48, 0},
+    {"HS512", WSG__JWT_HMAC, "SHA512", 64, 0}, {"RS256", WSG__JWT_RSA, "SHA256", 0, 0},
+    {"RS384", WSG__JWT_RSA, "SHA384", 0, 0},   {"RS512", WSG__JWT_RSA, "SHA512", 0, 0},
+    {"PS256", WSG__JWT_RSA, "SHA256", 0, 1},   {"PS384", WSG__JWT_RSA, "SHA384", 0, 1},
+    {"PS512", WSG__JWT_RSA, "SHA512", 0, 1},   {"ES256", WSG__JWT_EC, "SHA256", 32, 0},
+    {"ES384", WSG__JWT_EC, "SHA384", 48, 0},   {"ES512", WSG__JWT_EC, "SHA512", 66, 0},
     {"EdDSA", WSG__JWT_ED25519, NULL, 0, 0},
 };
 
@@ -114,7 +114,8 @@ typedef struct {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static int fail(err_t *e, const char *fmt, ...) {
+static int
+fail(err_t *e, const char *fmt, ...) {
     if (e->cap > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -152,7 +153,9 @@ void wsg_jwt_keys_free(wsg_jwt_keys_t *keys) {
     free(keys);
 }
 
-size_t wsg_jwt_keys_count(const wsg_jwt_keys_t *keys) { return keys->n; }
+size_t wsg_jwt_keys_count(const wsg_jwt_keys_t *keys) {
+    return keys->n;
+}
 
 /* Appends *k (taken: cleared here either way). */
 static int add_key(wsg_jwt_keys_t *set, wsg__jwt_key_t *k, err_t *e) {
@@ -344,8 +347,8 @@ static int jwk_ec(json_t *jwk, const char *path, wsg__jwt_key_t *k, err_t *e) {
         goto out;
     /* RFC 7518 §6.2.1.2: x and y are the full field size, leading zeros kept. */
     if (xlen != size || ylen != size) {
-        rc = fail(e, "%s: x and y must be %zu bytes each for %s, got %zu and %zu", path, size,
-                  crv, xlen, ylen);
+        rc = fail(e, "%s: x and y must be %zu bytes each for %s, got %zu and %zu", path, size, crv,
+                  xlen, ylen);
         goto out;
     }
     point[0] = 0x04; /* SEC 1 §2.3.3 uncompressed point */
@@ -400,8 +403,8 @@ static int jwk_oct(json_t *jwk, const char *path, wsg__jwt_key_t *k, err_t *e) {
     if (rc != 0)
         return rc;
     if (k->secret_len < MIN_SECRET)
-        return fail(e, "%s.k: %zu bytes, at least %d needed (RFC 7518 §3.2)", path,
-                    k->secret_len, MIN_SECRET);
+        return fail(e, "%s.k: %zu bytes, at least %d needed (RFC 7518 §3.2)", path, k->secret_len,
+                    MIN_SECRET);
     return 0;
 }
 

@@ -15,9 +15,15 @@
 
 #include <string.h>
 
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c; }
-static int alpha(char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
-static int digit(char c) { return c >= '0' && c <= '9'; }
+static char lower(char c) {
+    return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+}
+static int alpha(char c) {
+    return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
+}
+static int digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 static wsg_origin_status_t bad(const char **reason, const char *why) {
     if (reason != NULL)
@@ -64,8 +70,8 @@ wsg_origin_status_t wsg_origin_normalize(const char *in, size_t n, char *out, si
             return bad(reason, "bad IPv6 literal");
         buf[o++] = in[i++];
     } else {
-        while (i < n && (alpha(in[i]) || digit(in[i]) || in[i] == '-' || in[i] == '.' ||
-                         in[i] == '_'))
+        while (i < n &&
+               (alpha(in[i]) || digit(in[i]) || in[i] == '-' || in[i] == '.' || in[i] == '_'))
             buf[o++] = lower(in[i++]);
         if (i == start)
             return bad(reason, "empty host");

@@ -60,7 +60,9 @@ int wsg_rate_init(wsg_rate_t *r, uint32_t per_s, uint32_t burst) {
     return 0;
 }
 
-static uint64_t ceil_ms(uint64_t ns) { return (ns + NS_PER_MS - 1) / NS_PER_MS; }
+static uint64_t ceil_ms(uint64_t ns) {
+    return (ns + NS_PER_MS - 1) / NS_PER_MS;
+}
 
 static uint64_t now_ns_of(uint64_t now_ms) {
     return now_ms > UINT64_MAX / NS_PER_MS / 2 ? UINT64_MAX / 2 : now_ms * NS_PER_MS;
@@ -134,7 +136,9 @@ void wsg_rate_table_free(wsg_rate_table_t *t) {
     free(t);
 }
 
-size_t wsg_rate_table_slots(const wsg_rate_table_t *t) { return t->mask + 1; }
+size_t wsg_rate_table_slots(const wsg_rate_table_t *t) {
+    return t->mask + 1;
+}
 
 uint64_t wsg_rate_table_evictions(const wsg_rate_table_t *t) {
     return atomic_load_explicit(&((wsg_rate_table_t *)t)->evictions, memory_order_relaxed);
@@ -225,8 +229,7 @@ size_t wsg_rate_addr_key(const struct sockaddr *sa, unsigned char key[17]) {
         return 5;
     }
     if (sa->sa_family == AF_INET6) {
-        const unsigned char *a =
-            ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+        const unsigned char *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
         if (memcmp(a, mapped, 12) == 0) {
             key[0] = 4;
             memcpy(key + 1, a + 12, 4);

@@ -106,8 +106,8 @@ static size_t sign_raw(const char *alg, EVP_PKEY *pkey, const unsigned char *sec
     const EVP_MD *md = md_of(alg) ? EVP_get_digestbyname(md_of(alg)) : NULL;
     if (alg[0] == 'H') {
         unsigned int len = 0;
-        ck_assert_ptr_nonnull(HMAC(md, secret, (int)secret_len, (const unsigned char *)input, n,
-                                   sig, &len));
+        ck_assert_ptr_nonnull(
+            HMAC(md, secret, (int)secret_len, (const unsigned char *)input, n, sig, &len));
         return len;
     }
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
@@ -216,9 +216,10 @@ static json_t *jwk_of(EVP_PKEY *pkey, const char *kid, const char *alg) {
         ck_assert_int_eq(EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &x), 1);
         ck_assert_int_eq(EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, &y), 1);
         json_object_set_new(j, "kty", json_string("EC"));
-        json_object_set_new(j, "crv", json_string(bits == 256   ? "P-256"
-                                                  : bits == 384 ? "P-384"
-                                                                : "P-521"));
+        json_object_set_new(j, "crv",
+                            json_string(bits == 256   ? "P-256"
+                                        : bits == 384 ? "P-384"
+                                                      : "P-521"));
         BN_bn2binpad(x, raw, size);
         b64url(raw, (size_t)size, b);
         json_object_set_new(j, "x", json_string(b));
@@ -256,19 +257,21 @@ static char *jwks_of(json_t *a, json_t *b, json_t *c) {
     return s;
 }
 
-static const unsigned char secret64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+static const unsigned char secret64[] =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /* ---- known-answer vectors ---------------------------------------------------------- */
 
 /* RFC 7515 A.1-A.3 sign this payload; its exp is 1300819380. */
-#define RFC_PAYLOAD                                                                              \
+#define RFC_PAYLOAD                                                                                \
     "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVl" \
     "fQ"
 #define RFC_BEFORE_EXP 1300819379000LL
 
 START_TEST(test_jwt_rfc7515_a1_hs256_verifies) {
-    wsg_jwt_keys_t *k = keys_text("{\"keys\":[{\"kty\":\"oct\",\"k\":\"AyM1SysPpbyDfgZld3umj1qzKOb"
-                                  "wVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow\"}]}");
+    wsg_jwt_keys_t *k =
+        keys_text("{\"keys\":[{\"kty\":\"oct\",\"k\":\"AyM1SysPpbyDfgZld3umj1qzKOb"
+                  "wVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow\"}]}");
     const char *t = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9." RFC_PAYLOAD
                     ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     wsg_jwt_t *jwt = NULL;
@@ -290,17 +293,22 @@ START_TEST(test_jwt_rfc7515_a1_hs256_verifies) {
 END_TEST
 
 START_TEST(test_jwt_rfc7515_a2_rs256_verifies) {
-    wsg_jwt_keys_t *k = keys_text(
-        "{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQ"
-        "oTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6"
-        "b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg"
-        "665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91"
-        "kzk2PAcDTW9gb54h4FRWyuXpoQ\"}]}");
+    wsg_jwt_keys_t *k = keys_text("{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":"
+                                  "\"ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQ"
+                                  "oTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-"
+                                  "SFd2lZS-pCgNMsD1W_YpRPEwOWvG6"
+                                  "b32690r2jZ47soMZo9wGzjb_7OMg0LOL-"
+                                  "bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg"
+                                  "665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-"
+                                  "DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91"
+                                  "kzk2PAcDTW9gb54h4FRWyuXpoQ\"}]}");
     const char *t =
         "eyJhbGciOiJSUzI1NiJ9." RFC_PAYLOAD
         ".cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2"
-        "Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBM"
-        "Hlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w"
+        "Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_"
+        "nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBM"
+        "Hlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-"
+        "eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w"
         "9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw";
     ck_assert_int_eq(verify(k, &no_rules, t, RFC_BEFORE_EXP), WSG_JWT_OK);
     wsg_jwt_keys_free(k);
@@ -311,9 +319,10 @@ START_TEST(test_jwt_rfc7515_a3_es256_verifies) {
     wsg_jwt_keys_t *k = keys_text("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\","
                                   "\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\","
                                   "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}]}");
-    const char *t = "eyJhbGciOiJFUzI1NiJ9." RFC_PAYLOAD
-                    ".DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3"
-                    "-Kg6NU1Q";
+    const char *t =
+        "eyJhbGciOiJFUzI1NiJ9." RFC_PAYLOAD
+        ".DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3"
+        "-Kg6NU1Q";
     ck_assert_int_eq(verify(k, &no_rules, t, RFC_BEFORE_EXP), WSG_JWT_OK);
     wsg_jwt_keys_free(k);
 }
@@ -366,10 +375,18 @@ END_TEST
 static const struct {
     const char *alg, *priv, *pub;
 } algs[] = {
-    {"HS256", NULL, NULL},          {"HS384", NULL, NULL},          {"HS512", NULL, NULL},
-    {"RS256", "rsa1.key", "rsa1.pub"}, {"RS384", "rsa1.key", "rsa1.pub"}, {"RS512", "rsa1.key", "rsa1.pub"},
-    {"PS256", "rsa1.key", "rsa1.pub"}, {"PS384", "rsa1.key", "rsa1.pub"}, {"PS512", "rsa1.key", "rsa1.pub"},
-    {"ES256", "p256.key", "p256.pub"}, {"ES384", "p384.key", "p384.pub"}, {"ES512", "p521.key", "p521.pub"},
+    {"HS256", NULL, NULL},
+    {"HS384", NULL, NULL},
+    {"HS512", NULL, NULL},
+    {"RS256", "rsa1.key", "rsa1.pub"},
+    {"RS384", "rsa1.key", "rsa1.pub"},
+    {"RS512", "rsa1.key", "rsa1.pub"},
+    {"PS256", "rsa1.key", "rsa1.pub"},
+    {"PS384", "rsa1.key", "rsa1.pub"},
+    {"PS512", "rsa1.key", "rsa1.pub"},
+    {"ES256", "p256.key", "p256.pub"},
+    {"ES384", "p384.key", "p384.pub"},
+    {"ES512", "p521.key", "p521.pub"},
     {"EdDSA", "ed.key", "ed.pub"},
 };
 #define NALGS (sizeof(algs) / sizeof(algs[0]))
@@ -662,8 +679,9 @@ START_TEST(test_jwt_checks_issuer_and_audience) {
     wsg_jwt_rules_t r = {.issuer = "https://id.example.com", .audience = "chat"};
     ck_assert_int_eq(claims_case("{\"iss\":\"https://id.example.com\",\"aud\":\"chat\"}", &r),
                      WSG_JWT_OK);
-    ck_assert_int_eq(claims_case("{\"iss\":\"https://id.example.com\",\"aud\":[\"x\",\"chat\"]}", &r),
-                     WSG_JWT_OK);
+    ck_assert_int_eq(
+        claims_case("{\"iss\":\"https://id.example.com\",\"aud\":[\"x\",\"chat\"]}", &r),
+        WSG_JWT_OK);
     ck_assert_int_eq(claims_case("{\"iss\":\"https://evil.example.com\",\"aud\":\"chat\"}", &r),
                      WSG_JWT_EISSUER);
     ck_assert_int_eq(claims_case("{\"iss\":\"https://id.example.com/\",\"aud\":\"chat\"}", &r),
@@ -706,10 +724,20 @@ START_TEST(test_jwt_claims_as_strings) {
     ck_assert_int_eq(wsg_jwt_verify(k, &no_rules, t, strlen(t), NOW_MS, &jwt), WSG_JWT_OK);
     static const struct {
         const char *name, *value;
-    } want[] = {{"sub", "u-1"}, {"n", "42"},       {"neg", "-7"},           {"r", "1.5"},
-                {"t", "true"},  {"f", "false"},    {"utf", "caf\xc3\xa9"}, {"nul", NULL},
-                {"o", NULL},    {"a", NULL},       {"e", NULL},             {"crlf", NULL},
-                {"missing", NULL}, {"SUB", NULL}};
+    } want[] = {{"sub", "u-1"},
+                {"n", "42"},
+                {"neg", "-7"},
+                {"r", "1.5"},
+                {"t", "true"},
+                {"f", "false"},
+                {"utf", "caf\xc3\xa9"},
+                {"nul", NULL},
+                {"o", NULL},
+                {"a", NULL},
+                {"e", NULL},
+                {"crlf", NULL},
+                {"missing", NULL},
+                {"SUB", NULL}};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const char *v = NULL;
         size_t n = 0;
@@ -895,7 +923,7 @@ START_TEST(test_jwt_from_parse) {
     ck_assert(f.kind == WSG_JWT_FROM_COOKIE && f.name_len == 5 && memcmp(f.name, "token", 5) == 0);
     ck_assert_int_eq(wsg_jwt_from_parse("query:access_token", &f), 0);
     ck_assert(f.kind == WSG_JWT_FROM_QUERY && f.name_len == 12);
-    const char *bad[] = {"", "Header", "headers", "cookie:", "query:", "cookie:a b",
+    const char *bad[] = {"",           "Header",    "headers",   "cookie:", "query:", "cookie:a b",
                          "cookie:a;b", "query:a&b", "query:a=b", "jwt:sub", "cookie"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(wsg_jwt_from_parse(bad[i], &f) == -EINVAL, "'%s'", bad[i]);

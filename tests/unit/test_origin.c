@@ -32,8 +32,8 @@ START_TEST(test_origin_normalizes_as_rfc6454_serialises) {
         char out[WSG_ORIGIN_MAX + 1];
         size_t n = 0;
         const char *why = NULL;
-        wsg_origin_status_t st = wsg_origin_normalize(t[i].in, strlen(t[i].in), out, sizeof(out),
-                                                      &n, &why);
+        wsg_origin_status_t st =
+            wsg_origin_normalize(t[i].in, strlen(t[i].in), out, sizeof(out), &n, &why);
         ck_assert_msg(st == WSG_ORIGIN_OK, "'%s': %s", t[i].in, why ? why : "?");
         ck_assert_str_eq(out, t[i].out);
         ck_assert_uint_eq(n, strlen(t[i].out));
@@ -72,8 +72,8 @@ START_TEST(test_origin_rejects_what_is_not_an_origin) {
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         char out[WSG_ORIGIN_MAX + 1] = "untouched";
         const char *why = NULL;
-        wsg_origin_status_t st = wsg_origin_normalize(t[i].in, strlen(t[i].in), out, sizeof(out),
-                                                      NULL, &why);
+        wsg_origin_status_t st =
+            wsg_origin_normalize(t[i].in, strlen(t[i].in), out, sizeof(out), NULL, &why);
         ck_assert_msg(st == WSG_ORIGIN_EINVAL, "'%s' accepted as '%s'", t[i].in, out);
         ck_assert_msg(why != NULL && strstr(why, t[i].why) != NULL, "'%s': reason '%s'", t[i].in,
                       why ? why : "(none)");
@@ -137,8 +137,7 @@ START_TEST(test_origin_check_against_list) {
     ck_assert_int_eq(wsg_origin_check(NULL, 0, "https://evil.example", 20), WSG_ORIGIN_ALLOWED);
     ck_assert_int_eq(wsg_origin_check(NULL, 0, NULL, 0), WSG_ORIGIN_ALLOWED);
     /* an empty list allows no present Origin */
-    ck_assert_int_eq(wsg_origin_check(list, 0, "https://chat.example.com", 24),
-                     WSG_ORIGIN_REFUSED);
+    ck_assert_int_eq(wsg_origin_check(list, 0, "https://chat.example.com", 24), WSG_ORIGIN_REFUSED);
     /* the origin need not be NUL-terminated */
     ck_assert_int_eq(wsg_origin_check(list, 2, "https://chat.example.comXYZ", 24),
                      WSG_ORIGIN_ALLOWED);
