@@ -27,6 +27,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <uv.h>
 
 #include <wsgate/jwt.h>
 
@@ -554,6 +555,84 @@ START_TEST(test_jwt_key_alg_and_curve_pin_the_algorithm) {
     wsg_jwt_keys_free(k);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(p256);
+}
+END_TEST
+
+/* The TLS code on a worker reads OpenSSL's per-thread error queue after
+ * SSL_read/SSL_write: a failed verification or key load must leave it empty. */
+START_TEST(test_jwt_leaves_no_openssl_errors) {
+    for (size_t i = 0; i < NALGS; i++) {
+        char *t = token_for(i, NULL, payload_default());
+        wsg_jwt_keys_t *k = pem_keys_for(i);
+        char *sig = strrchr(t, '.') + 1;
+        sig[3] = sig[3] == 'A' ? 'B' : 'A';
+        ERR_clear_error();
+        ck_assert_int_eq(verify(k, &no_rules, t, NOW_MS), WSG_JWT_ESIGNATURE);
+        ck_assert_msg(ERR_peek_error() == 0, "%s left an error", algs[i].alg);
+        wsg_jwt_keys_free(k);
+        free(t);
+    }
+    const char *bad[] = {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                         "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":"
+                         "\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\",\"y\":"
+                         "\"x_FFzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}]}"};
+    for (size_t i = 0; i < 2; i++) {
+        char err[256];
+        wsg_jwt_keys_t *k = NULL;
+        ck_assert_int_eq(wsg_jwt_keys_parse(bad[i], strlen(bad[i]), &k, err, sizeof(err)), -EINVAL);
+        ck_assert_msg(ERR_peek_error() == 0, "key load %zu left an error", i);
+        ck_assert_msg(strstr(err, i == 0 ? "not a valid key" : "not a valid P-256") != NULL,
+                      "%s", err); /* failed inside OpenSSL, not before */
+    }
+}
+END_TEST
+
+/* One key set, verified from several threads at once (workers share it). */
+static wsg_jwt_keys_t *mt_keys;
+static char *mt_tokens[NALGS];
+static int mt_ok[4];
+
+static void mt_verify(void *arg) {
+    int id = (int)(intptr_t)arg;
+    for (int round = 0; round < 20; round++) {
+        for (size_t i = 0; i < NALGS; i++)
+            mt_ok[id] += verify(mt_keys, &no_rules, mt_tokens[i], NOW_MS) == WSG_JWT_OK;
+    }
+}
+
+START_TEST(test_jwt_verify_is_thread_safe) {
+    EVP_PKEY *r1 = load_priv("rsa1.key"), *p256 = load_priv("p256.key"),
+             *p384 = load_priv("p384.key"), *p521 = load_priv("p521.key"),
+             *ed = load_priv("ed.key");
+    json_t *keys = json_array(), *root = json_object();
+    EVP_PKEY *all[] = {r1, p256, p384, p521, ed};
+    for (size_t i = 0; i < 5; i++)
+        json_array_append_new(keys, jwk_of(all[i], NULL, NULL));
+    json_t *oct = json_object();
+    char k64[128];
+    b64url(secret64, 64, k64);
+    json_object_set_new(oct, "kty", json_string("oct"));
+    json_object_set_new(oct, "k", json_string(k64));
+    json_array_append_new(keys, oct);
+    json_object_set_new(root, "keys", keys);
+    char *text = json_dumps(root, 0);
+    json_decref(root);
+    mt_keys = keys_text(text);
+    free(text);
+    for (size_t i = 0; i < NALGS; i++)
+        mt_tokens[i] = token_for(i, NULL, payload_default());
+    uv_thread_t th[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(uv_thread_create(&th[i], mt_verify, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 4; i++)
+        uv_thread_join(&th[i]);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(mt_ok[i], 20 * (int)NALGS);
+    for (size_t i = 0; i < NALGS; i++)
+        free(mt_tokens[i]);
+    wsg_jwt_keys_free(mt_keys);
+    for (size_t i = 0; i < 5; i++)
+        EVP_PKEY_free(all[i]);
 }
 END_TEST
 
@@ -1108,6 +1187,8 @@ static Suite *wsg_jwt_suite(void) {
     tcase_add_test(tc, test_jwt_refuses_alg_none);
     tcase_add_test(tc, test_jwt_refuses_hs_token_against_rsa_or_ec_key);
     tcase_add_test(tc, test_jwt_key_alg_and_curve_pin_the_algorithm);
+    tcase_add_test(tc, test_jwt_leaves_no_openssl_errors);
+    tcase_add_test(tc, test_jwt_verify_is_thread_safe);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
 
