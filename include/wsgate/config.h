@@ -64,6 +64,8 @@ typedef struct wsg_route_conf_s {
     char *path_prefix; /* default "/" */
     char *pool;        /* pool name */
     size_t pool_index; /* index into wsg_config_t.pools, resolved at load */
+    bool http;         /* plain HTTP proxied (default true; false: 426) */
+    bool websocket;    /* upgrades proxied (default true; false: 404) */
 } wsg_route_conf_t;
 
 typedef struct wsg_backend_conf_s {
@@ -159,6 +161,8 @@ typedef struct wsg_config_s {
         uint64_t handshake_ms; /* 5000 */
         uint64_t idle_ms;      /* 300000, 0 = never */
         uint64_t drain_ms;     /* 10000 */
+        uint64_t keepalive_ms; /* 60000, 0 = close after each HTTP response */
+        uint64_t response_idle_ms; /* 120000 */
     } timeouts;
 
     struct {
@@ -172,6 +176,7 @@ typedef struct wsg_config_s {
         uint64_t max_header_bytes;       /* 8192 */
         uint64_t max_frame_bytes;        /* 16777216 */
         uint64_t buffer_bytes;           /* 65536 */
+        uint64_t max_body_bytes;         /* 1048576, 0 = unlimited */
     } limits;
 
     struct {

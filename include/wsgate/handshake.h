@@ -78,10 +78,28 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
  * response, which is treated as part of its body. */
 int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len);
 
-/* True once the whole response has been seen: right after the head for a
- * message without a body (101, 204, 304, "Content-Length: 0"), else after
- * wsg_http_body_feed() returned 1. */
+/* Like wsg_http_body_feed, for a request's body as well as a response's,
+ * and says how many of the bytes belonged to the message: *used (the rest
+ * starts the next message on the connection). */
+int wsg_http_body_feed_n(wsg_http_head_t *h, const char *data, size_t len, size_t *used);
+
+/* Marks a response head, before any byte is fed, as the answer to a HEAD
+ * request: it has no body whatever its framing headers say. */
+void wsg_http_head_no_body(wsg_http_head_t *h);
+
+/* True once the whole message has been seen: right after the head for a
+ * message without a body (a request without one; a 101, 204, 304 or
+ * "Content-Length: 0" response), else once a body feed returned 1. */
 bool wsg_http_body_complete(const wsg_http_head_t *h);
+
+/* Whether a request asks for a WebSocket (an Upgrade header naming
+ * websocket); wsg_handshake_validate() then judges the rest. */
+bool wsg_handshake_is_websocket(const wsg_http_head_t *h, const char *buf);
+
+/* The checks every request passes, upgrade or not: a request target
+ * without '#', spaces or control bytes, and exactly one valid Host (none is
+ * allowed for HTTP/1.0). Returns 0, or 400 with *reason set. */
+int wsg_http_check_request(const wsg_http_head_t *h, const char *buf, const char **reason);
 
 /* Validates a complete request head as a WebSocket upgrade (SPEC §3.3).
  * Returns 0 when valid, else the HTTP status to answer (400 or 426) and sets

@@ -68,7 +68,8 @@ ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
 
 /* The response head wsgate sends to the client: "HTTP/1.1 STATUS REASON"
  * with the backend's status and reason phrase, every header except the
- * hop-by-hop ones and Content-Length, then the framing of <body> and
+ * hop-by-hop ones (and Content-Length, restated for a body; kept for the
+ * answer to HEAD and a 304), then the framing of <body> and
  * "Connection: keep-alive" (for an HTTP/1.0 client that asked for it) or
  * "Connection: close" as <keep_alive> says. A body framed by the backend's
  * close cannot be delimited on a kept-alive connection, so the caller passes

@@ -503,8 +503,12 @@ static const struct key k_route[] = {
      OFF(wsg_route_conf_t, path_prefix), .desc = "Plain string prefix of the request path."},
     {.name = "pool", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_POOLREF,
      .example = "\"app\"", .desc = "Name of the pool under \"pools\" that serves the route."},
-    LATER("http", "SPEC §9"),
-    LATER("websocket", "SPEC §9"),
+    {.name = "http", .type = KT_BOOL, .def = "true", .store = ST_BOOL,
+     OFF(wsg_route_conf_t, http),
+     .desc = "Plain HTTP requests on this route are proxied; false: they get 426."},
+    {.name = "websocket", .type = KT_BOOL, .def = "true", .store = ST_BOOL,
+     OFF(wsg_route_conf_t, websocket),
+     .desc = "WebSocket upgrades on this route are proxied; false: an upgrade gets 404."},
     LATER("origins", "SPEC §11"),
     LATER("allow_no_origin", "SPEC §11"),
     LATER("auth", "SPEC §11"),
@@ -604,9 +608,15 @@ static const struct key k_timeouts[] = {
     {.name = "drain_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS, .def = "10000",
      .store = ST_U64, CFG(timeouts.drain_ms),
      .desc = "How long a closing or draining connection, or a shutdown, may take."},
-    LATER("keepalive_ms", "SPEC §9"),
+    {.name = "keepalive_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS,
+     .zero = "close after each response", .def = "60000", .store = ST_U64,
+     CFG(timeouts.keepalive_ms),
+     .desc = "How long a client connection may wait between two HTTP requests."},
     LATER("upstream_idle_ms", "SPEC §9"),
-    LATER("response_idle_ms", "SPEC §9"),
+    {.name = "response_idle_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
+     .def = "120000", .store = ST_U64, CFG(timeouts.response_idle_ms),
+     .desc = "Longest silence of a backend while an HTTP response is due or streaming; "
+             "no response head in that time gets 504."},
     LATER("max_lifetime_ms", "SPEC §12"),
     {0},
 };
@@ -638,7 +648,9 @@ static const struct key k_limits[] = {
     {.name = "buffer_bytes", .type = KT_UINT, .lo = 1024, .hi = 1073741824, .unit = BYTES,
      .def = "65536", .store = ST_U64, CFG(limits.buffer_bytes),
      .desc = "Bytes held per direction before reading from the sender stops."},
-    LATER("max_body_bytes", "SPEC §9"),
+    {.name = "max_body_bytes", .type = KT_UINT, .lo = 0, .hi = UINT64_MAX, .unit = BYTES,
+     .zero = "unlimited", .def = "1048576", .store = ST_U64, CFG(limits.max_body_bytes),
+     .desc = "Largest HTTP request body; a larger one gets 413."},
     LATER("handshakes_per_ip_per_s", "SPEC §11"),
     LATER("handshake_burst", "SPEC §11"),
     LATER("messages_per_s", "SPEC §11"),
@@ -1464,6 +1476,9 @@ static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
         pop(c, m);
     }
     get_path(c, v, "path_prefix", false, &r->path_prefix);
+    read_fields(c, v, k_route, r); /* http, websocket */
+    if (!r->http && !r->websocket)
+        errf(c, "serves nothing: \"http\" and \"websocket\" are both false");
     bool ok = c->nerrors == before;
     json_t *pool = json_object_get(v, "pool");
     if (pool == NULL) {

@@ -441,6 +441,8 @@ void wsg_log_access(const wsg_access_rec_t *rec) {
         put_json_ks(&l, "route", rec->route, FIELD_CAP);
         put_json_ks(&l, "pool", rec->pool, FIELD_CAP);
         put_json_ks(&l, "backend", rec->backend, FIELD_CAP);
+        if (rec->request != NULL)
+            put_json_ks(&l, "request", rec->request, FIELD_CAP);
         put_json_key(&l, "status");
         put_int(&l, rec->status);
         put_json_ku(&l, "duration_ms", rec->duration_ms);
@@ -467,6 +469,11 @@ void wsg_log_access(const wsg_access_rec_t *rec) {
         put_text_kv(&l, "route", rec->route);
         put_text_kv(&l, "pool", rec->pool);
         put_text_kv(&l, "backend", rec->backend);
+        if (rec->request != NULL) {
+            put_s(&l, " request=\"");
+            put_esc(&l, rec->request, strlen(rec->request), FIELD_CAP, ESC_QUOTED, false);
+            put(&l, "\"", 1);
+        }
         put_s(&l, " status=");
         put_int(&l, rec->status);
         put_text_ku(&l, "duration_ms", rec->duration_ms);

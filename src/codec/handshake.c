@@ -72,8 +72,9 @@ struct wsg_http_head_s {
     bool too_many;
 
     bool headers_done; /* on_headers_complete has run: we are past the head */
-    bool body_done;    /* the whole response message has been seen */
+    bool body_done;    /* the whole message has been seen */
     bool body_error;
+    bool no_body;      /* a response to HEAD: no body whatever its framing says */
 
     /* Framing of the message, saved when the head completes. */
     uint16_t flags;
@@ -172,7 +173,8 @@ static int on_headers_complete(llhttp_t *p) {
      * told. Returning 1 ("no body") would lose the pause, so the flag that
      * return value sets is set directly. */
     if (h->kind == WSG_HTTP_RESPONSE &&
-        (p->status_code / 100 == 1 || p->status_code == 204 || p->status_code == 304))
+        (p->status_code / 100 == 1 || p->status_code == 204 || p->status_code == 304 ||
+         h->no_body))
         p->flags |= F_SKIPBODY;
     if (h->headers_done)
         return 0;
@@ -332,10 +334,10 @@ static bool head_is_strict(const wsg_http_head_t *h, const char *buf) {
     return true;
 }
 
-/* A response head is complete: let llhttp decide, without consuming a byte,
- * whether the message already ends here (1xx, 204, 304, Content-Length: 0),
- * so that wsg_http_body_complete() can tell the caller not to wait for a
- * body. llhttp runs the non-consuming steps after the pause even on an
+/* A head is complete: let llhttp decide, without consuming a byte, whether
+ * the message already ends here (a request without a body; a 1xx, 204, 304
+ * or "Content-Length: 0" response), so that wsg_http_body_complete() can
+ * tell the caller not to wait for a body. llhttp runs the non-consuming steps after the pause even on an
  * empty input. */
 static void settle_response(wsg_http_head_t *h, const char *buf) {
     llhttp_errno_t err;
@@ -367,8 +369,7 @@ int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len) {
                 h->result = WSG_HEAD_MALFORMED;
                 return h->result;
             }
-            if (h->kind == WSG_HTTP_RESPONSE)
-                settle_response(h, buf);
+            settle_response(h, buf);
             h->result = WSG_HEAD_COMPLETE;
             return h->result;
         }
@@ -439,13 +440,16 @@ const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const c
 /* ---- response body -------------------------------------------------------------- */
 
 bool wsg_http_body_complete(const wsg_http_head_t *h) {
-    return h->kind == WSG_HTTP_RESPONSE && h->result == WSG_HEAD_COMPLETE && h->body_done;
+    return h->result == WSG_HEAD_COMPLETE && h->body_done;
 }
 
-int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
+void wsg_http_head_no_body(wsg_http_head_t *h) { h->no_body = true; }
+
+int wsg_http_body_feed_n(wsg_http_head_t *h, const char *data, size_t len, size_t *used) {
     llhttp_errno_t err;
 
-    if (h->kind != WSG_HTTP_RESPONSE || h->result != WSG_HEAD_COMPLETE)
+    *used = 0;
+    if (h->result != WSG_HEAD_COMPLETE)
         return -1;
     if (h->body_done)
         return 1;
@@ -465,12 +469,25 @@ int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
     if (len == 0)
         return 0;
     err = llhttp_execute(&h->parser, data, len);
-    if (h->body_done)
+    if (h->body_done) {
+        /* on_message_complete paused the parser right after the message. */
+        const char *end = err == HPE_PAUSED ? llhttp_get_error_pos(&h->parser) : data + len;
+        *used = end != NULL && end >= data && end <= data + len ? (size_t)(end - data) : len;
         return 1;
-    if (err == HPE_OK)
+    }
+    if (err == HPE_OK) {
+        *used = len;
         return 0;
+    }
     h->body_error = true;
     return -1;
+}
+
+int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {
+    size_t used;
+    if (h->kind != WSG_HTTP_RESPONSE)
+        return -1;
+    return wsg_http_body_feed_n(h, data, len, &used);
 }
 
 /* ---- validation (SPEC §3.3, RFC 6455 §4.2.1) -------------------------------------- */
@@ -557,6 +574,39 @@ static bool target_valid(const wsg_http_head_t *h, const char *buf) {
             return false;
     }
     return true;
+}
+
+bool wsg_handshake_is_websocket(const wsg_http_head_t *h, const char *buf) {
+    size_t count;
+    return headers_have_token(h, buf, "Upgrade", "websocket", &count);
+}
+
+int wsg_http_check_request(const wsg_http_head_t *h, const char *buf, const char **reason) {
+    const char *v;
+    size_t n, count;
+
+    if (!target_valid(h, buf)) {
+        *reason = "invalid request target";
+        return 400;
+    }
+    /* RFC 9112 §3.2: a 1.1 request has exactly one Host; a 1.0 one may
+     * have none, but never two. */
+    count = header_count(h, buf, "Host");
+    if (count > 1) {
+        *reason = "duplicate Host";
+        return 400;
+    }
+    if (count == 0 && wsg_http_head_version(h) >= 11) {
+        *reason = "missing Host";
+        return 400;
+    }
+    v = wsg_http_head_get(h, buf, "Host", &n);
+    if (count == 1 && !wsg_http_host_valid(v, n)) {
+        *reason = "invalid Host";
+        return 400;
+    }
+    *reason = "ok";
+    return 0;
 }
 
 int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char **reason) {

@@ -314,11 +314,10 @@ static bool elem_names(const char *e, size_t n, void *arg) {
 }
 
 /* RFC 9110 §7.6.1: headers meant for one hop, and any the sender's
- * Connection header names. Content-Length is restated by wsgate. */
+ * Connection header names. */
 static bool is_hop_by_hop(const wsg_http_head_t *h, const char *buf, const char *name, size_t n) {
-    static const char *const fixed[] = {"Connection",        "Keep-Alive", "Proxy-Connection",
-                                        "TE",                "Trailer",    "Transfer-Encoding",
-                                        "Upgrade",           "Content-Length"};
+    static const char *const fixed[] = {"Connection", "Keep-Alive", "Proxy-Connection", "TE",
+                                        "Trailer",    "Transfer-Encoding", "Upgrade"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (eq_nocase(name, n, fixed[i]))
             return true;
@@ -367,8 +366,9 @@ ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
             host = hv;
             hostlen = hvl;
         }
-        if (is_hop_by_hop(h, buf, hn, hnl) || is_forwarding(hn, hnl))
-            continue;
+        if (is_hop_by_hop(h, buf, hn, hnl) || is_forwarding(hn, hnl) ||
+            eq_nocase(hn, hnl, "Content-Length"))
+            continue; /* Content-Length is restated below */
         put_header(&w, hn, hnl, hv, hvl);
     }
     put_str(&w, "X-Forwarded-For: ");
@@ -431,6 +431,12 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
         wsg_http_head_at(resp, buf, i, &hn, &hnl, &hv, &hvl);
         trim(&hv, &hvl);
         if (is_hop_by_hop(resp, buf, hn, hnl))
+            continue;
+        /* Content-Length is restated for a body; the answer to HEAD and a
+         * 304 keep the backend's, which describes the representation
+         * (RFC 9110 §8.6); 1xx and 204 may not carry one. */
+        if (eq_nocase(hn, hnl, "Content-Length") &&
+            (body->kind != WSG_BODY_NONE || st / 100 == 1 || st == 204))
             continue;
         put_header(&w, hn, hnl, hv, hvl);
     }

@@ -32,6 +32,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_side_closed(uv_handle_t *h);
 static void connect_next(wsg_conn_t *c);
 static void reject(wsg_conn_t *c, int status, const char *why);
+static void on_request_bytes(wsg_conn_t *c, size_t n);
 
 static const char *const phase_names[] = {
     [WSG_CONN_PROXY] = "proxy header",  [WSG_CONN_HS_READ] = "handshake",   [WSG_CONN_CONNECTING] = "connecting",
@@ -65,7 +66,7 @@ void wsg__conn_log_ctx(const wsg_conn_t *c, wsg_log_ctx_t *ctx) {
         }                                                                              \
     } while (0)
 
-static void client_ip(const wsg_conn_t *c, char *out, size_t cap) {
+void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap) {
     if (c->client_addr.sa.sa_family == AF_INET6)
         inet_ntop(AF_INET6, &c->client_addr.in6.sin6_addr, out, (socklen_t)cap);
     else if (c->client_addr.sa.sa_family == AF_INET)
@@ -247,6 +248,7 @@ static wsg_hs_t *hs_new(size_t req_max, size_t max_head) {
 /* The response parser and buffer, once a backend is connected. */
 static int hs_resp_new(wsg_hs_t *hs, size_t max) {
     hs->resp_max = max;
+    hs->resp_len = 0;
     hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, max);
     if (hs->resp_head == NULL || buf_room(&hs->resp, &hs->resp_cap, 0, max) == 0)
         return UV_ENOMEM;
@@ -318,6 +320,13 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
     case WSG_CONN_HS_READ:
         if (now < c->hs->deadline)
             break;
+        if (c->hs->kept_alive && c->hs->req_len == 0) {
+            /* keepalive_ms between two requests: a quiet end, no answer. */
+            c->logged = 1;
+            c->end_reason = "keep-alive timeout";
+            wsg__conn_finish(c);
+            return;
+        }
         if (c->peer[WSG_CLIENT].io.tls != NULL &&
             !wsg_tls_handshake_done(&c->peer[WSG_CLIENT].io)) {
             wsg_conn_abort(c, "TLS handshake not complete within handshake_ms");
@@ -338,12 +347,16 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
             break;
         wsg_balancer_report_failure(c->rt->pools[c->pool], (unsigned)c->backend, now,
                                     "no handshake answer in time");
-        reject(c, 504, "backend did not answer the handshake within handshake_ms");
+        if (c->hs->http)
+            reject(c, 504, "no response head within response_idle_ms");
+        else
+            reject(c, 504, "backend did not answer the handshake within handshake_ms");
         return;
     case WSG_CONN_PASSTHRU:
         if (now < c->hs->deadline)
             break;
-        wsg_conn_abort(c, "response body not complete within drain_ms");
+        wsg_conn_abort(c, c->hs->http ? "backend silent for response_idle_ms in a response"
+                                      : "response body not complete within drain_ms");
         return;
     case WSG_CONN_RELAY:
         wsg__relay_on_deadline(c, now);
@@ -359,40 +372,54 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
 
 /* ---- teardown ---------------------------------------------------------- */
 
-static void conn_free(wsg_conn_t *c) {
+/* One access line per WebSocket connection, and per HTTP exchange (then
+ * with the request and that exchange's bytes and time). */
+void wsg__conn_log_access(wsg_conn_t *c) {
     wsg_worker_t *w = c->w;
     const wsg_config_t *cfg = cfg_of(c);
+    const wsg_hs_t *hs = c->hs;
 
-    if (cfg->log.access) {
-        char ip[INET6_ADDRSTRLEN], client[INET6_ADDRSTRLEN + 16], route[512];
-        static const char *const by[] = {NULL, "client", "backend", "wsgate"};
-        client_ip(c, ip, sizeof(ip));
-        snprintf(client, sizeof(client), c->client_addr.sa.sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
-                 ip, client_port(c));
-        if (c->route >= 0) {
-            const wsg_route_conf_t *r = &cfg->routes[c->route];
-            snprintf(route, sizeof(route), "%s%s", r->host ? r->host : "", r->path_prefix);
-        }
-        wsg_access_rec_t rec = {
-            .worker = w->id,
-            .conn = c->id,
-            .client = client,
-            .listener = cfg->listeners[c->listener].name,
-            .route = c->route >= 0 ? route : NULL,
-            .pool = c->pool >= 0 ? cfg->pools[c->pool].name : NULL,
-            .backend = c->backend >= 0 ? cfg->pools[c->pool].backends[c->backend].address : NULL,
-            .status = c->status,
-            .duration_ms = (uv_hrtime() - c->t_start_ns) / 1000000,
-            .bytes_in = c->peer[WSG_CLIENT].bytes,
-            .bytes_out = c->peer[WSG_BACKEND].bytes,
-            .frames_in = c->peer[WSG_CLIENT].frames,
-            .frames_out = c->peer[WSG_BACKEND].frames,
-            .close_code = c->close_code,
-            .closed_by = by[c->closed_by],
-            .reason = c->end_reason,
-        };
-        wsg_log_access(&rec);
+    c->logged = 1;
+    if (!cfg->log.access)
+        return;
+    char ip[INET6_ADDRSTRLEN], client[INET6_ADDRSTRLEN + 16], route[512];
+    static const char *const by[] = {NULL, "client", "backend", "wsgate"};
+    bool http = hs != NULL && hs->http;
+    uint64_t t0 = http && hs->t_begin_ns ? hs->t_begin_ns : c->t_start_ns;
+    wsg__conn_client_ip(c, ip, sizeof(ip));
+    snprintf(client, sizeof(client), c->client_addr.sa.sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+             ip, client_port(c));
+    if (c->route >= 0) {
+        const wsg_route_conf_t *r = &cfg->routes[c->route];
+        snprintf(route, sizeof(route), "%s%s", r->host ? r->host : "", r->path_prefix);
     }
+    wsg_access_rec_t rec = {
+        .worker = w->id,
+        .conn = c->id,
+        .client = client,
+        .listener = cfg->listeners[c->listener].name,
+        .route = c->route >= 0 ? route : NULL,
+        .pool = c->pool >= 0 ? cfg->pools[c->pool].name : NULL,
+        .backend = c->backend >= 0 ? cfg->pools[c->pool].backends[c->backend].address : NULL,
+        .request = http && hs->line[0] ? hs->line : NULL,
+        .status = c->status,
+        .duration_ms = (uv_hrtime() - t0) / 1000000,
+        .bytes_in = http ? hs->x_in : c->peer[WSG_CLIENT].bytes,
+        .bytes_out = http ? hs->x_out : c->peer[WSG_BACKEND].bytes,
+        .frames_in = c->peer[WSG_CLIENT].frames,
+        .frames_out = c->peer[WSG_BACKEND].frames,
+        .close_code = c->close_code,
+        .closed_by = by[c->closed_by],
+        .reason = c->end_reason,
+    };
+    wsg_log_access(&rec);
+}
+
+static void conn_free(wsg_conn_t *c) {
+    wsg_worker_t *w = c->w;
+
+    if (!c->logged)
+        wsg__conn_log_access(c);
     if (c->close_code >= 1000 && c->close_code < 1015)
         atomic_fetch_add_explicit(&w->stats.closes[c->close_code - 1000], 1, memory_order_relaxed);
     else if (c->close_code != 0)
@@ -535,8 +562,18 @@ void wsg_conn_going_away(wsg_conn_t *c) {
 
 /* Answers the client with wsgate's own HTTP error and ends the connection. */
 static void reject(wsg_conn_t *c, int status, const char *why) {
-    char buf[512];
-    size_t n = wsg_http_error_response(status, buf, sizeof(buf));
+    char buf[768];
+    size_t n;
+
+    if (c->hs != NULL && c->hs->http) {
+        /* An EventSource retries a 503 with Retry-After; anything else it
+         * cannot be served ends it for good (SPEC §9). */
+        if (c->hs->sse && status >= 500)
+            status = 503;
+        n = wsg__http_error(c, status, why, buf, sizeof(buf));
+    } else {
+        n = wsg_http_error_response(status, buf, sizeof(buf));
+    }
 
     c->status = (uint16_t)status;
     if (c->end_reason == NULL)
@@ -549,6 +586,8 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
         wsg__conn_send(c, WSG_CLIENT, buf, n);
     wsg__conn_finish(c);
 }
+
+void wsg__conn_reject(wsg_conn_t *c, int status, const char *why) { reject(c, status, why); }
 
 /* limits.max_connections_per_ip, checked once the client's address is
  * final (after the PROXY header, if any). Over the limit the client gets
@@ -698,7 +737,7 @@ static int send_upstream(wsg_conn_t *c) {
     char *out = need <= sizeof(stack) ? stack : malloc(need);
     if (out == NULL)
         return UV_ENOMEM;
-    client_ip(c, ip, sizeof(ip));
+    wsg__conn_client_ip(c, ip, sizeof(ip));
     wsg_forward_info_t fi = {
         .client_ip = ip,
         .proto = cfg_of(c)->listeners[c->listener].tls ? "https" : "http",
@@ -723,7 +762,10 @@ static void backend_ready(wsg_conn_t *c) {
         reject(c, 500, "out of memory");
         return;
     }
-    if (send_upstream(c) < 0 || wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
+    int sent = hs->http ? wsg__http_send_request(c) : send_upstream(c);
+    if (c->state != WSG_CONN_UPSTREAM)
+        return; /* the request body was refused while being sent */
+    if (sent < 0 || wsg__conn_resume_read(c, WSG_BACKEND) < 0) {
         reject(c, 502, "could not send the request to the backend");
         return;
     }
@@ -796,6 +838,7 @@ static void connect_next(wsg_conn_t *c) {
         if (wsg_side_init_tcp(&c->w->loop, &p->io) != 0)
             break;
         p->io.tcp.data = c;
+        p->eof = p->shut = p->want_shut = p->paused = p->reading = 0;
         p->open = 1;
         c->handles++;
         c->backend = (int32_t)idx;
@@ -834,10 +877,32 @@ static void on_request(wsg_conn_t *c) {
         return;
     }
     c->pool = (int32_t)cfg->routes[c->route].pool_index;
-    int status = wsg_handshake_validate(hs->req_head, hs->req, &reason);
-    if (status != 0) {
-        reject(c, status, reason);
-        return;
+    /* One session, a sequence of exchanges: this one is plain HTTP or the
+     * upgrade that turns the connection into a relayed WebSocket. */
+    c->logged = 0;
+    hs->t_begin_ns = uv_hrtime();
+    hs->x_in = wsg_http_head_len(hs->req_head);
+    hs->x_out = 0;
+    const wsg_route_conf_t *route = &cfg->routes[c->route];
+    bool websocket = wsg_handshake_is_websocket(hs->req_head, hs->req);
+    if (!websocket) {
+        if (!route->http) {
+            /* 426 tells the client what this route does speak. */
+            reject(c, 426, "plain HTTP is off for this route");
+            return;
+        }
+        if (wsg__http_begin(c) != 0)
+            return;
+    } else {
+        if (!route->websocket) {
+            reject(c, 404, "the route takes no WebSocket upgrades");
+            return;
+        }
+        int status = wsg_handshake_validate(hs->req_head, hs->req, &reason);
+        if (status != 0) {
+            reject(c, status, reason);
+            return;
+        }
     }
 
     /* The sticky key decides the backend order. */
@@ -846,7 +911,7 @@ static void on_request(wsg_conn_t *c) {
     const char *key;
     size_t keylen;
     uint64_t h;
-    client_ip(c, ip, sizeof(ip));
+    wsg__conn_client_ip(c, ip, sizeof(ip));
     if (wsg_balance_key(&pool->balance, hs->req_head, hs->req, ip, &key, &keylen))
         h = wsg_ring_hash(key, keylen);
     else if (pool->balance.fallback == WSG_FALLBACK_RANDOM)
@@ -863,14 +928,27 @@ static void on_request(wsg_conn_t *c) {
         return;
     }
 
-    const char *wskey = wsg_http_head_get(hs->req_head, hs->req, "sec-websocket-key", &keylen);
-    wsg_ws_accept(wskey, keylen, hs->accept);
+    if (websocket) {
+        const char *wskey = wsg_http_head_get(hs->req_head, hs->req, "sec-websocket-key", &keylen);
+        wsg_ws_accept(wskey, keylen, hs->accept);
+    }
     c->state = WSG_CONN_CONNECTING;
-    connect_next(c);
+    /* After a kept-alive exchange the backend handle may still be closing:
+     * on_side_closed() connects once it is free. */
+    if (c->handles == 1)
+        connect_next(c);
 }
+
+void wsg__conn_request_bytes(wsg_conn_t *c, size_t n) { on_request_bytes(c, n); }
 
 static void on_request_bytes(wsg_conn_t *c, size_t n) {
     wsg_hs_t *hs = c->hs;
+    /* A kept-alive connection waits keepalive_ms for a request; once one
+     * starts, its head has handshake_ms like the first. */
+    if (hs->kept_alive && hs->req_len == 0 && n > 0) {
+        hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.handshake_ms;
+        wsg__conn_reschedule(c);
+    }
     hs->req_len += n;
     switch (wsg_http_head_feed(hs->req_head, hs->req, hs->req_len)) {
     case WSG_HEAD_INCOMPLETE:
@@ -1013,7 +1091,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         wsg__relay_alloc(c, side, buf);
         return;
     }
-    if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM) {
+    if (side == WSG_CLIENT &&
+        (c->state <= WSG_CONN_UPSTREAM || (c->state == WSG_CONN_PASSTHRU && hs->http))) {
         size_t room = buf_room(&hs->req, &hs->req_cap, hs->req_len, hs->req_max);
         *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)room);
     } else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
@@ -1069,15 +1148,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                                               : "client error during the handshake");
             return;
         case WSG_CONN_CONNECTING:
+            if (c->hs->http && side == WSG_CLIENT) {
+                wsg__http_client_eof(c);
+                if (c->state == WSG_CONN_CONNECTING)
+                    wsg_conn_abort(c, "client gone while connecting to the backend");
+                return;
+            }
             wsg_conn_abort(c, "client gone while connecting to the backend");
             return;
         case WSG_CONN_UPSTREAM:
+        case WSG_CONN_PASSTHRU:
+            if (c->hs->http) {
+                if (side == WSG_BACKEND)
+                    wsg__http_backend_eof(c);
+                else
+                    wsg__http_client_eof(c);
+                return;
+            }
+            if (c->state == WSG_CONN_PASSTHRU)
+                goto passthru_eof;
             if (side == WSG_BACKEND)
                 reject(c, 502, "backend closed before answering the handshake");
             else
                 wsg_conn_abort(c, "client gone while waiting for the backend");
             return;
-        case WSG_CONN_PASSTHRU:
+        passthru_eof:
             if (side == WSG_BACKEND) {
                 wsg_http_body_feed(c->hs->resp_head, NULL, 0);
                 wsg__conn_finish(c);
@@ -1093,8 +1188,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         on_proxy_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_HS_READ && side == WSG_CLIENT)
         on_request_bytes(c, (size_t)nread);
+    else if (side == WSG_CLIENT && c->hs->http &&
+             (c->state <= WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU))
+        wsg__http_client_bytes(c, (size_t)nread);
     else if (side == WSG_CLIENT && c->state <= WSG_CONN_UPSTREAM)
         on_early_bytes(c, (size_t)nread);
+    else if (side == WSG_BACKEND && c->hs->http &&
+             (c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU))
+        wsg__http_backend_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_UPSTREAM && side == WSG_BACKEND)
         on_response_bytes(c, (size_t)nread);
     else if (c->state == WSG_CONN_PASSTHRU && side == WSG_BACKEND)

@@ -127,6 +127,23 @@ typedef struct wsg_hs_s {
     size_t ncand, tried;
     uv_connect_t connect_req;
     uint64_t deadline;       /* of the current phase */
+
+    /* A plain HTTP exchange (SPEC §9, exchange.c). Once its head is sent
+     * upstream, req[0..req_len) holds what the client sent after it: the
+     * rest of the body, then the next requests. */
+    uint64_t req_body;       /* request body bytes forwarded so far */
+    uint64_t x_in, x_out;    /* bytes of this request (head + body) and of its response */
+    uint64_t t_begin_ns;     /* uv_hrtime() when its request head was complete */
+    char line[160];          /* "METHOD /path" for the access line (query cut) */
+    unsigned http : 1;       /* this exchange is plain HTTP, not an upgrade */
+    unsigned head_sent : 1;  /* the request head went to the backend */
+    unsigned req_done : 1;   /* the whole request was forwarded */
+    unsigned resp_started : 1; /* a byte of the final response went to the client */
+    unsigned keep : 1;       /* the client connection may carry another request */
+    unsigned head_req : 1;   /* the request is HEAD: its answer has no body */
+    unsigned json : 1;       /* the client accepts application/json (error bodies) */
+    unsigned sse : 1;        /* the client asked for text/event-stream */
+    unsigned kept_alive : 1; /* not the connection's first request */
 } wsg_hs_t;
 
 struct wsg_conn_s {
@@ -157,6 +174,7 @@ struct wsg_conn_s {
     uint8_t handles;         /* open uv handles; freed at 0 */
     uint8_t counted_backend; /* wsg_balancer_conn_start() was called */
     uint8_t counted_ip;      /* counted in the server's per-address table */
+    uint8_t logged;          /* the access line of the current exchange is written */
     const char *end_reason;  /* static string for the access log */
 };
 
@@ -180,6 +198,34 @@ void wsg__conn_close_side(wsg_conn_t *c, int side);
 void wsg__conn_log_ctx(const wsg_conn_t *c, wsg_log_ctx_t *ctx);
 int wsg__conn_resume_read(wsg_conn_t *c, int side);
 void wsg__conn_pause_read(wsg_conn_t *c, int side);
+
+void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap);
+/* Answers the client with wsgate's own error and ends the connection. */
+void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
+/* Writes the access line of the connection, or of its current exchange. */
+void wsg__conn_log_access(wsg_conn_t *c);
+/* Starts the next attempt: route, then connect to the first candidate. */
+void wsg__conn_connect(wsg_conn_t *c);
+/* A new request head is in hs->req: parse what is there. */
+void wsg__conn_request_bytes(wsg_conn_t *c, size_t n);
+
+/* exchange.c: plain HTTP on the session (SPEC §9) */
+/* The request head is complete, routed, not an upgrade: check it, decide its
+ * framing. Returns 0 to go on and connect, else it has answered the client. */
+int wsg__http_begin(wsg_conn_t *c);
+/* The backend is connected: send the request head and what of the body is
+ * here. */
+int wsg__http_send_request(wsg_conn_t *c);
+/* <n> more client bytes are in hs->req after the head was sent. */
+void wsg__http_client_bytes(wsg_conn_t *c, size_t n);
+/* <n> more backend bytes are in hs->resp (UPSTREAM or PASSTHRU). */
+void wsg__http_backend_bytes(wsg_conn_t *c, size_t n);
+/* The backend's stream ended (EOF or error) during the exchange. */
+void wsg__http_backend_eof(wsg_conn_t *c);
+/* The client's stream ended during the exchange. */
+void wsg__http_client_eof(wsg_conn_t *c);
+/* The error answer for an HTTP exchange into out[0..cap). */
+size_t wsg__http_error(const wsg_conn_t *c, int status, const char *why, char *out, size_t cap);
 
 /* relay.c */
 void wsg__relay_start(wsg_conn_t *c);

@@ -27,7 +27,7 @@ import websockets
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from wsg_fakes import FakeBackend, WsLibBackend  # noqa: E402
+from wsg_fakes import FakeBackend, HttpFake, WsLibBackend  # noqa: E402
 
 ROOT = HERE.parents[1]
 WSGATE_BIN = os.environ.get("WSGATE_BIN") or str(ROOT / "build" / "wsgate")
@@ -295,6 +295,11 @@ class Stack:
 
     def fake(self, name="fake", port=0):
         f = FakeBackend(name, port)
+        self.fakes.append(f)
+        return f
+
+    def http(self, name="http", port=0):
+        f = HttpFake(name, port)
         self.fakes.append(f)
         return f
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import free_port, make_config, pool, wait_for
 from opshelpers import (Client, admin, admin_json, backend, landing, scrape, status,
                         wait_state)
-from wsg_raw import OP_CLOSE, OP_TEXT, close_payload, connect, ws_connect
+from wsg_raw import OP_CLOSE, OP_TEXT, close_payload, connect, upgrade_request, ws_connect
 
 TOKEN = "s3cr3t-t0ken.A_b~c"
 USERS = [f"user-{i}" for i in range(16)]
@@ -445,9 +445,9 @@ def test_metrics_parse_and_count_what_the_test_did(stack):
     for i, code in enumerate([1000, 1000, 1000, 4000]):
         for k, v in enumerate(_exchange(port, f"m{i}", texts[: i + 1], code)):
             totals[k] += v
-    # One handshake refused: a request without Upgrade gets 426.
+    # One handshake refused: an unsupported WebSocket version gets 426.
     c = connect(port)
-    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.send(upgrade_request("/", "x", headers={"Sec-WebSocket-Version": "12"})[0])
     assert c.read_response()[0] == 426
     c.close()
 

@@ -92,6 +92,8 @@ def env(mstack):
         {"host": local, "path_prefix": "/subproto", "pool": "subproto"},
         {"host": local, "path_prefix": "/echo", "pool": "echo"},
         {"host": local, "path_prefix": "/slow", "pool": "slow"},
+        {"host": local, "path_prefix": "/wsonly", "pool": "echo", "http": False},
+        {"host": local, "path_prefix": "/httponly", "pool": "echo", "websocket": False},
         {"host": local, "pool": "main"},
     ]
     cfg = make_config(port, pools, routes,
@@ -217,7 +219,6 @@ def _req(env, **kw):
 @pytest.mark.parametrize("kw", [
     dict(method="POST"),
     dict(version="HTTP/1.0"),
-    dict(headers={"Upgrade": "h2c"}),
     dict(headers={"Connection": "keep-alive"}),
     dict(headers={"Connection": "close"}),
     dict(omit=("Connection",)),
@@ -225,7 +226,7 @@ def _req(env, **kw):
     dict(headers={"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAA"}),        # 15 bytes
     dict(headers={"Sec-WebSocket-Key": "not base64 at all!!!!!=="}),
     dict(headers={"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),  # 21 bytes
-], ids=["post", "http10", "upgrade-h2c", "conn-keepalive", "conn-close", "no-connection",
+], ids=["post", "http10", "conn-keepalive", "conn-close", "no-connection",
         "no-key", "key-15-bytes", "key-not-base64", "key-21-bytes"])
 def test_invalid_upgrade_gets_400(env, kw):
     expect_error(env["port"], _req(env, **kw), 400)
@@ -238,10 +239,15 @@ def test_version_other_than_13_gets_426_with_version_13(env):
         assert headers.get("sec-websocket-version") == "13", headers
 
 
-def test_request_without_upgrade_gets_426(env):
-    data = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{env['port']}\r\n\r\n".encode()
+def test_plain_request_on_a_websocket_only_route_gets_426(env):
+    data = f"GET /wsonly HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     headers, _ = expect_error(env["port"], data, 426)
     assert headers.get("sec-websocket-version") == "13", headers
+
+
+def test_upgrade_on_an_http_only_route_gets_404(env):
+    req, _ = upgrade_request("/httponly", "127.0.0.1")
+    expect_error(env["port"], req, 404)
 
 
 @pytest.mark.parametrize("headers", [

@@ -378,3 +378,163 @@ class WsLibBackend:
     def stop(self):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class HttpFake:
+    """A raw, threaded HTTP/1.1 origin server that records every request
+    (head, headers, decoded body) and every accepted connection, and answers
+    by path:
+
+      /len            200 "hello" with Content-Length
+      /chunked        200, body "abc" "defg" "" in chunks
+      /eof            200, no length: "to the end", then close
+      /echo           200, the request body back (Content-Length)
+      /continue       100 Continue, then reads the body, then 200 with it
+      /head           200 with "Content-Length: 5" (and the body, unless HEAD)
+      /204, /304      no body
+      /sse?n=N&ms=M   text/event-stream: N events "data: i", M ms apart, then close
+      /wait?ms=M      answers 200 "late" after M ms (a long poll)
+      /silent         reads the request, never answers
+      /smuggle        200 with both Content-Length and Transfer-Encoding
+      /close          200 with a length, then closes its side
+    Any other path: 200 with the path as the body. Keep-alive is honoured."""
+
+    def __init__(self, name="http", port=0):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.requests = []       # (request_line, headers dict lower-case, body bytes)
+        self.connections = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.threads = []
+        self.socks = []
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def wait_requests(self, n, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.name}: {len(self.requests)} requests, wanted {n}")
+                self.cond.wait(left)
+            return list(self.requests)
+
+    def stop(self):
+        self.stopping = True
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.sock.close()
+
+    def _accept_loop(self):
+        while not self.stopping:
+            try:
+                s, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.cond:
+                self.connections += 1
+            self.socks.append(s)
+            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
+            t.start()
+
+    def _serve(self, s):
+        c = Conn(s, timeout=30)
+        try:
+            while self._one(c):
+                pass
+        except (Closed, OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def _read_body(self, c, headers):
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size = int(c.read_until(b"\r\n")[:-2].split(b";")[0], 16)
+                if size == 0:
+                    c.read_until(b"\r\n")  # no trailers from wsgate's clients here
+                    return body
+                body += c.read_exact(size)
+                c.read_exact(2)
+        n = int(headers.get("content-length", "0") or 0)
+        return c.read_exact(n) if n else b""
+
+    def _one(self, c):
+        raw = c.read_until(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        headers = {}
+        for ln in lines[1:]:
+            if ":" in ln:
+                k, v = ln.split(":", 1)
+                k = k.strip().lower()
+                headers[k] = headers[k] + ", " + v.strip() if k in headers else v.strip()
+        method, target = lines[0].split(" ")[:2]
+        u = urllib.parse.urlsplit(target)
+        q = dict(urllib.parse.parse_qsl(u.query))
+        path = u.path
+        body = b""
+        if path == "/continue":
+            c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if path != "/silent":
+            body = self._read_body(c, headers)
+        with self.cond:
+            self.requests.append((lines[0], headers, body))
+            self.cond.notify_all()
+        keep = headers.get("connection", "").lower() != "close"
+
+        def reply(status, extra, payload):
+            c.send((f"HTTP/1.1 {status}\r\n{extra}").encode() + b"\r\n" +
+                   (b"" if method == "HEAD" else payload))
+
+        if path == "/len":
+            reply("200 OK", "Content-Length: 5\r\nX-Origin: fake\r\n", b"hello")
+        elif path == "/chunked":
+            reply("200 OK", "Transfer-Encoding: chunked\r\n",
+                  b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+        elif path == "/eof":
+            reply("200 OK", "Content-Type: text/plain\r\n", b"to the end")
+            return False
+        elif path in ("/echo", "/continue"):
+            reply("200 OK", f"Content-Length: {len(body)}\r\n", body)
+        elif path == "/head":
+            reply("200 OK", "Content-Length: 5\r\n", b"12345")
+        elif path == "/204":
+            reply("204 No Content", "", b"")
+        elif path == "/304":
+            reply("304 Not Modified", "ETag: \"x\"\r\n", b"")
+        elif path == "/sse":
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                   b"Cache-Control: no-cache\r\n\r\n")
+            for i in range(int(q.get("n", "3"))):
+                time.sleep(int(q.get("ms", "100")) / 1000)  # the stream's own pace
+                c.send(f"data: {i} {time.monotonic():.6f}\n\n".encode())
+            return False
+        elif path == "/wait":
+            time.sleep(int(q.get("ms", "100")) / 1000)  # a long poll's wait
+            reply("200 OK", "Content-Length: 4\r\n", b"late")
+        elif path == "/silent":
+            c.wait_closed(60)
+            return False
+        elif path == "/smuggle":
+            reply("200 OK", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"hello")
+        elif path == "/close":
+            reply("200 OK", "Content-Length: 2\r\nConnection: close\r\n", b"ok")
+            return False
+        else:
+            reply("200 OK", f"Content-Length: {len(path)}\r\n", path.encode())
+        return keep

@@ -166,9 +166,9 @@ END_TEST
 /* Keys of SPEC sections 9-12 that this parser does not implement yet are
  * refused, with a message saying so rather than "unknown key". */
 START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
-    expect_error(CONF("", "", ", \"http\": false", ""),
-                 "wsgate.json: routes[0].http: not implemented yet by this wsgate (SPEC §9 adds "
-                 "it)");
+    expect_error(CONF("", "", ", \"origins\": []", ""),
+                 "wsgate.json: routes[0].origins: not implemented yet by this wsgate (SPEC §11 "
+                 "adds it)");
     expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
                  "wsgate.json: dns: not implemented yet by this wsgate (SPEC §12 adds it)");
     expect_error(CONF("", "", "", ", \"keepalive\": 32"),
@@ -178,7 +178,40 @@ START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
                  "wsgate.json: limits.messages_per_s: not implemented yet by this wsgate (SPEC §11 "
                  "adds it)");
     /* Never offered as a "did you mean" hint. */
-    expect_error(CONF("", "", ", \"htp\": false", ""), "wsgate.json: routes[0].htp: unknown key");
+    expect_error(CONF("", "", ", \"orgins\": []", ""),
+                 "wsgate.json: routes[0].orgins: unknown key");
+    /* A real key is. */
+    expect_error(CONF("", "", ", \"htp\": false", ""),
+                 "wsgate.json: routes[0].htp: unknown key, did you mean \"http\"?");
+}
+END_TEST
+
+/* SPEC §9's keys that exist: their defaults, and a route that serves
+ * nothing is refused. */
+START_TEST(test_config_http_keys) {
+    wsg_config_t *cfg = expect_ok(MINIMAL, &noresolve);
+    ck_assert(cfg->routes[0].http && cfg->routes[0].websocket);
+    ck_assert_uint_eq(cfg->timeouts.keepalive_ms, 60000);
+    ck_assert_uint_eq(cfg->timeouts.response_idle_ms, 120000);
+    ck_assert_uint_eq(cfg->limits.max_body_bytes, 1048576);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(CONF("\"timeouts\": {\"keepalive_ms\": 0, \"response_idle_ms\": 5},"
+                         "\"limits\": {\"max_body_bytes\": 0},",
+                         "", ", \"websocket\": false", ""),
+                    &noresolve);
+    ck_assert(cfg->routes[0].http && !cfg->routes[0].websocket);
+    ck_assert_uint_eq(cfg->timeouts.keepalive_ms, 0);
+    ck_assert_uint_eq(cfg->timeouts.response_idle_ms, 5);
+    ck_assert_uint_eq(cfg->limits.max_body_bytes, 0);
+    wsg_config_unref(cfg);
+    expect_error(CONF("", "", ", \"http\": false, \"websocket\": false", ""),
+                 "wsgate.json: routes[0]: serves nothing: \"http\" and \"websocket\" are both "
+                 "false");
+    expect_error(CONF("", "", ", \"http\": 1", ""),
+                 "wsgate.json: routes[0].http: expected true or false, got 1");
+    expect_error(CONF("\"timeouts\": {\"response_idle_ms\": 0},", "", "", ""),
+                 "wsgate.json: timeouts.response_idle_ms: expected an integer from 1 to "
+                 "31536000000 (milliseconds), got 0");
 }
 END_TEST
 
@@ -951,6 +984,7 @@ Suite *wsg_config_suite(void) {
     tcase_add_test(tc, test_config_odd_keys_are_quoted_in_paths);
     tcase_add_test(tc, test_config_accepts_and_ignores_schema_key);
     tcase_add_test(tc, test_config_later_keys_are_refused_as_not_implemented);
+    tcase_add_test(tc, test_config_http_keys);
     tcase_add_test(tc, test_config_schema_names_table_keys_only);
     tcase_add_test(tc, test_config_missing_required_keys);
     suite_add_tcase(s, tc);
