@@ -9,7 +9,8 @@ build=${1:-build-fuzz}
 secs=${FUZZ_SECONDS:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 # The targets are the ones fuzz/meson.build built; FUZZ_TARGETS narrows them.
-targets=${FUZZ_TARGETS:-$(cd "$build/fuzz" && ls fuzz_* | sed 's/^fuzz_//')}
+targets=${FUZZ_TARGETS:-$(find "$build/fuzz" -maxdepth 1 -type f -executable -name 'fuzz_*' \
+  -printf '%f\n' | sed 's/^fuzz_//' | sort)}
 status=0
 printf '%-15s %14s %8s\n' target execs crashes
 for t in $targets; do
