@@ -15,7 +15,7 @@ FUZZ_SECONDS ?= 60
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps fuzz-deps build build-asan run test test-fast test-repeat fuzz bench clean
+.PHONY: all deps js-deps bench-deps fuzz-deps build build-asan run test test-fast test-repeat fuzz bench clean
 
 all: build
 
@@ -29,6 +29,15 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The real framework clients and servers of the end-to-end tests (tests/js,
+# pinned by its package-lock.json). Node.js comes from Debian when the
+# machine has none.
+js-deps:
+	@command -v npm >/dev/null 2>&1 || { echo "installing: nodejs npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then \
+	  cd tests/js && npm ci --no-audit --no-fund --loglevel=error; fi
 
 bench-deps:
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -63,7 +72,7 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 run: build
 	./bench/demo.sh $(BUILD)
 
-test: build build-asan
+test: build build-asan js-deps
 	$(MESON) test -C $(BUILD) --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(MESON) test -C $(ASAN_BUILD) --print-errorlogs
@@ -81,12 +90,12 @@ fuzz: deps fuzz-deps $(FUZZ_BUILD)/build.ninja
 # The end-to-end suite N times in a row (default 20), stopping at the first
 # failure: the check that no test is flaky.
 N ?= 20
-test-repeat: build
+test-repeat: build js-deps
 	@for i in $$(seq $(N)); do echo "== e2e run $$i of $(N)"; \
 	  $(MESON) test -C $(BUILD) --suite e2e --print-errorlogs || exit 1; done
 
 # Only the normal build, for quick iteration.
-test-fast: build
+test-fast: build js-deps
 	$(MESON) test -C $(BUILD) --print-errorlogs
 
 bench: build bench-deps

@@ -1,0 +1,31 @@
+// N Socket.IO servers (the real "socket.io" package) on free loopback ports.
+// Prints one JSON line {"ports": [...]} when all listen; each server answers
+// "whoami" with its name and reports every connection's transport upgrades
+// on stdout as JSON lines, so the test sees where each client's session was.
+"use strict";
+const http = require("http");
+const { Server } = require("socket.io");
+
+const n = parseInt(process.argv[2] || "3", 10);
+const ports = [];
+let ready = 0;
+for (let i = 0; i < n; i++) {
+  const name = `sio-${i}`;
+  const srv = http.createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/plain" });
+    res.end(name);
+  });
+  const io = new Server(srv, { pingInterval: 2000, pingTimeout: 5000 });
+  io.on("connection", (socket) => {
+    const user = socket.handshake.query.user;
+    socket.on("whoami", (cb) => cb({ name, user, transport: socket.conn.transport.name }));
+    socket.conn.on("upgrade", (t) =>
+      process.stdout.write(JSON.stringify({ event: "upgrade", name, user, to: t.name }) + "\n"));
+    process.stdout.write(JSON.stringify({ event: "connection", name, user }) + "\n");
+  });
+  srv.listen(0, "127.0.0.1", () => {
+    ports[i] = srv.address().port;
+    if (++ready === n) process.stdout.write(JSON.stringify({ ports }) + "\n");
+  });
+}
+process.on("SIGTERM", () => process.exit(0));
