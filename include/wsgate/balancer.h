@@ -30,7 +30,16 @@ typedef enum {
  * keeps a pool's backend (same pool name, same address) hands the same
  * object to the new balancer, so health state, counters and the identity
  * that drain uses survive the reload. Reference counted. */
+/* Traffic of one backend, striped by worker so that each worker adds to its
+ * own cache line (workers past WSG_BACKEND_STRIPES share, correctly). */
+#define WSG_BACKEND_STRIPES 8
+typedef struct wsg_backend_traffic_s {
+    _Alignas(64) _Atomic uint64_t frames[2]; /* [0] client to backend, [1] backend to client */
+    _Atomic uint64_t bytes[2];
+} wsg_backend_traffic_t;
+
 typedef struct wsg_backend_s {
+    wsg_backend_traffic_t traffic[WSG_BACKEND_STRIPES]; /* first: the struct is 64-aligned */
     char *address;                  /* owned copy: "host:port" as configured */
     char *pool;                     /* owned copy: pool name */
     _Atomic int state;              /* wsg_backend_state_t */
@@ -49,6 +58,20 @@ typedef struct wsg_backend_s {
     } last_check;
     _Atomic int refcount;
 } wsg_backend_t;
+
+/* Counts <frames> WebSocket frames and <bytes> bytes that went through
+ * <be> in direction <dir> (0: to the backend, 1: to the client), from
+ * worker <worker>. Lock-free; a relaxed add on the worker's own line. */
+static inline void wsg_backend_count(wsg_backend_t *be, unsigned worker, int dir,
+                                     uint64_t frames, uint64_t bytes) {
+    wsg_backend_traffic_t *t = &be->traffic[worker % WSG_BACKEND_STRIPES];
+    if (frames)
+        atomic_fetch_add_explicit(&t->frames[dir], frames, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->bytes[dir], bytes, memory_order_relaxed);
+}
+
+/* The sums over every worker, for /status. */
+void wsg_backend_traffic(wsg_backend_t *be, uint64_t frames[2], uint64_t bytes[2]);
 
 typedef struct wsg_balancer_s {
     const wsg_pool_conf_t *conf; /* borrowed from the runtime's config */

@@ -380,13 +380,24 @@ static void get_status(aconn_t *c, bool keepalive) {
         json_t *arr = json_array();
         for (size_t i = 0; i < b->nbackends; i++) {
             wsg_backend_t *be = b->backends[i];
-            json_array_append_new(
-                arr, json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "address", be->address, "weight",
-                               (json_int_t)b->conf->backends[i].weight, "state",
-                               wsg_backend_state_name((wsg_backend_state_t)LOAD(be->state)),
-                               "active", (json_int_t)LOAD(be->active), "total",
-                               (json_int_t)LOAD(be->total), "failures",
-                               (json_int_t)LOAD(be->failures), "last_check", last_check_json(be)));
+            uint64_t fr[2], by[2];
+            wsg_backend_traffic(be, fr, by);
+            json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "address", be->address,
+                                  "weight", (json_int_t)b->conf->backends[i].weight, "state",
+                                  wsg_backend_state_name((wsg_backend_state_t)LOAD(be->state)),
+                                  "active", (json_int_t)LOAD(be->active), "total",
+                                  (json_int_t)LOAD(be->total), "failures",
+                                  (json_int_t)LOAD(be->failures), "last_check",
+                                  last_check_json(be));
+            /* Directions as in "traffic": what the clients sent the backend,
+             * and what it sent them. */
+            json_object_set_new(o, "traffic",
+                                json_pack("{s:{s:I,s:I},s:{s:I,s:I}}", "frames",
+                                          "client_to_backend", (json_int_t)fr[0],
+                                          "backend_to_client", (json_int_t)fr[1], "bytes",
+                                          "client_to_backend", (json_int_t)by[0],
+                                          "backend_to_client", (json_int_t)by[1]));
+            json_array_append_new(arr, o);
         }
         json_object_set_new(pools, b->conf->name,
                             json_pack("{s:s,s:o}", "health",

@@ -41,6 +41,16 @@ const char *wsg_health_type_name(wsg_health_type_t t) {
     }
 }
 
+void wsg_backend_traffic(wsg_backend_t *be, uint64_t frames[2], uint64_t bytes[2]) {
+    frames[0] = frames[1] = bytes[0] = bytes[1] = 0;
+    for (unsigned i = 0; i < WSG_BACKEND_STRIPES; i++) {
+        for (int d = 0; d < 2; d++) {
+            frames[d] += atomic_load_explicit(&be->traffic[i].frames[d], memory_order_relaxed);
+            bytes[d] += atomic_load_explicit(&be->traffic[i].bytes[d], memory_order_relaxed);
+        }
+    }
+}
+
 const char *wsg_backend_state_name(wsg_backend_state_t s) {
     switch (s) {
     case WSG_BACKEND_UP:
@@ -54,9 +64,12 @@ const char *wsg_backend_state_name(wsg_backend_state_t s) {
 }
 
 static wsg_backend_t *backend_new(const char *pool, const char *address) {
-    wsg_backend_t *be = calloc(1, sizeof(*be));
+    /* 64-aligned: each traffic stripe owns its cache line. */
+    size_t size = (sizeof(wsg_backend_t) + 63) & ~(size_t)63;
+    wsg_backend_t *be = aligned_alloc(64, size);
     if (be == NULL)
         return NULL;
+    memset(be, 0, size);
     be->address = strdup(address);
     be->pool = strdup(pool);
     if (be->address == NULL || be->pool == NULL) {

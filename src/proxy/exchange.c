@@ -33,6 +33,12 @@
 
 static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
 
+/* Bytes of the exchange, for the backend's traffic in /status. */
+static void count(wsg_conn_t *c, int dir, uint64_t n) {
+    if (c->backend >= 0 && n > 0)
+        wsg_backend_count(c->rt->pools[c->pool]->backends[c->backend], c->w->id, dir, 0, n);
+}
+
 #define XLOG(c, level, ...)                                                                \
     do {                                                                                   \
         if ((level) >= wsg_log_threshold()) {                                              \
@@ -129,6 +135,7 @@ static int forward_body(wsg_conn_t *c) {
     /* Counted as sent: a chunked body's framing counts too. */
     hs->req_body += used;
     hs->x_in += used;
+    count(c, 0, used);
     if (cfg->limits.max_body_bytes != 0 && hs->req_body > cfg->limits.max_body_bytes) {
         body_failed(c, 413, "request body larger than max_body_bytes");
         return -1;
@@ -174,6 +181,7 @@ int wsg__http_send_request(wsg_conn_t *c) {
         free(out);
     if (r < 0)
         return r;
+    count(c, 0, (uint64_t)n);
     hs->head_sent = 1;
     /* The head is forwarded; what follows it moves to the front. The
      * request parser keeps only its body state from here on. */
@@ -218,6 +226,7 @@ static void response_body(wsg_conn_t *c, const char *data, size_t n) {
         return;
     }
     hs->x_out += used;
+    count(c, 1, used);
     if (r == 1) {
         exchange_done(c);
         return;
@@ -311,6 +320,7 @@ static void response_head(wsg_conn_t *c) {
     }
     hs->resp_started = 1;
     hs->x_out += (uint64_t)n;
+    count(c, 1, (uint64_t)n);
     c->state = WSG_CONN_PASSTHRU;
     size_t rest = hs->resp_len - head;
     hs->resp_len = 0;

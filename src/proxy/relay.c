@@ -267,6 +267,8 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     p->frames += frames;
     STAT_ADD(st->frames[from], frames);
     STAT_ADD(st->bytes[from], fresh);
+    wsg_backend_count(c->rt->pools[c->pool]->backends[c->backend], c->w->id,
+                      from == WSG_CLIENT ? 0 : 1, frames, fresh);
     if (saw_data)
         c->last_data = uv_now(&c->w->loop);
 

@@ -164,7 +164,7 @@ for (const tr of document.querySelectorAll("tr[data-address]")) {
   const g = c => tr.querySelector(".c-" + c).textContent;
   rows[tr.dataset.address] = {pool: tr.dataset.pool, state: g("state"), weight: num(g("weight")),
     active: num(g("active")), total: num(g("total")), failures: num(g("failures")),
-    check: g("check"), hidden: tr.hidden};
+    msgs: num(g("msgs")), bps: g("bytes"), check: g("check"), hidden: tr.hidden};
 }
 const card = id => { const e = document.getElementById("s-" + id); return e && e.textContent; };
 const p = window.wsgDashboard || {samples: 0};
@@ -244,6 +244,22 @@ def test_dashboard_in_chromium_follows_status_and_drains_with_its_button(stack, 
             m = read_page(browser)["msgs"]
             return m not in (None, "–") and float(m.replace(",", "")) > 0
         wait_for(rate_shown, 10, interval=0.1, what="a client->backend message rate above 0")
+
+        # Per backend too: only the backends of the clients that talk show a
+        # message rate, from /status's per-backend traffic.
+        talking = {c.name for c in clients[:4]}
+
+        def backend_rates_shown():
+            for c in clients[:4]:
+                c.ask("tick")
+            rows = read_page(browser)["rows"]
+            busy = {names[a] for a, row in rows.items() if (row["msgs"] or 0) > 0}
+            return busy == talking and all(rows[a]["bps"].endswith("/s") for a in rows
+                                           if names[a] in talking)
+        wait_for(backend_rates_shown, 10, interval=0.1,
+                 what="message rates on exactly the backends with traffic")
+        t = backend(g.aport, "p", [a for a, n in names.items() if n in talking][0])["traffic"]
+        assert t["frames"]["client_to_backend"] > 0 and t["bytes"]["backend_to_client"] > 0
 
         by = {}
         for c in clients:
