@@ -20,6 +20,8 @@
  */
 #include <wsgate/handshake.h>
 
+#include "head_writer.h"
+
 #include <assert.h>
 #include <stdio.h>
 #include <stddef.h>
@@ -731,35 +733,6 @@ void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 
 
 /* ---- upstream request (SPEC §3.4) ------------------------------------------------------- */
 
-/* Bounded writer: once something does not fit, nothing more is written. */
-typedef struct writer_s {
-    char *out;
-    size_t cap;
-    size_t len;
-    bool overflow;
-} writer_t;
-
-static void put(writer_t *w, const char *s, size_t n) {
-    if (w->overflow || n > w->cap - w->len) {
-        w->overflow = true;
-        return;
-    }
-    memcpy(w->out + w->len, s, n);
-    w->len += n;
-}
-
-static void put_str(writer_t *w, const char *s) {
-    put(w, s, strlen(s));
-}
-
-static void put_header(writer_t *w, const char *name, size_t namelen, const char *value,
-                       size_t valuelen) {
-    put(w, name, namelen);
-    put(w, ": ", 2);
-    put(w, value, valuelen);
-    put(w, "\r\n", 2);
-}
-
 /* Headers that wsgate sets itself: whatever the client sent under these names
  * is dropped, or a client could claim any address to the backend. */
 static bool is_replaced(const char *name, size_t n) {
@@ -769,19 +742,19 @@ static bool is_replaced(const char *name, size_t n) {
 
 ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
                                      const wsg_forward_info_t *info, char *out, size_t cap) {
-    writer_t w = {.out = out, .cap = cap};
+    wsg_head_writer_t w = {.out = out, .cap = cap};
     const char *url, *host;
     size_t urllen, hostlen;
     char version[16];
     size_t last_xff = SIZE_MAX;
 
     wsg_http_head_url(h, buf, &url, &urllen);
-    put_str(&w, wsg_http_head_method(h));
-    put(&w, " ", 1);
-    put(&w, url, urllen);
+    hw_put_str(&w, wsg_http_head_method(h));
+    hw_put(&w, " ", 1);
+    hw_put(&w, url, urllen);
     snprintf(version, sizeof(version), " HTTP/%u.%u\r\n", (unsigned)h->parser.http_major,
              (unsigned)h->parser.http_minor);
-    put_str(&w, version);
+    hw_put_str(&w, version);
 
     for (size_t i = 0; i < h->nhdrs; i++) {
         if (eq_nocase(buf + h->hdrs[i].name.off, h->hdrs[i].name.len, "X-Forwarded-For"))
@@ -800,27 +773,27 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
         if (i == last_xff) {
             /* Proxies append to the last X-Forwarded-For, so the list reads
              * client, proxy1, proxy2... in order. */
-            put(&w, name, namelen);
-            put(&w, ": ", 2);
+            hw_put(&w, name, namelen);
+            hw_put(&w, ": ", 2);
             if (valuelen > 0) {
-                put(&w, value, valuelen);
-                put(&w, ", ", 2);
+                hw_put(&w, value, valuelen);
+                hw_put(&w, ", ", 2);
             }
-            put_str(&w, info->client_ip);
-            put(&w, "\r\n", 2);
+            hw_put_str(&w, info->client_ip);
+            hw_put(&w, "\r\n", 2);
             continue;
         }
-        put_header(&w, name, namelen, value, valuelen);
+        hw_put_header(&w, name, namelen, value, valuelen);
     }
 
     if (last_xff == SIZE_MAX)
-        put_header(&w, "X-Forwarded-For", 15, info->client_ip, strlen(info->client_ip));
-    put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
+        hw_put_header(&w, "X-Forwarded-For", 15, info->client_ip, strlen(info->client_ip));
+    hw_put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
     host = wsg_http_head_get(h, buf, "Host", &hostlen);
     if (host != NULL)
-        put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
-    put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
-    put(&w, "\r\n", 2);
+        hw_put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
+    hw_put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
+    hw_put(&w, "\r\n", 2);
 
     return w.overflow ? -1 : (ssize_t)w.len;
 }

@@ -9,6 +9,8 @@
  */
 #include "wsgate/http_msg.h"
 
+#include "head_writer.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -284,30 +286,6 @@ bool wsg_http_accepts(const wsg_http_head_t *h, const char *buf, const char *typ
 
 /* ---- heads wsgate writes ---------------------------------------------------------- */
 
-typedef struct writer_s {
-    char *out;
-    size_t cap, len;
-    bool overflow;
-} writer_t;
-
-static void put(writer_t *w, const char *s, size_t n) {
-    if (w->overflow || n > w->cap - w->len) {
-        w->overflow = true;
-        return;
-    }
-    memcpy(w->out + w->len, s, n);
-    w->len += n;
-}
-
-static void put_str(writer_t *w, const char *s) { put(w, s, strlen(s)); }
-
-static void put_header(writer_t *w, const char *name, size_t nl, const char *v, size_t vl) {
-    put(w, name, nl);
-    put(w, ": ", 2);
-    put(w, v, vl);
-    put(w, "\r\n", 2);
-}
-
 static bool elem_names(const char *e, size_t n, void *arg) {
     const char **name = arg; /* {name, (const char *)len} */
     return n == (size_t)(uintptr_t)name[1] && strncasecmp(e, name[0], n) == 0;
@@ -331,28 +309,28 @@ static bool is_forwarding(const char *name, size_t n) {
            eq_nocase(name, n, "X-Forwarded-Host") || eq_nocase(name, n, "X-Real-IP");
 }
 
-static void put_framing(writer_t *w, const wsg_body_t *body) {
+static void put_framing(wsg_head_writer_t *w, const wsg_body_t *body) {
     char num[32];
     if (body->kind == WSG_BODY_LENGTH) {
         int k = snprintf(num, sizeof(num), "%llu", (unsigned long long)body->length);
-        put_header(w, "Content-Length", 14, num, (size_t)k);
+        hw_put_header(w, "Content-Length", 14, num, (size_t)k);
     } else if (body->kind == WSG_BODY_CHUNKED) {
-        put_str(w, "Transfer-Encoding: chunked\r\n");
+        hw_put_str(w, "Transfer-Encoding: chunked\r\n");
     }
 }
 
 ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
                                const wsg_forward_info_t *info, const wsg_body_t *body,
                                bool reuse, char *out, size_t cap) {
-    writer_t w = {.out = out, .cap = cap};
+    wsg_head_writer_t w = {.out = out, .cap = cap};
     const char *url, *host = NULL, *xff = NULL;
     size_t urllen, hostlen = 0, xfflen = 0;
 
     wsg_http_head_url(h, buf, &url, &urllen);
-    put_str(&w, wsg_http_head_method(h));
-    put(&w, " ", 1);
-    put(&w, url, urllen);
-    put_str(&w, " HTTP/1.1\r\n");
+    hw_put_str(&w, wsg_http_head_method(h));
+    hw_put(&w, " ", 1);
+    hw_put(&w, url, urllen);
+    hw_put_str(&w, " HTTP/1.1\r\n");
     for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
@@ -369,23 +347,23 @@ ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
         if (is_hop_by_hop(h, buf, hn, hnl) || is_forwarding(hn, hnl) ||
             eq_nocase(hn, hnl, "Content-Length"))
             continue; /* Content-Length is restated below */
-        put_header(&w, hn, hnl, hv, hvl);
+        hw_put_header(&w, hn, hnl, hv, hvl);
     }
-    put_str(&w, "X-Forwarded-For: ");
+    hw_put_str(&w, "X-Forwarded-For: ");
     if (xff != NULL && xfflen > 0) {
-        put(&w, xff, xfflen);
-        put(&w, ", ", 2);
+        hw_put(&w, xff, xfflen);
+        hw_put(&w, ", ", 2);
     }
-    put_str(&w, info->client_ip);
-    put(&w, "\r\n", 2);
-    put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
+    hw_put_str(&w, info->client_ip);
+    hw_put(&w, "\r\n", 2);
+    hw_put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
     if (host != NULL)
-        put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
-    put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
+        hw_put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
+    hw_put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
     put_framing(&w, body);
     if (!reuse)
-        put_str(&w, "Connection: close\r\n");
-    put(&w, "\r\n", 2);
+        hw_put_str(&w, "Connection: close\r\n");
+    hw_put(&w, "\r\n", 2);
     return w.overflow ? -1 : (ssize_t)w.len;
 }
 
@@ -411,7 +389,7 @@ static void status_reason(const char *buf, size_t head_len, const char **r, size
 ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
                                 const wsg_body_t *body, bool keep_alive, int client_version,
                                 char *out, size_t cap) {
-    writer_t w = {.out = out, .cap = cap};
+    wsg_head_writer_t w = {.out = out, .cap = cap};
     char line[32];
     const char *reason;
     size_t rlen;
@@ -419,12 +397,12 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
 
     status_reason(buf, wsg_http_head_len(resp), &reason, &rlen);
     snprintf(line, sizeof(line), "HTTP/1.1 %03d ", st);
-    put_str(&w, line);
+    hw_put_str(&w, line);
     if (rlen > 0)
-        put(&w, reason, rlen);
+        hw_put(&w, reason, rlen);
     else
-        put_str(&w, wsg_http_reason(st));
-    put(&w, "\r\n", 2);
+        hw_put_str(&w, wsg_http_reason(st));
+    hw_put(&w, "\r\n", 2);
     for (size_t i = 0, n = wsg_http_head_count(resp); i < n; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
@@ -438,7 +416,7 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
         if (eq_nocase(hn, hnl, "Content-Length") &&
             (body->kind != WSG_BODY_NONE || st / 100 == 1 || st == 204))
             continue;
-        put_header(&w, hn, hnl, hv, hvl);
+        hw_put_header(&w, hn, hnl, hv, hvl);
     }
     /* 1xx, 204 and 304 carry no framing (RFC 9110 §8.6: a 304 may repeat the
      * length of the representation, which it does not carry). */
@@ -446,11 +424,11 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
         put_framing(&w, body);
     if (st / 100 != 1) {
         if (!keep_alive || body->kind == WSG_BODY_EOF)
-            put_str(&w, "Connection: close\r\n");
+            hw_put_str(&w, "Connection: close\r\n");
         else if (client_version < 11)
-            put_str(&w, "Connection: keep-alive\r\n");
+            hw_put_str(&w, "Connection: keep-alive\r\n");
     }
-    put(&w, "\r\n", 2);
+    hw_put(&w, "\r\n", 2);
     return w.overflow ? -1 : (ssize_t)w.len;
 }
 

@@ -75,6 +75,14 @@ void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap) {
         snprintf(out, cap, "unknown");
 }
 
+wsg_forward_info_t wsg__conn_forward_info(const wsg_conn_t *c, char *ip) {
+    wsg__conn_client_ip(c, ip, INET6_ADDRSTRLEN);
+    return (wsg_forward_info_t){
+        .client_ip = ip,
+        .proto = cfg_of(c)->listeners[c->listener].tls ? "https" : "http",
+    };
+}
+
 static unsigned client_port(const wsg_conn_t *c) {
     if (c->client_addr.sa.sa_family == AF_INET6)
         return ntohs(c->client_addr.in6.sin6_port);
@@ -737,11 +745,7 @@ static int send_upstream(wsg_conn_t *c) {
     char *out = need <= sizeof(stack) ? stack : malloc(need);
     if (out == NULL)
         return UV_ENOMEM;
-    wsg__conn_client_ip(c, ip, sizeof(ip));
-    wsg_forward_info_t fi = {
-        .client_ip = ip,
-        .proto = cfg_of(c)->listeners[c->listener].tls ? "https" : "http",
-    };
+    wsg_forward_info_t fi = wsg__conn_forward_info(c, ip);
     ssize_t n = wsg_handshake_build_upstream(hs->req_head, hs->req, &fi, out, need);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
     if (out != stack)

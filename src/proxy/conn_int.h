@@ -200,6 +200,9 @@ int wsg__conn_resume_read(wsg_conn_t *c, int side);
 void wsg__conn_pause_read(wsg_conn_t *c, int side);
 
 void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap);
+/* What the forwarded request says of the client: its address (written into
+ * ip[INET6_ADDRSTRLEN]) and the listener's scheme. */
+wsg_forward_info_t wsg__conn_forward_info(const wsg_conn_t *c, char *ip);
 /* Answers the client with wsgate's own error and ends the connection. */
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
 /* Writes the access line of the connection, or of its current exchange. */

@@ -169,11 +169,7 @@ int wsg__http_send_request(wsg_conn_t *c) {
 
     if (out == NULL)
         return UV_ENOMEM;
-    wsg__conn_client_ip(c, ip, sizeof(ip));
-    wsg_forward_info_t fi = {
-        .client_ip = ip,
-        .proto = cfg_of(c)->listeners[c->listener].tls ? "https" : "http",
-    };
+    wsg_forward_info_t fi = wsg__conn_forward_info(c, ip);
     wsg_http_request_body(hs->req_head, hs->req, &body);
     ssize_t n = wsg_http_build_request(hs->req_head, hs->req, &fi, &body, false, out, need);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
