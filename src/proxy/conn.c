@@ -952,6 +952,8 @@ static void on_request_bytes(wsg_conn_t *c, size_t n) {
     if (hs->kept_alive && hs->req_len == 0 && n > 0) {
         hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.handshake_ms;
         wsg__conn_reschedule(c);
+        c->logged = 0; /* a new request: whatever becomes of it gets its line */
+        hs->t_begin_ns = uv_hrtime();
     }
     hs->req_len += n;
     switch (wsg_http_head_feed(hs->req_head, hs->req, hs->req_len)) {

@@ -408,8 +408,10 @@ static void exchange_done(wsg_conn_t *c) {
         wsg_conn_abort(c, "cannot read from the client");
         return;
     }
-    if (hs->req_len > 0)
+    if (hs->req_len > 0) {
+        c->logged = 0;
         wsg__conn_request_bytes(c, 0); /* a pipelined request is already here */
+    }
 }
 
 size_t wsg__http_error(const wsg_conn_t *c, int status, const char *why, char *out, size_t cap) {

@@ -1,6 +1,7 @@
 """Real framework clients and servers through wsgate: Socket.IO 4.8 (the npm
-packages socket.io and socket.io-client, installed by `make test` with
-`npm ci` from tests/js/package-lock.json).
+packages socket.io and socket.io-client) and EventSource (the npm package
+eventsource), installed by `make test` with `npm ci` from
+tests/js/package-lock.json.
 
 Socket.IO's default transports start with HTTP long polling and upgrade to a
 WebSocket; every request of one session must reach the same backend, or the
@@ -77,3 +78,29 @@ def test_socketio_sessions_stay_on_one_backend(sio, transports):
             assert r["first"] == "polling", (user, r)
             assert r["answers"][-1]["transport"] == "websocket", (user, r)
     assert len(used) > 1, f"20 users all on one backend: {used}"
+
+
+# ---- EventSource -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sse(mstack):
+    fake = mstack.http("sse-origin")
+    port = free_port()
+    gate = mstack.gate(make_config(port, {"web": pool([fake.address])},
+                                   heartbeat={"interval_ms": 0}))
+    return {"port": port, "fake": fake, "gate": gate}
+
+
+def test_eventsource_reconnects_with_last_event_id(sse):
+    # The origin sends three events per connection and closes; the client
+    # comes back (retry: 50 ms) with Last-Event-ID and the stream goes on.
+    r = subprocess.run([NODE, str(JS / "es_client.js"),
+                        f"http://127.0.0.1:{sse['port']}/sse-id?n=3", "9"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["why"] == "done", out
+    assert [e["id"] for e in out["got"]] == [str(i) for i in range(9)], out
+    assert out["opens"] >= 3
+    seen = [h.get("last-event-id") for _, h, _ in sse["fake"].requests]
+    assert seen[:3] == [None, "2", "5"], seen

@@ -393,6 +393,7 @@ class HttpFake:
       /head           200 with "Content-Length: 5" (and the body, unless HEAD)
       /204, /304      no body
       /sse?n=N&ms=M   text/event-stream: N events "data: i", M ms apart, then close
+      /sse-id?n=N     events with ids, from Last-Event-ID + 1, N per connection, then close
       /wait?ms=M      answers 200 "late" after M ms (a long poll)
       /silent         reads the request, never answers
       /smuggle        200 with both Content-Length and Transfer-Encoding
@@ -523,6 +524,13 @@ class HttpFake:
             for i in range(int(q.get("n", "3"))):
                 time.sleep(int(q.get("ms", "100")) / 1000)  # the stream's own pace
                 c.send(f"data: {i} {time.monotonic():.6f}\n\n".encode())
+            return False
+        elif path == "/sse-id":
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                   b"Cache-Control: no-cache\r\n\r\nretry: 50\n\n")
+            start = int(headers.get("last-event-id", "-1")) + 1
+            for i in range(start, start + int(q.get("n", "3"))):
+                c.send(f"id: {i}\ndata: event {i}\n\n".encode())
             return False
         elif path == "/wait":
             time.sleep(int(q.get("ms", "100")) / 1000)  # a long poll's wait
