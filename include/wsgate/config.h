@@ -163,6 +163,7 @@ typedef struct wsg_config_s {
         uint64_t drain_ms;     /* 10000 */
         uint64_t keepalive_ms; /* 60000, 0 = close after each HTTP response */
         uint64_t response_idle_ms; /* 120000 */
+        uint64_t max_lifetime_ms;  /* 0 = off */
     } timeouts;
 
     struct {

@@ -617,7 +617,10 @@ static const struct key k_timeouts[] = {
      .def = "120000", .store = ST_U64, CFG(timeouts.response_idle_ms),
      .desc = "Longest silence of a backend while an HTTP response is due or streaming; "
              "no response head in that time gets 504."},
-    LATER("max_lifetime_ms", "SPEC §12"),
+    {.name = "max_lifetime_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS,
+     .zero = "off", .def = "0", .store = ST_U64, CFG(timeouts.max_lifetime_ms),
+     .desc = "A WebSocket older than this (plus up to 10% jitter) is closed with 1001 "
+             "\"max lifetime\"."},
     {0},
 };
 

@@ -157,6 +157,7 @@ struct wsg_conn_s {
     uint64_t last_data;      /* loop time of the last data frame byte either way */
     uint64_t close_deadline; /* CLOSING: force-close at this time */
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
+    uint64_t lifetime_at;    /* RELAY: max_lifetime_ms (with its jitter) ends it then (0: never) */
     uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     union {
         struct sockaddr sa;

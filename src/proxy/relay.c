@@ -90,6 +90,12 @@ void wsg__relay_start(wsg_conn_t *c) {
     negotiated_rsv(c, &rsv_first, &rsv_other);
     c->state = WSG_CONN_RELAY;
     c->last_data = now;
+    if (cfg->timeouts.max_lifetime_ms) {
+        /* The jitter spreads the reconnects of clients that came together
+         * (after a deploy, say) instead of closing them together again. */
+        uint64_t max = cfg->timeouts.max_lifetime_ms;
+        c->lifetime_at = now + max + wsg_worker_random(c->w) % (max / 10 + 1);
+    }
     for (int s = 0; s < 2; s++) {
         wsg_peer_t *p = &c->peer[s];
         wsg_ws_stream_init(&p->ws, s == WSG_CLIENT, cfg->limits.max_frame_bytes, rsv_first,
@@ -455,6 +461,8 @@ uint64_t wsg__relay_next_deadline(const wsg_conn_t *c) {
         d = c->close_deadline;
     if (c->drain_at && c->drain_at < d)
         d = c->drain_at;
+    if (c->lifetime_at && c->lifetime_at < d)
+        d = c->lifetime_at;
     if (cfg->timeouts.idle_ms && c->last_data + cfg->timeouts.idle_ms < d)
         d = c->last_data + cfg->timeouts.idle_ms;
     if (cfg->heartbeat.interval_ms) {
@@ -488,6 +496,12 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
         c->end_reason = "backend drained";
         RLOG(c, WSG_LOG_INFO, "backend draining: sending 1012 to the client");
         wsg__relay_close(c, WSG_WS_CLOSE_SERVICE_RESTART, WSG_WS_CLOSE_GOING_AWAY);
+        return;
+    }
+    if (c->lifetime_at && now >= c->lifetime_at) {
+        c->end_reason = "max lifetime";
+        RLOG(c, WSG_LOG_INFO, "older than max_lifetime_ms: closing");
+        wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, WSG_WS_CLOSE_GOING_AWAY);
         return;
     }
     if (cfg->timeouts.idle_ms && now >= c->last_data + cfg->timeouts.idle_ms) {

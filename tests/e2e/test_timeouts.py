@@ -231,3 +231,35 @@ def test_pings_do_not_count_as_data(idle):
             await asyncio.wait_for(ws.wait_closed(), SLACK)
             return ws.close_code, ws.close_reason
     assert run(body()) == (1001, "idle timeout")
+
+
+# ---- max lifetime (SPEC §12) ---------------------------------------------------------
+
+LIFETIME_MS = 400
+
+
+def test_max_lifetime_closes_with_1001_within_its_jitter(stack):
+    fake = stack.fake("life-fake")
+    port = free_port()
+    stack.gate(make_config(port, {"main": pool([fake.address])}, heartbeat={"interval_ms": 0},
+                           timeouts={"max_lifetime_ms": LIFETIME_MS, "idle_ms": 0}))
+    conns = []
+    for _ in range(4):
+        t0 = time.monotonic()
+        c, rec = fake_conn({"port": port, "fake": fake})
+        conns.append((t0, c, rec))
+    try:
+        for t0, c, rec in conns:
+            c.settimeout(LIFETIME_MS / 1000 + SLACK)
+            while True:
+                f = c.read_frame()  # data would be echoes; there are none
+                if f.opcode == OP_CLOSE:
+                    break
+            took = time.monotonic() - t0
+            assert (f.close_code, f.close_reason) == (1001, "max lifetime")
+            # not before max_lifetime_ms, and not much after its 10 % jitter
+            assert LIFETIME_MS / 1000 <= took < LIFETIME_MS * 1.1 / 1000 + SLACK, took
+            assert rec.wait_close().close_code == 1001
+    finally:
+        for _, c, _ in conns:
+            c.close()
