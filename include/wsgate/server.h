@@ -46,6 +46,10 @@ typedef struct wsg_stats_s {
     uint64_t hs_latency_buckets[WSG_HS_BUCKETS]; /* cumulative-ready counts per bucket */
     uint64_t hs_latency_count;
     uint64_t hs_latency_sum_us;
+    uint64_t http_requests[6];     /* [1]..[5]: 1xx..5xx, [0]: no status */
+    uint64_t http_latency_buckets[WSG_HS_BUCKETS];
+    uint64_t http_latency_sum_us;
+    uint64_t upstream_opened;
     uint64_t buffers_in_use, buffers_cached; /* I/O chunks of WSG_CHUNK_SIZE bytes */
 } wsg_stats_t;
 void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out);

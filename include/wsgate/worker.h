@@ -44,6 +44,12 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t handshake_status[600];
     _Atomic uint64_t hs_latency[WSG_HS_BUCKETS];
     _Atomic uint64_t hs_latency_sum_us;
+    /* Plain HTTP exchanges (SPEC §9): by status class ([1]..[5] for 1xx..5xx,
+     * [0] none), their durations, and the backend connections they opened. */
+    _Atomic uint64_t http_requests[6];
+    _Atomic uint64_t http_latency[WSG_HS_BUCKETS];
+    _Atomic uint64_t http_latency_sum_us;
+    _Atomic uint64_t upstream_opened;
     _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
     _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
 } wsg_worker_stats_t;
@@ -51,6 +57,10 @@ typedef struct wsg_worker_stats_s {
 /* Records one finished handshake (status sent to the client, time since
  * accept). Worker thread only. */
 void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us);
+
+/* Records one finished plain HTTP exchange: the status the client got (0:
+ * none) and the time from its request head to the end of its response. */
+void wsg_worker_count_request(wsg_worker_t *w, int status, uint64_t us);
 
 /* A listening socket of this worker. Heap-allocated: a reload moves kept
  * listeners into a new array while their handles stay where they are. */

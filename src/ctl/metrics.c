@@ -180,27 +180,25 @@ static void closes(wsg_metrics_buf_t *b, const wsg_stats_t *st) {
         putf(b, "wsgate_closes_total{code=\"other\"} %" PRIu64 "\n", st->closes[15]);
 }
 
-static void histogram(wsg_metrics_buf_t *b, const wsg_metrics_input_t *in) {
-    const char *name = "wsgate_handshake_duration_seconds";
-    const wsg_stats_t *st = in->stats;
+static void histogram(wsg_metrics_buf_t *b, const wsg_metrics_input_t *in, const char *name,
+                      const char *help, const uint64_t *buckets, uint64_t sum_us) {
     size_t n = in->hs_nbuckets;
     uint64_t cum = 0;
 
     if (n > WSG_HS_BUCKETS)
         n = WSG_HS_BUCKETS;
-    family(b, name, "histogram",
-           "Time from accepting a client connection to the handshake answer (101 or error).");
+    family(b, name, "histogram", help);
     for (size_t i = 0; i + 1 < n; i++) {
-        cum += st->hs_latency_buckets[i];
+        cum += buckets[i];
         putf(b, "%s_bucket{le=\"", name);
         put_seconds(b, in->hs_bounds_us[i]);
         putf(b, "\"} %" PRIu64 "\n", cum);
     }
     if (n > 0)
-        cum += st->hs_latency_buckets[n - 1];
+        cum += buckets[n - 1];
     putf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
     putf(b, "%s_sum ", name);
-    put_seconds(b, st->hs_latency_sum_us);
+    put_seconds(b, sum_us);
     putf(b, "\n%s_count %" PRIu64 "\n", name, cum);
 }
 
@@ -334,7 +332,22 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
     simple(out, "wsgate_protocol_errors_total", "counter",
            "Connections closed for a WebSocket protocol error (1002) or a frame too big (1009).",
            st->protocol_errors);
-    histogram(out, in);
+    histogram(out, in, "wsgate_handshake_duration_seconds",
+              "Time from accepting a client connection to the handshake answer (101 or error).",
+              st->hs_latency_buckets, st->hs_latency_sum_us);
+    family(out, "wsgate_http_requests_total", "counter",
+           "Plain HTTP requests answered, by the status class the client got.");
+    for (int k = 1; k < 6; k++)
+        putf(out, "wsgate_http_requests_total{class=\"%dxx\"} %" PRIu64 "\n", k,
+             st->http_requests[k]);
+    if (st->http_requests[0] != 0)
+        putf(out, "wsgate_http_requests_total{class=\"none\"} %" PRIu64 "\n",
+             st->http_requests[0]);
+    histogram(out, in, "wsgate_http_request_duration_seconds",
+              "Time from a plain HTTP request's head to the end of its response.",
+              st->http_latency_buckets, st->http_latency_sum_us);
+    simple(out, "wsgate_upstream_connections_total", "counter",
+           "Backend connections opened for plain HTTP exchanges.", st->upstream_opened);
     simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
            in->admin_connections);
     simple(out, "wsgate_admin_connections_shed_total", "counter",

@@ -119,6 +119,12 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
             out->hs_latency_count += n;
         }
         out->hs_latency_sum_us += LOAD(st->hs_latency_sum_us);
+        for (int k = 0; k < 6; k++)
+            out->http_requests[k] += LOAD(st->http_requests[k]);
+        for (int k = 0; k < WSG_HS_BUCKETS; k++)
+            out->http_latency_buckets[k] += LOAD(st->http_latency[k]);
+        out->http_latency_sum_us += LOAD(st->http_latency_sum_us);
+        out->upstream_opened += LOAD(st->upstream_opened);
         out->buffers_in_use += LOAD(st->buffers_in_use);
         out->buffers_cached += LOAD(st->buffers_cached);
     }

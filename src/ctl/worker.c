@@ -92,6 +92,17 @@ void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us) {
     atomic_fetch_add_explicit(&st->hs_latency_sum_us, us, memory_order_relaxed);
 }
 
+void wsg_worker_count_request(wsg_worker_t *w, int status, uint64_t us) {
+    wsg_worker_stats_t *st = &w->stats;
+    size_t b = 0;
+    int cls = status >= 100 && status < 600 ? status / 100 : 0;
+    atomic_fetch_add_explicit(&st->http_requests[cls], 1, memory_order_relaxed);
+    while (b < WSG_HS_BUCKETS - 1 && us > wsg_hs_bucket_us[b])
+        b++;
+    atomic_fetch_add_explicit(&st->http_latency[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->http_latency_sum_us, us, memory_order_relaxed);
+}
+
 static void on_connection(uv_stream_t *s, int status) {
     wsg_wlistener_t *l = s->data;
     if (status < 0) {

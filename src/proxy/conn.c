@@ -388,6 +388,10 @@ void wsg__conn_log_access(wsg_conn_t *c) {
     const wsg_hs_t *hs = c->hs;
 
     c->logged = 1;
+    if (hs != NULL && hs->http)
+        wsg_worker_count_request(w, c->status,
+                                 (uv_hrtime() - (hs->t_begin_ns ? hs->t_begin_ns : c->t_start_ns)) /
+                                     1000);
     if (!cfg->log.access)
         return;
     char ip[INET6_ADDRSTRLEN], client[INET6_ADDRSTRLEN + 16], route[512];
@@ -586,7 +590,8 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
     c->status = (uint16_t)status;
     if (c->end_reason == NULL)
         c->end_reason = why;
-    wsg_worker_count_handshake(c->w, status, (uv_hrtime() - c->t_start_ns) / 1000);
+    if (c->hs == NULL || !c->hs->http) /* a plain request counts when its line is written */
+        wsg_worker_count_handshake(c->w, status, (uv_hrtime() - c->t_start_ns) / 1000);
     CLOG(c, status >= 500 ? WSG_LOG_WARN : WSG_LOG_INFO, "answered %d: %s", status, why);
     wsg__conn_pause_read(c, WSG_CLIENT);
     wsg__conn_close_side(c, WSG_BACKEND);
@@ -846,6 +851,8 @@ static void connect_next(wsg_conn_t *c) {
         p->open = 1;
         c->handles++;
         c->backend = (int32_t)idx;
+        if (hs->http)
+            atomic_fetch_add_explicit(&c->w->stats.upstream_opened, 1, memory_order_relaxed);
         wsg_balancer_conn_start(bal, idx);
         c->counted_backend = 1;
         hs->connect_req.data = c;
@@ -875,6 +882,11 @@ static void on_request(wsg_conn_t *c) {
      * pauses only if it fills), and a client that leaves is noticed now. */
     wsg_http_head_url(hs->req_head, hs->req, &url, &urllen);
     host = wsg_http_head_get(hs->req_head, hs->req, "host", &hostlen);
+    /* Known before routing, so that even a 404 is answered (JSON, counts)
+     * as what it is: a plain request or an upgrade. */
+    bool websocket = wsg_handshake_is_websocket(hs->req_head, hs->req);
+    if (!websocket)
+        wsg__http_classify(c);
     c->route = wsg_route_match(cfg->routes, cfg->nroutes, host, host ? hostlen : 0, url, urllen);
     if (c->route < 0) {
         reject(c, 404, "no route matches the request");
@@ -888,10 +900,11 @@ static void on_request(wsg_conn_t *c) {
     hs->x_in = wsg_http_head_len(hs->req_head);
     hs->x_out = 0;
     const wsg_route_conf_t *route = &cfg->routes[c->route];
-    bool websocket = wsg_handshake_is_websocket(hs->req_head, hs->req);
     if (!websocket) {
         if (!route->http) {
-            /* 426 tells the client what this route does speak. */
+            /* 426, with the WebSocket version, tells the client what this
+             * route does speak. */
+            hs->http = 0;
             reject(c, 426, "plain HTTP is off for this route");
             return;
         }

@@ -214,6 +214,9 @@ void wsg__conn_connect(wsg_conn_t *c);
 void wsg__conn_request_bytes(wsg_conn_t *c, size_t n);
 
 /* exchange.c: plain HTTP on the session (SPEC §9) */
+/* The request head is complete and not an upgrade: it is answered as a plain
+ * request from now on (error bodies, access line, metrics). */
+void wsg__http_classify(wsg_conn_t *c);
 /* The request head is complete, routed, not an upgrade: check it, decide its
  * framing. Returns 0 to go on and connect, else it has answered the client. */
 int wsg__http_begin(wsg_conn_t *c);

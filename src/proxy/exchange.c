@@ -63,16 +63,20 @@ static void remember_line(wsg_hs_t *hs) {
     hs->line[k] = '\0';
 }
 
+void wsg__http_classify(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    hs->http = 1;
+    hs->json = wsg_http_accepts(hs->req_head, hs->req, "application/json");
+    hs->sse = wsg_http_accepts(hs->req_head, hs->req, "text/event-stream");
+    remember_line(hs);
+}
+
 int wsg__http_begin(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     const wsg_config_t *cfg = cfg_of(c);
     const char *why;
     wsg_body_t body;
 
-    hs->http = 1;
-    hs->json = wsg_http_accepts(hs->req_head, hs->req, "application/json");
-    hs->sse = wsg_http_accepts(hs->req_head, hs->req, "text/event-stream");
-    remember_line(hs);
     int st = wsg_http_check_request(hs->req_head, hs->req, &why);
     if (st == 0)
         st = wsg_http_check_message(hs->req_head, hs->req, &why);

@@ -26,7 +26,7 @@ KEEPALIVE_MS = 1500
 def env(mstack):
     fake = mstack.http("origin")
     echo = mstack.echo("ws-echo")
-    port = free_port()
+    port, aport = free_port(), free_port()
     dead = f"127.0.0.1:{free_port()}"
     cfg = make_config(port, {"web": pool([fake.address]), "ws": pool([echo.address]),
                              "dead": pool([dead], retries=0)},
@@ -36,9 +36,10 @@ def env(mstack):
                       heartbeat={"interval_ms": 0},
                       timeouts={"response_idle_ms": RESPONSE_IDLE_MS,
                                 "keepalive_ms": KEEPALIVE_MS},
-                      limits={"max_body_bytes": MAX_BODY})
+                      limits={"max_body_bytes": MAX_BODY},
+                      admin={"bind": f"127.0.0.1:{aport}"})
     gate = mstack.gate(cfg)
-    return {"port": port, "fake": fake, "gate": gate}
+    return {"port": port, "aport": aport, "fake": fake, "gate": gate}
 
 
 def client(env):
@@ -326,3 +327,38 @@ def test_requests_then_an_upgrade_on_one_connection(env):
         assert c.read_message() == (OP_TEXT, b"ws-echo")
     finally:
         c.close()
+
+
+# ---- metrics ------------------------------------------------------------------------------
+
+def metric(env, name):
+    h = http.client.HTTPConnection("127.0.0.1", env["aport"], timeout=5)
+    h.request("GET", "/metrics")
+    text = h.getresponse().read().decode()
+    h.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_requests_are_counted_by_class_with_durations(env):
+    ok0 = metric(env, 'wsgate_http_requests_total{class="2xx"}')
+    nf0 = metric(env, 'wsgate_http_requests_total{class="5xx"}')
+    n0 = metric(env, "wsgate_http_request_duration_seconds_count")
+    up0 = metric(env, "wsgate_upstream_connections_total")
+    hs0 = metric(env, 'wsgate_handshakes_total{status="502"}')
+    h = client(env)
+    for _ in range(3):
+        h.request("GET", "/len")
+        h.getresponse().read()
+    h.request("GET", "/dead/x")
+    h.getresponse().read()
+    h.close()
+    # counted when each exchange's access line is written, right after its end
+    wait_for(lambda: metric(env, "wsgate_http_request_duration_seconds_count") >= n0 + 4, 5,
+             what="four more requests counted")
+    assert metric(env, 'wsgate_http_requests_total{class="2xx"}') == ok0 + 3
+    assert metric(env, 'wsgate_http_requests_total{class="5xx"}') == nf0 + 1
+    assert metric(env, "wsgate_upstream_connections_total") == up0 + 4  # one per exchange yet
+    assert metric(env, 'wsgate_handshakes_total{status="502"}') == hs0  # not an upgrade
