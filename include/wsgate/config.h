@@ -66,6 +66,11 @@ typedef struct wsg_route_conf_s {
     size_t pool_index; /* index into wsg_config_t.pools, resolved at load */
     bool http;         /* plain HTTP proxied (default true; false: 426) */
     bool websocket;    /* upgrades proxied (default true; false: 404) */
+    /* SPEC §11: NULL = Origin not checked; else the allowed origins,
+     * normalised (wsg_origin_normalize), <norigins> of them (maybe 0). */
+    char **origins;
+    size_t norigins;
+    bool allow_no_origin; /* an upgrade without Origin passes the list */
 } wsg_route_conf_t;
 
 typedef struct wsg_backend_conf_s {

@@ -17,6 +17,7 @@
  * is built unless an error needs it.
  */
 #include <wsgate/config.h>
+#include <wsgate/origin.h>
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -392,6 +393,7 @@ enum kfmt {
     KF_NAME,    /* letters, digits, '_', '-', '.' */
     KF_HOST,    /* a host name or IPv4 address */
     KF_HOSTPAT, /* a host name or "*.suffix" */
+    KF_ORIGIN,  /* "scheme://host[:port]", as RFC 6454 serialises it */
     KF_PATH,    /* a request path (query allowed) */
     KF_PREFIX,  /* a request path prefix (no query) */
     KF_TOKEN,   /* printable ASCII without spaces */
@@ -494,6 +496,10 @@ static const struct key k_admin[] = {
     {0},
 };
 
+static const struct key k_origin_item = {
+    .type = KT_STRING, .fmt = KF_ORIGIN, .example = "\"https://chat.example.com\"",
+    .desc = "An origin: scheme://host[:port] (default ports may be left out)."};
+
 static const struct key k_route[] = {
     {.name = "host", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_HOSTPAT, .def = "null",
      .example = "\"chat.example.com\"",
@@ -509,8 +515,13 @@ static const struct key k_route[] = {
     {.name = "websocket", .type = KT_BOOL, .def = "true", .store = ST_BOOL,
      OFF(wsg_route_conf_t, websocket),
      .desc = "WebSocket upgrades on this route are proxied; false: an upgrade gets 404."},
-    LATER("origins", "SPEC §11"),
-    LATER("allow_no_origin", "SPEC §11"),
+    {.name = "origins", .type = KT_ARRAY, .flags = KR_NULL, .def = "null",
+     .sub = &k_origin_item, .example = "[\"https://chat.example.com\"]",
+     .desc = "Origins a WebSocket upgrade may come from (exact, as a browser sends them); "
+             "another gets 403; absent or null: Origin is not checked."},
+    {.name = "allow_no_origin", .type = KT_BOOL, .def = "false", .store = ST_BOOL,
+     OFF(wsg_route_conf_t, allow_no_origin),
+     .desc = "With origins set: an upgrade without an Origin header (not a browser) passes."},
     LATER("auth", "SPEC §11"),
     {0},
 };
@@ -1459,6 +1470,44 @@ static void get_path(struct ctx *c, json_t *v, const char *key, bool query, char
     pop(c, m);
 }
 
+/* routes[].origins: each normalised now, so that a request's Origin is
+ * matched with a byte compare; what cannot be an origin is an error here,
+ * not a silent never-match. */
+static void parse_origins(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
+    if (v == NULL || json_is_null(v))
+        return;
+    size_t m = push_key(c, "origins");
+    if (!json_is_array(v)) {
+        bad_type(c, v, "an array of origins such as \"https://chat.example.com\"");
+        pop(c, m);
+        return;
+    }
+    size_t n = json_array_size(v);
+    r->origins = calloc(n ? n : 1, sizeof(*r->origins));
+    if (r->origins == NULL) {
+        c->oom = true;
+        pop(c, m);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        size_t mi = push_index(c, i);
+        char norm[WSG_ORIGIN_MAX + 1];
+        size_t len;
+        const char *why = NULL;
+        if (!json_is_string(e)) {
+            bad_type(c, e, "an origin such as \"https://chat.example.com\"");
+        } else if (wsg_origin_normalize(json_string_value(e), json_string_length(e), norm,
+                                        sizeof(norm), &len, &why) != WSG_ORIGIN_OK) {
+            errf(c, "%s, got \"%s\"", why ? why : "not an origin", json_string_value(e));
+        } else if ((r->origins[r->norigins] = xstrdup(c, norm)) != NULL) {
+            r->norigins++;
+        }
+        pop(c, mi);
+    }
+    pop(c, m);
+}
+
 static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
     static const char *const host_what = "null, a host name or \"*.suffix\"";
     size_t before = c->nerrors;
@@ -1479,7 +1528,8 @@ static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
         pop(c, m);
     }
     get_path(c, v, "path_prefix", false, &r->path_prefix);
-    read_fields(c, v, k_route, r); /* http, websocket */
+    read_fields(c, v, k_route, r); /* http, websocket, allow_no_origin */
+    parse_origins(c, json_object_get(v, "origins"), r);
     if (!r->http && !r->websocket)
         errf(c, "serves nothing: \"http\" and \"websocket\" are both false");
     bool ok = c->nerrors == before;
@@ -1907,6 +1957,8 @@ static const char *fmt_pattern(enum kfmt f) {
         return "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
     case KF_HOSTPAT:
         return "^(\\*\\.)?[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
+    case KF_ORIGIN:
+        return "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\\u0000-\\u0020\\u007f]+$";
     case KF_PATH:
         return "^/[^\\u0000-\\u0020\\u007f#]*$";
     case KF_PREFIX:
@@ -2117,6 +2169,9 @@ static void config_free(wsg_config_t *cfg) {
         free(cfg->routes[i].host);
         free(cfg->routes[i].path_prefix);
         free(cfg->routes[i].pool);
+        for (size_t k = 0; k < cfg->routes[i].norigins; k++)
+            free(cfg->routes[i].origins[k]);
+        free(cfg->routes[i].origins);
     }
     free(cfg->routes);
     for (size_t i = 0; i < cfg->npools; i++) {

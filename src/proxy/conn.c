@@ -20,9 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <wsgate/balance_key.h>
 #include <wsgate/ip_limit.h>
+#include <wsgate/origin.h>
 #include <wsgate/proxy_proto.h>
 #include <wsgate/route.h>
 #include <wsgate/tls.h>
@@ -870,6 +872,43 @@ static void connect_next(wsg_conn_t *c) {
     reject(c, 502, c->end_reason ? c->end_reason : "every backend failed");
 }
 
+/* SPEC §11: with routes[].origins set, an upgrade from a page of another
+ * site is refused before any backend hears of it (cross-site WebSocket
+ * hijacking, RFC 6455 §10.2). Returns 1 when it answered 403. */
+static int origin_refused(wsg_conn_t *c, const wsg_route_conf_t *route) {
+    wsg_hs_t *hs = c->hs;
+    const char *origin = NULL;
+    size_t olen = 0, count = 0;
+
+    for (size_t i = 0, n = wsg_http_head_count(hs->req_head); i < n; i++) {
+        const char *name, *value;
+        size_t nl, vl;
+        wsg_http_head_at(hs->req_head, hs->req, i, &name, &nl, &value, &vl);
+        if (nl == 6 && strncasecmp(name, "Origin", 6) == 0) {
+            count++;
+            origin = value;
+            olen = vl;
+        }
+    }
+    if (count > 1) {
+        reject(c, 403, "more than one Origin header");
+        return 1;
+    }
+    wsg_origin_verdict_t v = wsg_origin_check((const char *const *)route->origins,
+                                              route->norigins, origin, olen);
+    if (v == WSG_ORIGIN_REFUSED) {
+        CLOG(c, WSG_LOG_INFO, "Origin %.*s is not in the route's origins",
+             (int)(olen > 200 ? 200 : olen), origin);
+        reject(c, 403, "Origin not allowed");
+        return 1;
+    }
+    if (v == WSG_ORIGIN_MISSING && !route->allow_no_origin) {
+        reject(c, 403, "no Origin header");
+        return 1;
+    }
+    return 0;
+}
+
 /* The request head is complete: route, validate, choose and connect. */
 static void on_request(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
@@ -920,6 +959,8 @@ static void on_request(wsg_conn_t *c) {
             reject(c, status, reason);
             return;
         }
+        if (route->origins != NULL && origin_refused(c, route))
+            return;
     }
 
     /* The sticky key decides the backend order. */

@@ -166,8 +166,8 @@ END_TEST
 /* Keys of SPEC sections 9-12 that this parser does not implement yet are
  * refused, with a message saying so rather than "unknown key". */
 START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
-    expect_error(CONF("", "", ", \"origins\": []", ""),
-                 "wsgate.json: routes[0].origins: not implemented yet by this wsgate (SPEC §11 "
+    expect_error(CONF("", "", ", \"auth\": \"users\"", ""),
+                 "wsgate.json: routes[0].auth: not implemented yet by this wsgate (SPEC §11 "
                  "adds it)");
     expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
                  "wsgate.json: dns: not implemented yet by this wsgate (SPEC §12 adds it)");
@@ -178,8 +178,8 @@ START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
                  "wsgate.json: limits.messages_per_s: not implemented yet by this wsgate (SPEC §11 "
                  "adds it)");
     /* Never offered as a "did you mean" hint. */
-    expect_error(CONF("", "", ", \"orgins\": []", ""),
-                 "wsgate.json: routes[0].orgins: unknown key");
+    expect_error(CONF("", "", ", \"athu\": 1", ""),
+                 "wsgate.json: routes[0].athu: unknown key");
     /* A real key is. */
     expect_error(CONF("", "", ", \"htp\": false", ""),
                  "wsgate.json: routes[0].htp: unknown key, did you mean \"http\"?");
@@ -209,6 +209,20 @@ START_TEST(test_config_http_keys) {
                  "false");
     expect_error(CONF("", "", ", \"http\": 1", ""),
                  "wsgate.json: routes[0].http: expected true or false, got 1");
+    cfg = expect_ok(CONF("", "", ", \"origins\": [\"HTTPS://Chat.Example.com:443\", "
+                         "\"http://[::1]:8080\"], \"allow_no_origin\": true", ""),
+                    &noresolve);
+    ck_assert_uint_eq(cfg->routes[0].norigins, 2);
+    ck_assert_str_eq(cfg->routes[0].origins[0], "https://chat.example.com");
+    ck_assert_str_eq(cfg->routes[0].origins[1], "http://[::1]:8080");
+    ck_assert(cfg->routes[0].allow_no_origin);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(MINIMAL, &noresolve);
+    ck_assert_ptr_null(cfg->routes[0].origins); /* not checked */
+    wsg_config_unref(cfg);
+    expect_error(CONF("", "", ", \"origins\": [\"https://a.com/x\"]", ""),
+                 "wsgate.json: routes[0].origins[0]: an origin has no path (no trailing slash "
+                 "either), got \"https://a.com/x\"");
     expect_error(CONF("\"timeouts\": {\"response_idle_ms\": 0},", "", "", ""),
                  "wsgate.json: timeouts.response_idle_ms: expected an integer from 1 to "
                  "31536000000 (milliseconds), got 0");
@@ -222,7 +236,7 @@ START_TEST(test_config_schema_names_table_keys_only) {
     ck_assert_ptr_nonnull(strstr(s, "\"max_frame_bytes\""));
     ck_assert_ptr_nonnull(strstr(s, "\"additionalProperties\": false"));
     ck_assert_ptr_null(strstr(s, "\"keepalive\""));
-    ck_assert_ptr_null(strstr(s, "\"origins\""));
+    ck_assert_ptr_null(strstr(s, "\"rebalance\""));
     ck_assert_int_ne(s[strlen(s) - 1], '\n');
     free(s);
 }
