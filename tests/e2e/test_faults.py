@@ -22,8 +22,6 @@ import socket
 import threading
 import time
 
-import pytest
-
 from conftest import WSGATE_BIN, free_port, make_config, pool, wait_for
 from opshelpers import admin
 from wsg_raw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Closed, close_payload, ws_connect

@@ -31,8 +31,9 @@ from conftest import (SMALL_QUARANTINE, WSGATE_BIN, free_port, make_config, pool
                       wait_for)
 from wsg_fakes import pattern
 from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Closed,
-                     accept_for, close_payload, connect, encode_frame, new_key,
-                     upgrade_request, ws_connect)
+                     close_payload, connect, encode_frame, upgrade_request, ws_connect)
+
+_encode = encode_frame
 
 
 def _asan():
@@ -637,7 +638,8 @@ def test_thousands_of_malformed_heads_get_4xx_and_never_reach_the_backend_invali
 
 # ---- malformed frame streams -------------------------------------------------------
 
-STREAM_FUZZ = 1500 // SCALE
+STREAM_FUZZ = 2000 // SCALE
+BACKEND_FUZZ = 1500 // SCALE
 FUZZ_MAX_FRAME = 4096
 
 
@@ -647,9 +649,9 @@ def valid_close_code(code):
     return 1000 <= code <= 1014 and code not in (1004, 1005, 1006)
 
 
-def judge(data, max_frame=FUZZ_MAX_FRAME):
-    """A model of SPEC §4's rules for what a client sends (no extension
-    negotiated): walks <data> and returns (frames, outcome, code), frames
+def judge(data, max_frame=FUZZ_MAX_FRAME, client=True):
+    """A model of SPEC §4's rules for what a client (or, with client=False,
+    a backend) sends, no extension negotiated: walks <data> and returns (frames, outcome, code), frames
     being the whole frames wsgate must forward as (fin, rsv, opcode,
     payload) and outcome one of "error" (close <code> expected), "close"
     (a valid close frame, the last of frames: what follows is dropped),
@@ -664,7 +666,7 @@ def judge(data, max_frame=FUZZ_MAX_FRAME):
         b0, b1 = data[pos], data[pos + 1]
         fin, rsv, op, masked, len7 = b0 >> 7, (b0 >> 4) & 7, b0 & 15, b1 >> 7, b1 & 127
         control = op >= 8
-        if op not in (0, 1, 2, 8, 9, 10) or not masked:
+        if op not in (0, 1, 2, 8, 9, 10) or masked != client:
             return frames, "error", 1002
         if control and (not fin or len7 > 125):
             return frames, "error", 1002
@@ -686,12 +688,12 @@ def judge(data, max_frame=FUZZ_MAX_FRAME):
                 return frames, "error", 1002
         if plen > max_frame:
             return frames, "error", 1009
-        hlen = 2 + ext + 4
+        hlen = 2 + ext + (4 if masked else 0)
         if n - pos < hlen:
             return frames, "held", None
         if rsv:
             return frames, "error", 1002
-        key = data[pos + 2 + ext:pos + hlen]
+        key = data[pos + 2 + ext:pos + hlen] if masked else b"\0\0\0\0"
         if n - pos - hlen < plen:
             return frames, "held" if control else "partial", None
         payload = bytes(b ^ key[i & 3] for i, b in enumerate(data[pos + hlen:pos + hlen + plen]))
@@ -716,17 +718,23 @@ def judge(data, max_frame=FUZZ_MAX_FRAME):
 REASONS = ["", "bye", "h\u00e9h\u00e9", "\u2603 snow"]
 
 
-def valid_stream(rng):
-    """A valid client frame stream: data messages (some fragmented, with
-    control frames between fragments), pings and pongs, maybe a close."""
+CLIENT_SIZES = [0, 1, 5, 125, 126, 300, 1000, 4096]
+
+
+def valid_stream(rng, client=True, sizes=CLIENT_SIZES):
+    """A valid frame stream from a client (or a backend): data messages
+    (some fragmented, with control frames between fragments), pings and
+    pongs, maybe a close."""
+    def encode_frame(*a, **kw):
+        return _encode(*a, mask=client, **kw)
     out = bytearray()
     for _ in range(rng.randrange(1, 8)):
         r = rng.random()
         if r < 0.15:
             out += encode_frame(rng.choice([OP_PING, OP_PONG]), os.urandom(rng.randrange(126)))
             continue
-        size = rng.choice([0, 1, 5, 125, 126, 300, 1000, 4096])
-        if rng.random() < 0.03:
+        size = rng.choice(sizes)
+        if client and rng.random() < 0.03:
             size = FUZZ_MAX_FRAME + 1 + rng.randrange(1000)   # 1009
         body = b"~~~~~" + bytes(rng.randrange(256) for _ in range(max(0, size - 5)))
         body = body[:size]
@@ -745,7 +753,9 @@ def valid_stream(rng):
     return bytes(out)
 
 
-def mutate_stream(rng, data):
+def mutate_stream(rng, data, client=True):
+    def encode_frame(*a, mask=client, **kw):
+        return _encode(*a, mask=mask, **kw)
     b = bytearray(data)
     for _ in range(rng.randrange(0, 4)):
         op = rng.randrange(6)
@@ -761,7 +771,7 @@ def mutate_stream(rng, data):
             del b[i:]
         else:                        # an illegal frame
             b[i:i] = rng.choice([
-                encode_frame(OP_TEXT, b"unmasked", mask=False),
+                encode_frame(OP_TEXT, b"badmask", mask=not client),
                 encode_frame(0x3, b"reserved"), encode_frame(0xB, b""),
                 encode_frame(OP_PING, b"p" * 126), encode_frame(OP_PING, b"", fin=False),
                 encode_frame(OP_CONT, b"orphan"), encode_frame(OP_TEXT, b"r", rsv=4),
@@ -772,8 +782,10 @@ def mutate_stream(rng, data):
                     [b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\xe2\x82"])),
                 encode_frame(OP_CLOSE, close_payload(rng.choice([999, 1004, 1006, 1015, 2999, 5000]))),
                 encode_frame(OP_BINARY, b"", length=FUZZ_MAX_FRAME + 1),
-                bytes.fromhex("82fe0005") + b"\0" * 9,            # 16-bit length < 126
-                bytes.fromhex("82ff8000000000000000") + b"\0" * 4,  # 64-bit MSB set
+                # a 16-bit length < 126; a 64-bit length with its MSB set
+                bytes.fromhex("82fe0005" if client else "827e0005") + b"\0" * (9 if client else 5),
+                bytes.fromhex("82ff" if client else "827f") + bytes.fromhex("8000000000000000")
+                + (b"\0" * 4 if client else b""),
             ])
     return bytes(b)
 
@@ -877,3 +889,84 @@ def test_thousands_of_malformed_frame_streams_are_closed_right_and_never_forward
     c, _ = ws_connect(port, f"/?id={tag()}")
     echo_ok(c, "after the streams")
     c.close()
+
+
+def run_backend_stream(port, data):
+    """Has the fake backend send <data> (one write: "raw:HEX") and checks
+    what the client gets against judge(data, client=False)."""
+    frames, outcome, code = judge(data, client=False)
+    c, _ = ws_connect(port, f"/?id={tag()}", timeout=5 * SLOW)
+    try:
+        c.send_frame(OP_TEXT, "raw:" + data.hex())
+        got = []
+        if outcome == "open" and not frames:
+            c.send_frame(OP_CLOSE, close_payload(1000))
+        while True:
+            try:
+                f = c.read_frame()
+            except Closed:
+                raise AssertionError(f"no close frame ({outcome}); got {got}")
+            assert not f.masked, f"a masked frame reached the client: {f!r}"
+            got.append((int(f.fin), f.rsv, f.opcode, f.payload))
+            if f.opcode == OP_CLOSE:
+                break
+            if outcome == "open" and len(got) == len(frames):
+                c.send_frame(OP_CLOSE, close_payload(1000))
+        want = [(int(a), b, c_, d) for a, b, c_, d in frames]
+        if outcome == "error":
+            assert got[:-1] == want and close_code_of(got[-1][3]) == code, (got, want, code)
+        elif outcome == "open":
+            assert got[:-1] == want and close_code_of(got[-1][3]) == 1000, (got, want)
+        else:
+            assert got == want, (got, want)
+        try:
+            c.send_frame(OP_CLOSE, got[-1][3][:2])
+        except OSError:
+            pass
+        c.wait_closed(5 * SLOW)
+    finally:
+        c.close()
+    return outcome if outcome != "error" else f"error {code}"
+
+
+def test_malformed_frame_streams_from_the_backend_never_reach_the_client(stack):
+    """The same, the other way: the fake backend sends a valid or mutated
+    server stream in one write; the client must see exactly its whole valid
+    frames, then the close the model predicts. Streams the model calls cut
+    off ("held", "partial") are regenerated: the fake cannot end them."""
+    fake = stack.fake("bframe-fake")
+    port = free_port()
+    cfg = make_config(port, {"p": pool([fake.address])}, heartbeat={"interval_ms": 0},
+                      timeouts={"drain_ms": 2000},
+                      limits={"max_frame_bytes": FUZZ_MAX_FRAME})
+    g = stack.gate(cfg)
+    nthreads = 6
+    results, errors = {}, []
+
+    def worker(j):
+        for i in range(j, BACKEND_FUZZ, nthreads):
+            rng = random.Random(SEED * 1000033 + i)
+            while True:
+                data = valid_stream(rng, client=False, sizes=[0, 1, 5, 125, 126, 300, 700])
+                if rng.random() < 0.8:
+                    data = mutate_stream(rng, data, client=False)
+                if len(data) <= 1900 and judge(data, client=False)[1] in ("open", "close",
+                                                                          "error"):
+                    break
+            try:
+                r = run_backend_stream(port, data)
+                results[r] = results.get(r, 0) + 1
+            except Exception as e:
+                errors.append((i, data[:120].hex(), repr(e)[:600]))
+                if len(errors) > 5:
+                    return
+
+    ths = [threading.Thread(target=worker, args=(j,), daemon=True) for j in range(nthreads)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(150 * SLOW)
+    assert not any(t.is_alive() for t in ths), "a backend frame stream hung"
+    print(f"seed {SEED}: {BACKEND_FUZZ} backend streams: {sorted(results.items())}")
+    assert not errors, f"seed {SEED} (case, stream, error): {errors[:3]}"
+    assert g.alive, "wsgate died"
