@@ -759,6 +759,38 @@ def valid_stream(rng, client=True, sizes=CLIENT_SIZES):
     return bytes(out)
 
 
+BAD_UTF8 = [b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\xe2\x82"]
+CLOSE_CODES = [999, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1011, 1012, 1014, 1015,
+               1016, 2999, 3000, 4999, 5000]
+
+
+def rule_frames(client=True):
+    """One frame for each rule of SPEC §4 (most of them broken): the
+    mutations insert them at random, and every run also tries each of them
+    once after a valid frame."""
+    def encode_frame(*a, mask=client, **kw):
+        return _encode(*a, mask=mask, **kw)
+    return [
+        encode_frame(OP_TEXT, b"badmask", mask=not client),
+        encode_frame(0x3, b"reserved"), encode_frame(0xB, b""),
+        encode_frame(OP_PING, b"p" * 125), encode_frame(OP_PING, b"p" * 126),
+        encode_frame(OP_PING, b"", fin=False),
+        encode_frame(OP_CONT, b"orphan"), encode_frame(OP_TEXT, b"r", rsv=4),
+        encode_frame(OP_BINARY, b"r", rsv=2), encode_frame(OP_PONG, b"r", rsv=1),
+        encode_frame(OP_CLOSE, b"\x03"), encode_frame(OP_CLOSE, b""),
+        encode_frame(OP_BINARY, b"\0" * FUZZ_MAX_FRAME),
+        encode_frame(OP_BINARY, b"", length=FUZZ_MAX_FRAME + 1),
+        encode_frame(OP_TEXT, b"~frag", fin=False) + encode_frame(OP_TEXT, b"~again"),
+        # a 16-bit length < 126; a 64-bit length with its MSB set; one <= 0xFFFF
+        bytes.fromhex("82fe0005" if client else "827e0005") + b"\0" * (9 if client else 5),
+        bytes.fromhex("82ff" if client else "827f") + bytes.fromhex("8000000000000000")
+        + (b"\0" * 4 if client else b""),
+        bytes.fromhex("82ff" if client else "827f") + bytes.fromhex("0000000000000010")
+        + (b"\0" * 4 if client else b"") + b"\0" * 16,
+    ] + [encode_frame(OP_CLOSE, close_payload(1000) + u) for u in BAD_UTF8] + \
+        [encode_frame(OP_CLOSE, close_payload(code, "ok")) for code in CLOSE_CODES]
+
+
 def mutate_stream(rng, data, client=True):
     def encode_frame(*a, mask=client, **kw):
         return _encode(*a, mask=mask, **kw)
@@ -776,23 +808,7 @@ def mutate_stream(rng, data, client=True):
         elif op == 4:                # truncate
             del b[i:]
         else:                        # an illegal frame
-            b[i:i] = rng.choice([
-                encode_frame(OP_TEXT, b"badmask", mask=not client),
-                encode_frame(0x3, b"reserved"), encode_frame(0xB, b""),
-                encode_frame(OP_PING, b"p" * 126), encode_frame(OP_PING, b"", fin=False),
-                encode_frame(OP_CONT, b"orphan"), encode_frame(OP_TEXT, b"r", rsv=4),
-                encode_frame(OP_CLOSE, b"\x03"), encode_frame(OP_CLOSE, close_payload(1005)),
-                encode_frame(OP_CLOSE, close_payload(1000) + rng.choice(
-                    [b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\xe2\x82"])),
-                encode_frame(OP_CLOSE, close_payload(1001) + rng.choice(
-                    [b"\xff\xfe", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\xe2\x82"])),
-                encode_frame(OP_CLOSE, close_payload(rng.choice([999, 1004, 1006, 1015, 2999, 5000]))),
-                encode_frame(OP_BINARY, b"", length=FUZZ_MAX_FRAME + 1),
-                # a 16-bit length < 126; a 64-bit length with its MSB set
-                bytes.fromhex("82fe0005" if client else "827e0005") + b"\0" * (9 if client else 5),
-                bytes.fromhex("82ff" if client else "827f") + bytes.fromhex("8000000000000000")
-                + (b"\0" * 4 if client else b""),
-            ])
+            b[i:i] = rng.choice(rule_frames(client))
     return bytes(b)
 
 
@@ -870,11 +886,15 @@ def test_thousands_of_malformed_frame_streams_are_closed_right_and_never_forward
     results, errors = {}, []
 
     def worker(j):
-        for i in range(j, STREAM_FUZZ, nthreads):
+        rules = rule_frames()
+        for i in range(j, STREAM_FUZZ + len(rules), nthreads):
             rng = random.Random(SEED * 1000003 + i)   # case i replays alone
-            data = valid_stream(rng)
-            if rng.random() < 0.8:
-                data = mutate_stream(rng, data)
+            if i < len(rules):                        # each rule once, after a valid frame
+                data = encode_frame(OP_TEXT, b"~first") + rules[i]
+            else:
+                data = valid_stream(rng)
+                if rng.random() < 0.8:
+                    data = mutate_stream(rng, data)
             try:
                 r = run_stream(port, fake, data, rng)
                 results[r] = results.get(r, 0) + 1
@@ -950,9 +970,15 @@ def test_malformed_frame_streams_from_the_backend_never_reach_the_client(stack):
     results, errors = {}, []
 
     def worker(j):
-        for i in range(j, BACKEND_FUZZ, nthreads):
+        # (raw:HEX doubles the bytes in the client's command frame, which
+        # max_frame_bytes bounds too: the exactly-max frame cannot be sent.)
+        rules = [r for r in rule_frames(client=False) if len(r) <= 1900]
+        for i in range(j, BACKEND_FUZZ + len(rules), nthreads):
             rng = random.Random(SEED * 1000033 + i)
-            while True:
+            while i < len(rules):                      # each rule once, after a valid frame
+                data = encode_frame(OP_TEXT, b"~first", mask=False) + rules[i]
+                break
+            while i >= len(rules):
                 data = valid_stream(rng, client=False, sizes=[0, 1, 5, 125, 126, 300, 700])
                 if rng.random() < 0.8:
                     data = mutate_stream(rng, data, client=False)
