@@ -105,14 +105,14 @@ class Pinger(threading.Thread):
             self.conn.close()
 
 
-def read_status(c, timeout):
-    """The status of the HTTP answer on <c> and the seconds until it came,
-    then waits for the close; raises on anything else."""
+def read_status(c, timeout, own=True):
+    """The status of the HTTP answer on <c> and the seconds until it came;
+    an answer of wsgate's <own> must say Connection: close."""
     t0 = time.monotonic()
     c.settimeout(timeout)
     status, headers, raw = c.read_http_head()
     dt = time.monotonic() - t0
-    assert headers.get("connection", "").lower() == "close", raw
+    assert not own or headers.get("connection", "").lower() == "close", raw
     return status, dt
 
 
@@ -1059,3 +1059,140 @@ def test_connections_holding_one_header_byte_hold_no_read_chunk(stack):
     finally:
         for c in conns:
             c.close()
+
+
+# ---- every way a connection can end gives its slots back ---------------------------
+
+def _rst(c):
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
+def test_every_kind_of_ending_gives_back_its_connection_and_address_slots(stack):
+    """max_connections, max_connections_per_ip and the per-backend counts
+    must come back however a connection ends: a counter leaked by any one
+    ending would lock an address (or everyone) out after enough of them."""
+    from opshelpers import status
+    fake = stack.fake("end-fake")
+    dead = f"127.0.0.1:{free_port()}"
+    port, aport = free_port(), free_port()
+    per_ip, total = 5, 8
+    cfg = make_config(port, {"p": pool([fake.address]), "dead": pool([dead])},
+                      routes=[{"path_prefix": "/dead", "pool": "dead"},
+                              {"path_prefix": "/ws", "pool": "p"}],
+                      heartbeat={"interval_ms": 0},
+                      timeouts={"handshake_ms": 300, "drain_ms": 500},
+                      admin={"bind": f"127.0.0.1:{aport}"},
+                      limits={"max_connections": total, "max_connections_per_ip": per_ip})
+    g = stack.gate(cfg)
+    host = f"127.0.0.1:{port}"
+
+    def answer(data, expect, own=True):
+        c = connect(port)
+        try:
+            c.send(data)
+            st, _ = read_status(c, 5 * SLOW, own)
+            assert st in (expect if isinstance(expect, tuple) else (expect,)), (data[:40], st)
+            c.wait_closed(5 * SLOW)
+        finally:
+            c.close()
+
+    def relay(query):
+        c, _ = ws_connect(port, f"/ws?id={tag()}{query}")
+        return c
+
+    def normal():
+        c = relay("")
+        echo_ok(c, "x")
+        c.send_frame(OP_CLOSE, close_payload(1000))
+        while c.read_frame().opcode != OP_CLOSE:
+            pass
+        c.wait_closed(5 * SLOW)
+        c.close()
+
+    def reset_mid_relay():
+        c = relay("")
+        echo_ok(c, "x")
+        _rst(c)
+
+    def protocol_error():
+        c = relay("")
+        c.send_frame(OP_TEXT, b"unmasked", mask=False)
+        while True:
+            f = c.read_frame()
+            if f.opcode == OP_CLOSE:
+                assert f.close_code == 1002, f
+                break
+        c.close()
+
+    def backend_dies():
+        c = relay("")
+        c.send_frame(OP_TEXT, "die")
+        while True:
+            f = c.read_frame()
+            if f.opcode == OP_CLOSE:
+                assert f.close_code == 1011, f
+                break
+        c.close()
+
+    def client_leaves_during_backend_handshake():
+        c = connect(port)
+        c.send(upgrade_request(f"/ws?mode=silent&id={tag()}", host)[0])
+        time.sleep(0.02)   # the stimulus: wsgate is waiting for the backend
+        _rst(c)
+
+    def connect_and_close():
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+    def partial_then_eof():
+        c = connect(port)
+        c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        c.wait_closed(5 * SLOW)
+        c.close()
+
+    endings = {
+        "400": lambda: answer(b"NOT HTTP\r\n\r\n", 400),
+        "408": lambda: answer(b"GET /ws HTTP/1.1\r\n", 408),
+        "426": lambda: answer(upgrade_request("/ws", host, headers={
+            "Sec-WebSocket-Version": "8"})[0], 426),
+        "431": lambda: answer(b"GET /ws HTTP/1.1\r\nX: " + b"x" * 9000 + b"\r\n\r\n", 431),
+        "404": lambda: answer(upgrade_request("/nowhere", host)[0], 404),
+        # 502 until passive health takes the refusing backend down, then 503.
+        "502": lambda: answer(upgrade_request("/dead", host)[0], (502, 503)),
+        "504": lambda: answer(upgrade_request(f"/ws?mode=silent&id={tag()}", host)[0], 504),
+        "403 from the backend": lambda: answer(upgrade_request(f"/ws?mode=403&id={tag()}",
+                                                               host)[0], 403, own=False),
+        "close 1000": normal,
+        "RST mid-relay": reset_mid_relay,
+        "1002": protocol_error,
+        "1011": backend_dies,
+        "client gone during the backend handshake": client_leaves_during_backend_handshake,
+        "connect and close": connect_and_close,
+        "partial head then EOF": partial_then_eof,
+    }
+    for name, fn in endings.items():
+        for _ in range(per_ip + 1):
+            try:
+                fn()
+            except Exception as e:
+                raise AssertionError(f"ending {name!r}: {e!r}") from e
+
+    def settled():
+        st = status(aport)
+        return st["connections"]["active"] == 0 and \
+            all(b["active"] == 0 for p in st["pools"].values() for b in p["backends"])
+    wait_for(settled, 5 * SLOW, what=f"every count back to 0: {status(aport)}")
+    # Every slot is free again: per_ip from one address, the rest from
+    # another, then the next one is over max_connections.
+    held = [relay("") for _ in range(per_ip)]
+    held += [ws_connect(port, f"/ws?id={tag()}", source="127.0.0.2")[0]
+             for _ in range(total - per_ip)]
+    try:
+        for c in held:
+            echo_ok(c, "held")
+        answer(upgrade_request("/ws", host)[0], 503)
+    finally:
+        for c in held:
+            c.close()
+    assert g.alive
