@@ -4,9 +4,9 @@
   promptly, the clients of another backend are untouched;
 - a backend stopped (SIGSTOP): the relay's heartbeat declares it dead within
   interval_ms + timeout_ms (+ a margin) and the client gets 1001;
-- ten SIGHUP reloads while clients stream sequence-numbered messages and
-  others connect: no message lost, duplicated or reordered, no connect
-  refused;
+- ten SIGHUP reloads, then a burst of twenty, while clients stream
+  sequence-numbered messages and others connect: no message lost,
+  duplicated or reordered, no connect refused, the last file applied;
 - the admin endpoint under 1,000 concurrent connections mixing good,
   oversized and unauthorised requests: every answer is the right one (or the
   connection is closed unanswered past its connection bound), and /healthz
@@ -264,7 +264,7 @@ def write_cfg(g, cfg):
     g.cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
-def test_ten_sighup_reloads_under_load_lose_and_duplicate_nothing(stack):
+def test_ten_sighup_reloads_and_a_burst_under_load_lose_and_duplicate_nothing(stack):
     a, b = stack.echo("rl-a"), stack.echo("rl-b")
     port = free_port()
 
@@ -310,6 +310,23 @@ def test_ten_sighup_reloads_under_load_lose_and_duplicate_nothing(stack):
             # Traffic flows between reloads (so each reload happens under load).
             wait_for(lambda: sum(c.got for c in clients) > before + 50, 5 * SLOW,
                      what=f"messages after reload {i}")
+        # Then a burst: twenty SIGHUPs at once for a file whose only backend
+        # is b. However they coalesce, the last file read is that one.
+        final = make_config(port, {"p": pool([b.address])}, workers=2,
+                            heartbeat={"interval_ms": 0})
+        write_cfg(g, final)
+        n = g.log().count("reloaded ")
+        for _ in range(20):
+            g.signal(signal.SIGHUP)
+        wait_for(lambda: g.log().count("reloaded ") > n, 5 * SLOW, what="the burst's reloads")
+
+        def lands_on_b():
+            c, _ = ws_connect(port, "/?user=after-burst")
+            c.send_frame(OP_TEXT, "whoami")
+            name = c.read_message()[1].decode()
+            close_conn(c)
+            return name == b.name
+        wait_for(lands_on_b, 5 * SLOW, what="new connections on the burst's file")
         assert not re.search(r"reload.*fail", g.log()), g.log()[-2000:]
     finally:
         stop_churn.set()
