@@ -454,3 +454,34 @@ def test_admin_under_a_thousand_connections_answers_right_or_not_at_all(stack):
              what=f"wsgate's fds back to {fd_base} + the live relay (at {nfds(g.pid)})")
     close_conn(live)
     assert g.alive
+
+
+RELOADS = 150
+
+
+def test_many_reloads_in_a_row_with_idle_workers(stack):
+    """RELOADS SIGHUP reloads, each awaited, while nothing is connected: each
+    reload's runtime is dropped by the workers as soon as the next one
+    reaches them, racing the server thread's own release of it. Under ASan
+    this found a use after free (the reload's last log line read the path
+    of the configuration just freed); the teardown's sanitizer scan is the
+    check, and the last file must be the one in effect."""
+    a, b = stack.echo("r50-a"), stack.echo("r50-b")
+    port, aport = free_port(), free_port()
+
+    def cfg_n(i):
+        return make_config(port, {"p": pool([a.address if i % 2 else b.address])}, workers=2,
+                           heartbeat={"interval_ms": 0}, admin={"bind": f"127.0.0.1:{aport}"})
+
+    g = stack.gate(cfg_n(0))
+    for i in range(1, RELOADS + 1):
+        write_cfg(g, cfg_n(i))
+        n = g.log().count("reloaded ")
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: g.log().count("reloaded ") > n, 5 * SLOW, what=f"reload {i}")
+    c, _ = ws_connect(port, "/?user=last")
+    c.send_frame(OP_TEXT, "whoami")
+    assert c.read_message() == (OP_TEXT, b.name.encode())
+    close_conn(c)
+    assert admin(aport, "GET", "/healthz")[0] == 200
+    assert g.alive
