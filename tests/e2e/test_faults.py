@@ -184,7 +184,7 @@ def test_sigstop_of_a_backend_is_declared_dead_by_the_heartbeat(stack):
         a.p.send_signal(signal.SIGSTOP)
         stopped = True
         t_last = time.monotonic()  # the backend's last byte came just before
-        bound = (HB_INTERVAL_MS + HB_TIMEOUT_MS) / 1000 + 0.3 * SLOW
+        bound = (HB_INTERVAL_MS + HB_TIMEOUT_MS) / 1000 + 0.5 * SLOW
         ca.settimeout(bound + 2)
         while True:
             f = ca.read_frame()
