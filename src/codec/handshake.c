@@ -309,14 +309,20 @@ void wsg_http_head_free(wsg_http_head_t *h) {
 }
 
 /* The strict pass over a complete head (RFC 9112 §2.2, §5.1, §5.2): every
- * line ends in CRLF, no line of the head starts with whitespace (obs-fold,
- * which a server must reject or rewrite; we forward headers, so we reject),
- * and field names are tokens with no whitespace before the colon. */
+ * line ends in CRLF and no CR stands alone, no line of the head starts with
+ * whitespace (obs-fold, which a server must reject or rewrite; we forward
+ * headers, so we reject), and field names are tokens with no whitespace
+ * before the colon. */
 static bool head_is_strict(const wsg_http_head_t *h, const char *buf) {
     /* llhttp also takes HTTP/0.9 request lines and HTTP/2.0 ones. */
     if (h->parser.http_major != 1)
         return false;
     for (size_t i = 0; i < h->head_len; i++) {
+        /* llhttp (loose mode) takes any byte after the CR that ends the
+         * head for its LF: "\r\n\r," would end the head and leave the
+         * LF that follows it as the first byte of the body or frames. */
+        if (buf[i] == '\r' && (i + 1 >= h->head_len || buf[i + 1] != '\n'))
+            return false;
         if (buf[i] != '\n')
             continue;
         if (i == 0 || buf[i - 1] != '\r')

@@ -232,6 +232,9 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
     srv->rt = rt;
     wsg_log_configure(rt->cfg->log.level, rt->cfg->log.format);
     server_reconfigured(srv); /* compares with the old admin settings: old still alive */
+    /* <path> is the old configuration's: once the workers have taken the
+     * new runtime, this may be the old one's last reference. */
+    path = rt->cfg->path;
     wsg_runtime_unref(old);
     WSG_LOG(WSG_LOG_INFO, "server", "reloaded %s: %zu listener%s, %zu route%s, %zu pool%s", path,
             n, n == 1 ? "" : "s", rt->cfg->nroutes, rt->cfg->nroutes == 1 ? "" : "s",
