@@ -161,7 +161,8 @@ READ_PAGE = r"""
 const num = t => t === "–" ? null : Number(t.replace(/,/g, ""));
 const rows = {};
 for (const tr of document.querySelectorAll("tr[data-address]")) {
-  const g = c => tr.querySelector(".c-" + c).textContent;
+  // The page as served (before the first sample) has no rate cells.
+  const g = c => { const e = tr.querySelector(".c-" + c); return e ? e.textContent : "–"; };
   rows[tr.dataset.address] = {pool: tr.dataset.pool, state: g("state"), weight: num(g("weight")),
     active: num(g("active")), total: num(g("total")), failures: num(g("failures")),
     msgs: num(g("msgs")), bps: g("bytes"), check: g("check"), hidden: tr.hidden};
