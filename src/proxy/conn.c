@@ -443,9 +443,11 @@ static void conn_free(wsg_conn_t *c) {
     if (c->counted_ip)
         wsg_ip_limit_release(wsg_server_ip_limit(w->server), &c->client_addr.sa);
     hs_free(c);
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 2; s++) {
         if (c->peer[s].rchunk != NULL)
             wsg__chunk_put(c, c->peer[s].rchunk);
+        free(c->peer[s].parked);
+    }
     wsg_worker_unschedule(w, &c->timer);
     if (c->prev)
         c->prev->next = c->next;

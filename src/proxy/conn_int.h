@@ -83,6 +83,8 @@ typedef struct wsg_peer_s {
 
     /* --- the stream this peer sends --- */
     wsg_ws_stream_t ws;      /* the frame walk of what it sends */
+    uint8_t *parked;         /* owned: the ws.held bytes while no chunk is held (an
+                                idle peer that stopped inside a header or control frame) */
     wsg_chunk_t *rchunk;     /* read chunk kept across reads while ws.held > 0: its
                                 first ws.held bytes are an unfinished header or
                                 control frame, not forwarded yet */
@@ -93,6 +95,7 @@ typedef struct wsg_peer_s {
     uint64_t bytes;          /* received from this peer */
     uint64_t frames;
     uint32_t queued;         /* bytes handed to write and not completed (to this peer) */
+    uint32_t room;           /* bytes the last read was offered */
     uint32_t ping_seq;       /* payload of the last ping sent to this peer */
     uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
     uint16_t nwrites;        /* write requests queued to this peer */

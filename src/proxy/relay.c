@@ -26,6 +26,7 @@
 #include "conn_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -344,11 +345,35 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         wsg__conn_finish(c);
 }
 
+/* A chunk for the next read of <p>, with the bytes it parked in front. */
+static wsg_chunk_t *read_chunk(wsg_conn_t *c, wsg_peer_t *p) {
+    if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) != NULL && p->parked != NULL) {
+        memcpy(p->rchunk->data, p->parked, p->ws.held);
+        free(p->parked);
+        p->parked = NULL;
+    }
+    return p->rchunk;
+}
+
+/* The peer has nothing more to read for now but holds part of a header or
+ * control frame (at most 139 bytes): keep those in a buffer of their size
+ * and give the 16 KiB chunk back, so that a peer that stops there (a
+ * hostile client, a stalled one) costs what an idle one costs. */
+static void park(wsg_conn_t *c, wsg_peer_t *p) {
+    uint8_t *b = malloc(p->ws.held);
+    if (b == NULL)
+        return; /* keep the chunk: correct, only dearer */
+    memcpy(b, p->rchunk->data, p->ws.held);
+    wsg__chunk_put(c, p->rchunk);
+    p->rchunk = NULL;
+    p->parked = b;
+}
+
 void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
     wsg_peer_t *p = &c->peer[from];
     wsg_peer_t *q = &c->peer[WSG_OTHER(from)];
 
-    if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) == NULL) {
+    if (read_chunk(c, p) == NULL) {
         *buf = uv_buf_init(NULL, 0); /* the read callback sees UV_ENOBUFS */
         return;
     }
@@ -358,6 +383,7 @@ void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
      * bound, not a threshold. */
     if (c->state == WSG_CONN_RELAY && q->queued < limit && limit - q->queued < room)
         room = (size_t)(limit - q->queued);
+    p->room = (uint32_t)room;
     *buf = uv_buf_init(p->rchunk->data + p->ws.held, (unsigned)room);
 }
 
@@ -421,14 +447,19 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
         p->rchunk = NULL;
         return;
     }
+    uint32_t room = p->room;
     process(c, from, p->rchunk, p->ws.held + (size_t)nread);
+    /* A read that did not fill its buffer drained the socket: if it ended
+     * inside a unit, the peer may now stay silent for long. */
+    if ((size_t)nread < room && p->rchunk != NULL && p->ws.held > 0 && p->open)
+        park(c, p);
 }
 
 void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len) {
     wsg_peer_t *p = &c->peer[from];
 
     while (len > 0 && c->state == WSG_CONN_RELAY) {
-        if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) == NULL) {
+        if (read_chunk(c, p) == NULL) {
             wsg_conn_abort(c, "out of memory");
             return;
         }

@@ -14,9 +14,9 @@
   answered with a 4xx or a close 1002/1007/1009. Frame streams are checked
   against judge(), a model of SPEC §4's rules, in both directions: the
   other end must see exactly the whole valid frames, then the right close;
-- two findings: a head ending in CR + another byte (fixed: 400), and a
-  connection holding one byte of a frame header pins a whole read chunk
-  (xfail, strict).
+- two findings, both fixed: a head ending in CR + another byte (400), and a
+  connection holding one byte of a frame header pinned a whole read chunk
+  (the held bytes are now parked in a buffer of their size).
 
 Every wait is bounded; under ASan (detected from the binary) the counts are
 halved and the time bounds tripled.
@@ -1029,14 +1029,6 @@ def test_malformed_frame_streams_from_the_backend_never_reach_the_client(stack):
 HELD = 300
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a read that ends inside a frame header or control frame keeps its whole 16 KiB read "
-    "chunk (peer.rchunk) until the next read, however few bytes are held (at most 139): "
-    "a client that sends one byte of a header and then nothing pins ~9 KiB of RSS "
-    "(measured: 300 such connections +2.8 MiB, 300 idle ones +0.3 MiB), so SPEC §4's "
-    "'an idle connection holds no read buffers' does not hold against a hostile client; "
-    "the fix (keep the held bytes in a small buffer and give the chunk back) is in the "
-    "relay's hot path, not a small local change"))
 def test_connections_holding_one_header_byte_hold_no_read_chunk(stack):
     echo = stack.echo("held-echo")
     port = free_port()
