@@ -202,7 +202,9 @@ wsg_jwt_src_t wsg_jwt_from_cookie(const char *v, size_t n, const char *name, siz
             trim(&k, &kn);
             if (eq != NULL && kn == name_len && memcmp(k, name, kn) == 0) {
                 const char *c = eq + 1;
-                size_t cn = en - kn - 1 - (size_t)(k - e);
+                /* what follows the '=': the key may have been trimmed of
+                 * spaces before it, so its length says nothing here */
+                size_t cn = (size_t)((e + en) - (eq + 1));
                 trim(&c, &cn);
                 if (cn >= 2 && c[0] == '"' && c[cn - 1] == '"') {
                     c++;

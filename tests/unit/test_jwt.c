@@ -1113,6 +1113,10 @@ START_TEST(test_jwt_from_cookie) {
         {"token", NULL, NULL, WSG_JWT_SRC_NONE},
         {"token=A; token=B", NULL, NULL, WSG_JWT_SRC_CONFLICT},
         {"", NULL, NULL, WSG_JWT_SRC_NONE},
+        /* spaces between the name and '=' (found by fuzz_jwt: the value's
+         * length was taken from the trimmed name and read past the input) */
+        {"a=1; token \t\t=VAL", "VAL", "a=1", WSG_JWT_SRC_FOUND},
+        {"token  =\"Q\"; b=2", "Q", "b=2", WSG_JWT_SRC_FOUND},
     };
     run_sources(cookie_fn, t, sizeof(t) / sizeof(t[0]));
 }
