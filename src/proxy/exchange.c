@@ -153,11 +153,20 @@ static int forward_body(wsg_conn_t *c) {
     hs->req_len -= used;
     if (r == 1)
         hs->req_done = 1;
-    wsg_peer_t *be = &c->peer[WSG_BACKEND];
-    if ((be->queued >= cfg->limits.buffer_bytes || be->nwrites >= WSG_MAX_WRITES) &&
-        c->peer[WSG_CLIENT].reading) {
-        wsg__conn_pause_read(c, WSG_CLIENT);
-        c->peer[WSG_CLIENT].paused = 1;
+    wsg_peer_t *be = &c->peer[WSG_BACKEND], *cl = &c->peer[WSG_CLIENT];
+    if (be->queued >= cfg->limits.buffer_bytes || be->nwrites >= WSG_MAX_WRITES) {
+        if (cl->reading) {
+            wsg__conn_pause_read(c, WSG_CLIENT);
+            cl->paused = 1; /* resumed when the backend's queue drains */
+        }
+    } else if (!cl->reading && !cl->eof && cl->open && !hs->req_done) {
+        /* Reading stopped while the buffer was full (the body came before
+         * the backend was connected): there is room again. */
+        cl->paused = 0;
+        if (wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
+            wsg_conn_abort(c, "cannot read from the client");
+            return -1;
+        }
     }
     return 0;
 }

@@ -362,3 +362,22 @@ def test_requests_are_counted_by_class_with_durations(env):
     assert metric(env, 'wsgate_http_requests_total{class="5xx"}') == nf0 + 1
     assert metric(env, "wsgate_upstream_connections_total") == up0 + 4  # one per exchange yet
     assert metric(env, 'wsgate_handshakes_total{status="502"}') == hs0  # not an upgrade
+
+
+def test_large_upload_sent_before_the_backend_is_connected(stack):
+    """A body far larger than the request buffer, sent in one go right after
+    the head: it waits in the socket while the backend is connected, then
+    streams through."""
+    fake = stack.http("upload-origin")
+    port = free_port()
+    stack.gate(make_config(port, {"web": pool([fake.address])}, heartbeat={"interval_ms": 0},
+                           limits={"max_body_bytes": 0}))
+    body = bytes(range(256)) * 1024  # 256 KiB
+    c = connect(port, timeout=10)
+    try:
+        c.send(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+               + body)
+        status, _, got, _ = c.read_response()
+        assert status == 200 and got == body
+    finally:
+        c.close()
