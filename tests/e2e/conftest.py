@@ -72,6 +72,20 @@ def free_port():
     return port
 
 
+_DEAD = []
+
+
+def dead_port():
+    """A loopback port where nothing listens, and nothing can: a socket stays
+    bound to it (not listening) for the whole session, so connects to it are
+    refused and it can never be a connect's own source port (a free_port()
+    in the ephemeral range could be, and then a connect to it succeeds)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _DEAD.append(s)
+    return s.getsockname()[1]
+
+
 def can_connect(port, host="127.0.0.1"):
     try:
         socket.create_connection((host, port), timeout=0.5).close()

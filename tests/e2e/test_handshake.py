@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import WSGATE_BIN, free_port, make_config, pool, run, wsc
+from conftest import WSGATE_BIN, dead_port, free_port, make_config, pool, run, wsc
 from wsg_raw import (OP_TEXT, accept_for, connect, encode_frame, new_key,
                      upgrade_request, ws_connect)
 
@@ -56,7 +56,7 @@ def env(mstack):
         "api": s.echo("pool-api"),
         "retry": s.echo("pool-retry"),
         "echo": s.echo("pool-echo"),
-        "dead": [f"127.0.0.1:{free_port()}" for _ in range(4)],
+        "dead": [f"127.0.0.1:{dead_port()}" for _ in range(4)],
     }
 
     async def subproto_handler(ws, path):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import free_port, make_config, pool, run, wait_for, wsc
+from conftest import dead_port, free_port, make_config, pool, run, wait_for, wsc
 from wsg_raw import connect, upgrade_request
 
 FAST = {"interval_ms": 100, "timeout_ms": 200, "rise": 1, "fall": 1}
@@ -32,7 +32,7 @@ async def whoami(port, user):
 
 @pytest.mark.parametrize("htype", ["tcp", "http", "websocket"])
 def test_active_check_takes_a_dead_backend_down_without_traffic(stack, htype):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     live = stack.echo(f"live-{htype}")
     port = free_port()
     cfg = make_config(port, {"p": pool([dead, live.address], retries=0,

@@ -33,8 +33,8 @@ import uuid
 
 import pytest
 
-from conftest import (SMALL_QUARANTINE, WSGATE_BIN, free_port, make_config, pool, rss_kb,
-                      wait_for)
+from conftest import (SMALL_QUARANTINE, WSGATE_BIN, dead_port, free_port, make_config, pool,
+                      rss_kb, wait_for)
 from wsg_fakes import pattern
 from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Closed,
                      close_payload, connect, encode_frame, upgrade_request, ws_connect)
@@ -1086,7 +1086,7 @@ def test_every_kind_of_ending_gives_back_its_connection_and_address_slots(stack)
     ending would lock an address (or everyone) out after enough of them."""
     from opshelpers import status
     fake = stack.fake("end-fake")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     port, aport = free_port(), free_port()
     per_ip, total = 5, 8
     cfg = make_config(port, {"p": pool([fake.address]), "dead": pool([dead])},

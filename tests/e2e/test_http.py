@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import free_port, make_config, pool, wait_for
+from conftest import dead_port, free_port, make_config, pool, wait_for
 from wsg_raw import OP_TEXT, connect, upgrade_request
 
 MAX_BODY = 4096
@@ -27,7 +27,7 @@ def env(mstack):
     fake = mstack.http("origin")
     echo = mstack.echo("ws-echo")
     port, aport = free_port(), free_port()
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     cfg = make_config(port, {"web": pool([fake.address]), "ws": pool([echo.address]),
                              "dead": pool([dead], retries=0)},
                       routes=[{"path_prefix": "/ws", "pool": "ws"},

@@ -9,7 +9,7 @@ names why a check failed; the checks speak the protocol as SPEC §6 says
 
 import pytest
 
-from conftest import free_port, make_config, pool, wait_for
+from conftest import dead_port, free_port, make_config, pool, wait_for
 from opshelpers import backend, landing, status, wait_state
 from wsg_raw import OP_CLOSE, OP_PING
 
@@ -60,7 +60,7 @@ def test_stopped_backend_goes_down_its_keys_move_and_come_back_after_rise(stack)
 
 def test_status_names_why_checks_fail(stack):
     fake = stack.fake("hc-fake")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     fast = {"interval_ms": 150, "timeout_ms": 300, "rise": 1, "fall": 1}
     pools = {
         "ws_ok": pool([fake.address], health=dict(fast, type="websocket", path="/h")),

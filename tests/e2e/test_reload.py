@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from conftest import free_port, make_config, pool, wait_for
+from conftest import dead_port, free_port, make_config, pool, wait_for
 from opshelpers import Client, admin, admin_json, backend, landing, status, wait_state
 
 TOKEN = "reload-token"
@@ -107,7 +107,7 @@ def test_invalid_reload_keeps_the_running_configuration_and_reports_every_error(
 
 def test_backends_that_stay_keep_their_health_state(stack):
     a, b = stack.echo("stay-a"), stack.echo("stay-b")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     health = {"type": "tcp", "interval_ms": 150, "timeout_ms": 300, "rise": 1, "fall": 1}
     port, aport = free_port(), free_port()
     g = stack.gate(base(port, aport, {"p": pool([a.address, dead], health=health)}))
