@@ -153,6 +153,7 @@ struct wsg_conn_s {
     wsg_peer_t peer[2];
     wsg_worker_t *w;
     wsg_runtime_t *rt;       /* owned reference: the config this connection started with */
+    wsg_backend_t *be;       /* RELAY: its backend (kept alive by rt), for traffic counts */
     wsg_conn_t *prev, *next; /* worker's list */
     wsg_timer_node_t timer;
     wsg_hs_t *hs;            /* owned; NULL once relaying */

@@ -90,6 +90,7 @@ void wsg__relay_start(wsg_conn_t *c) {
 
     negotiated_rsv(c, &rsv_first, &rsv_other);
     c->state = WSG_CONN_RELAY;
+    c->be = c->rt->pools[c->pool]->backends[c->backend];
     c->last_data = now;
     if (cfg->timeouts.max_lifetime_ms) {
         /* The jitter spreads the reconnects of clients that came together
@@ -274,8 +275,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     p->frames += frames;
     STAT_ADD(st->frames[from], frames);
     STAT_ADD(st->bytes[from], fresh);
-    wsg_backend_count(c->rt->pools[c->pool]->backends[c->backend], c->w->id,
-                      from == WSG_CLIENT ? 0 : 1, frames, fresh);
+    wsg_backend_count(c->be, c->w->id, from == WSG_CLIENT ? 0 : 1, frames, fresh);
     if (saw_data)
         c->last_data = uv_now(&c->w->loop);
 
