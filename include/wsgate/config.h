@@ -129,6 +129,7 @@ typedef struct wsg_pool_conf_s {
     wsg_health_conf_t health; /* fields hold defaults even when type is NONE */
     uint64_t connect_timeout_ms; /* default 3000 */
     unsigned retries;            /* default 2 */
+    unsigned keepalive;          /* idle backend connections per worker and backend, 32; 0 = no reuse */
     wsg_pool_tls_conf_t tls;
 } wsg_pool_conf_t;
 
@@ -168,6 +169,7 @@ typedef struct wsg_config_s {
         uint64_t drain_ms;     /* 10000 */
         uint64_t keepalive_ms; /* 60000, 0 = close after each HTTP response */
         uint64_t response_idle_ms; /* 120000 */
+        uint64_t upstream_idle_ms; /* 4000 */
         uint64_t max_lifetime_ms;  /* 0 = off */
     } timeouts;
 

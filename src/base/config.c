@@ -599,7 +599,10 @@ static const struct key k_pool[] = {
      .desc = "Further backends tried when a connect fails before any byte is sent."},
     {.name = "tls", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_pool_tls,
      .desc = "Connect to the backends over TLS; absent or null: plain TCP."},
-    LATER("keepalive", "SPEC §9"),
+    {.name = "keepalive", .type = KT_UINT, .lo = 0, .hi = 100000, .zero = "no reuse",
+     .def = "32", .store = ST_UNS, OFF(wsg_pool_conf_t, keepalive),
+     .desc = "Idle backend connections kept for reuse by plain HTTP requests, per worker "
+             "and backend."},
     LATER("resolve_ms", "SPEC §12"),
     LATER("rebalance", "SPEC §12"),
     {0},
@@ -623,7 +626,9 @@ static const struct key k_timeouts[] = {
      .zero = "close after each response", .def = "60000", .store = ST_U64,
      CFG(timeouts.keepalive_ms),
      .desc = "How long a client connection may wait between two HTTP requests."},
-    LATER("upstream_idle_ms", "SPEC §9"),
+    {.name = "upstream_idle_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
+     .def = "4000", .store = ST_U64, CFG(timeouts.upstream_idle_ms),
+     .desc = "An idle kept-alive backend connection is closed after this long."},
     {.name = "response_idle_ms", .type = KT_UINT, .lo = 1, .hi = DUR_MAX, .unit = MS,
      .def = "120000", .store = ST_U64, CFG(timeouts.response_idle_ms),
      .desc = "Longest silence of a backend while an HTTP response is due or streaming; "
