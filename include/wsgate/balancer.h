@@ -49,6 +49,8 @@ typedef struct wsg_backend_s {
     _Atomic uint64_t active;        /* connections relaying or connecting to it */
     _Atomic uint64_t total;         /* connections it was given */
     _Atomic uint64_t failures;      /* failed connects / checks, ever */
+    _Atomic uint64_t http_idle;     /* kept-alive connections idle in the workers' pools */
+    _Atomic uint64_t http_busy;     /* connections carrying a plain HTTP exchange now */
     /* Last active check, written and read on the server thread only. */
     struct {
         bool done;                  /* a check has completed */
@@ -58,6 +60,11 @@ typedef struct wsg_backend_s {
     } last_check;
     _Atomic int refcount;
 } wsg_backend_t;
+
+/* References for holders outside the balancer (an idle backend connection
+ * in a worker's pool). */
+wsg_backend_t *wsg_backend_ref(wsg_backend_t *be);
+void wsg_backend_unref(wsg_backend_t *be);
 
 /* Counts <frames> WebSocket frames and <bytes> bytes that went through
  * <be> in direction <dir> (0: to the backend, 1: to the client), from

@@ -5,6 +5,7 @@
 #ifndef WSGATE_CONN_H
 #define WSGATE_CONN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <wsgate/timer_heap.h>
@@ -28,6 +29,15 @@ void wsg_conn_abort(wsg_conn_t *c, const char *why);
 
 /* Called by the worker when <c>'s deadline node fires. */
 void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now);
+
+/* The worker's pool of idle backend connections (plain HTTP reuse, SPEC §9):
+ * made at worker start, closed (every idle connection, and nothing kept
+ * from then on) when the worker stops, freed at join. */
+int wsg_upstreams_init(wsg_worker_t *w);
+void wsg_upstreams_close(wsg_worker_t *w);
+void wsg_upstreams_free(wsg_worker_t *w);
+/* Returns true when <n> is the pool's deadline node (and handles it). */
+bool wsg_upstreams_on_deadline(wsg_worker_t *w, wsg_timer_node_t *n, uint64_t now);
 
 /* The next connection of the worker's list (for iteration at shutdown). */
 wsg_conn_t *wsg_conn_next(wsg_conn_t *c);

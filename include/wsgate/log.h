@@ -65,6 +65,8 @@ typedef struct wsg_access_rec_s {
     const char *pool;
     const char *backend;
     const char *request; /* "METHOD /path" of an HTTP exchange, NULL for an upgrade */
+    const char *upstream; /* HTTP exchange: "new" or "reused" backend connection; NULL
+                             when none was used (and for an upgrade) */
     int status;          /* HTTP status of the handshake (101, 404, ...) */
     uint64_t duration_ms;
     uint64_t bytes_in, bytes_out;   /* client->backend, backend->client */

@@ -50,6 +50,10 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t http_latency[WSG_HS_BUCKETS];
     _Atomic uint64_t http_latency_sum_us;
     _Atomic uint64_t upstream_opened;
+    _Atomic uint64_t upstream_reused;  /* exchanges sent on a kept-alive backend connection */
+    _Atomic uint64_t upstream_retried; /* requests resent after a kept-alive connection failed */
+    _Atomic uint64_t upstream_idle;    /* idle in the pool now */
+    _Atomic uint64_t http_streaming;   /* responses being relayed now */
     _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
     _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
 } wsg_worker_stats_t;
@@ -103,6 +107,7 @@ struct wsg_worker_s {
     wsg_wlistener_t **listeners;  /* owned array of owned listeners */
     size_t nlisteners;
     wsg_conn_t *conns;            /* private: intrusive list of live connections */
+    struct wsg_upstreams_s *upstreams; /* private: idle backend connections (proxy/upstream.c) */
     uint64_t next_conn_id;
     uint64_t rng;                 /* private: xorshift state for masks and jitter */
     bool stopping;

@@ -443,6 +443,8 @@ void wsg_log_access(const wsg_access_rec_t *rec) {
         put_json_ks(&l, "backend", rec->backend, FIELD_CAP);
         if (rec->request != NULL)
             put_json_ks(&l, "request", rec->request, FIELD_CAP);
+        if (rec->upstream != NULL)
+            put_json_ks(&l, "upstream", rec->upstream, FIELD_CAP);
         put_json_key(&l, "status");
         put_int(&l, rec->status);
         put_json_ku(&l, "duration_ms", rec->duration_ms);
@@ -474,6 +476,8 @@ void wsg_log_access(const wsg_access_rec_t *rec) {
             put_esc(&l, rec->request, strlen(rec->request), FIELD_CAP, ESC_QUOTED, false);
             put(&l, "\"", 1);
         }
+        if (rec->upstream != NULL)
+            put_text_kv(&l, "upstream", rec->upstream);
         put_s(&l, " status=");
         put_int(&l, rec->status);
         put_text_ku(&l, "duration_ms", rec->duration_ms);

@@ -397,6 +397,11 @@ static void get_status(aconn_t *c, bool keepalive) {
                                           "backend_to_client", (json_int_t)fr[1], "bytes",
                                           "client_to_backend", (json_int_t)by[0],
                                           "backend_to_client", (json_int_t)by[1]));
+            /* Plain HTTP's backend connections: kept alive in the workers'
+             * pools, and carrying an exchange now. */
+            json_object_set_new(o, "upstream",
+                                json_pack("{s:I,s:I}", "idle", (json_int_t)LOAD(be->http_idle),
+                                          "busy", (json_int_t)LOAD(be->http_busy)));
             json_array_append_new(arr, o);
         }
         json_object_set_new(pools, b->conf->name,

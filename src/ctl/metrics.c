@@ -239,6 +239,13 @@ static uint64_t v_failures(const wsg_backend_t *be) {
     return LOAD(((wsg_backend_t *)be)->failures);
 }
 
+static uint64_t v_idle(const wsg_backend_t *be) {
+    return LOAD(((wsg_backend_t *)be)->http_idle);
+}
+static uint64_t v_busy(const wsg_backend_t *be) {
+    return LOAD(((wsg_backend_t *)be)->http_busy);
+}
+
 static void backends(wsg_metrics_buf_t *b, const wsg_runtime_t *rt) {
     static const wsg_backend_state_t states[] = {WSG_BACKEND_UP, WSG_BACKEND_DOWN,
                                                  WSG_BACKEND_DRAINING};
@@ -266,6 +273,10 @@ static void backends(wsg_metrics_buf_t *b, const wsg_runtime_t *rt) {
                 "Connections the balancer gave to the backend.", v_total);
     per_backend(b, rt, "wsgate_backend_failures_total", "counter",
                 "Failed connects, handshake timeouts and failed active checks.", v_failures);
+    per_backend(b, rt, "wsgate_backend_upstream_idle", "gauge",
+                "Kept-alive plain HTTP connections to the backend idle in the pools now.", v_idle);
+    per_backend(b, rt, "wsgate_backend_upstream_busy", "gauge",
+                "Connections to the backend carrying a plain HTTP exchange now.", v_busy);
 
     /* The last active check: only backends that have had one. last_check is
      * written on the server thread, where this runs. */
@@ -348,6 +359,18 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
               st->http_latency_buckets, st->http_latency_sum_us);
     simple(out, "wsgate_upstream_connections_total", "counter",
            "Backend connections opened for plain HTTP exchanges.", st->upstream_opened);
+    simple(out, "wsgate_upstream_reused_total", "counter",
+           "Plain HTTP requests sent on a kept-alive backend connection from the pool.",
+           st->upstream_reused);
+    simple(out, "wsgate_upstream_retries_total", "counter",
+           "Idempotent requests resent on a new connection after their kept-alive one failed "
+           "before answering.",
+           st->upstream_retried);
+    simple(out, "wsgate_upstream_idle_connections", "gauge",
+           "Kept-alive backend connections idle in the workers' pools now.", st->upstream_idle);
+    simple(out, "wsgate_http_streaming_responses", "gauge",
+           "Plain HTTP responses being relayed to clients now (SSE and long polls included).",
+           st->http_streaming);
     simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
            in->admin_connections);
     simple(out, "wsgate_admin_connections_shed_total", "counter",

@@ -125,6 +125,10 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
             out->http_latency_buckets[k] += LOAD(st->http_latency[k]);
         out->http_latency_sum_us += LOAD(st->http_latency_sum_us);
         out->upstream_opened += LOAD(st->upstream_opened);
+        out->upstream_reused += LOAD(st->upstream_reused);
+        out->upstream_retried += LOAD(st->upstream_retried);
+        out->upstream_idle += LOAD(st->upstream_idle);
+        out->http_streaming += LOAD(st->http_streaming);
         out->buffers_in_use += LOAD(st->buffers_in_use);
         out->buffers_cached += LOAD(st->buffers_cached);
     }

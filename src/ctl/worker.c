@@ -62,7 +62,8 @@ static void on_timer(uv_timer_t *t) {
 
     w->timer_due = UINT64_MAX;
     while ((n = wsg_timer_heap_pop_due(&w->deadlines, now)) != NULL)
-        wsg_conn_on_deadline(n, now);
+        if (!wsg_upstreams_on_deadline(w, n, now))
+            wsg_conn_on_deadline(n, now);
     arm(w);
 }
 
@@ -156,6 +157,7 @@ static void begin_stop(wsg_worker_t *w) {
      * timer still fires for them but must not hold the worker up once they
      * are gone. */
     uv_unref((uv_handle_t *)&w->timer);
+    wsg_upstreams_close(w);
     /* Every relayed client hears 1001 "going away" (SPEC §8); the
      * connections then end by themselves within drain_ms, each bounded by
      * its own close deadline. */
@@ -275,6 +277,8 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
         return r;
     wsg_timer_heap_init(&w->deadlines);
     wsg_bufpool_init(&w->bufs, WSG_CHUNK_SIZE, POOL_MAX_FREE);
+    if ((r = wsg_upstreams_init(w)) != 0)
+        return r;
     uv_timer_init(&w->loop, &w->timer);
     w->timer.data = w;
     uv_async_init(&w->loop, &w->async, on_async);
@@ -323,6 +327,7 @@ void wsg_worker_join(wsg_worker_t *w) {
         WSG_LOG(WSG_LOG_WARN, "worker", "worker %u: loop closed with handles open", w->id);
     wsg_timer_heap_close(&w->deadlines);
     wsg_bufpool_close(&w->bufs);
+    wsg_upstreams_free(w);
     wsg_runtime_unref(w->rt);
     free(w->listeners);
     for (wsg_worker_msg_t *m = w->mq_head, *next; m != NULL; m = next) {

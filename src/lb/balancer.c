@@ -91,6 +91,13 @@ static void backend_unref(wsg_backend_t *be) {
     free(be);
 }
 
+wsg_backend_t *wsg_backend_ref(wsg_backend_t *be) {
+    atomic_fetch_add_explicit(&be->refcount, 1, memory_order_relaxed);
+    return be;
+}
+
+void wsg_backend_unref(wsg_backend_t *be) { backend_unref(be); }
+
 int wsg_balancer_find(const wsg_balancer_t *b, const char *address) {
     for (size_t i = 0; i < b->nbackends; i++)
         if (strcmp(b->backends[i]->address, address) == 0)

@@ -45,11 +45,10 @@ static const char *const phase_names[] = {
 static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
 
 static wsg_conn_t *conn_of_stream(uv_handle_t *h, int *side) {
-    /* The handle is the first member of the side, which is the first member
-     * of the peer; peers are the first array of the connection. */
-    wsg_peer_t *p = (wsg_peer_t *)(void *)h;
+    /* Both handles point at the connection while it owns them; the client's
+     * is the one embedded in it. */
     wsg_conn_t *c = (wsg_conn_t *)h->data;
-    *side = (p == &c->peer[WSG_CLIENT]) ? WSG_CLIENT : WSG_BACKEND;
+    *side = (h == (uv_handle_t *)&c->client_io.tcp) ? WSG_CLIENT : WSG_BACKEND;
     return c;
 }
 
@@ -135,6 +134,12 @@ static void on_write(uv_write_t *req, int status) {
             c->end_reason = to == WSG_CLIENT ? "client connection lost" : "backend connection lost";
             wsg__relay_close(c, to == WSG_CLIENT ? 0 : WSG_WS_CLOSE_INTERNAL_ERROR,
                              to == WSG_CLIENT ? WSG_WS_CLOSE_GOING_AWAY : 0);
+        } else if (to == WSG_BACKEND && c->hs != NULL && c->hs->http &&
+                   (c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU)) {
+            /* As if it had closed: a dead kept-alive connection may be
+             * retried on a new one. */
+            wsg__conn_pause_read(c, WSG_BACKEND);
+            wsg__http_backend_eof(c);
         } else {
             wsg__conn_finish(c);
         }
@@ -161,7 +166,7 @@ int wsg__conn_send_chunk(wsg_conn_t *c, int to, wsg_chunk_t *ch, size_t len) {
      * one send() and no request, callback or held buffer. */
     if (p->queued == 0) {
         uv_buf_t b = uv_buf_init(ch->data, (unsigned)len);
-        int n = p->io.ops->try_write(&p->io, &b, 1);
+        int n = p->io->ops->try_write(p->io, &b, 1);
         if (n == (int)len) {
             wsg__chunk_put(c, ch);
             return 0;
@@ -176,7 +181,7 @@ int wsg__conn_send_chunk(wsg_conn_t *c, int to, wsg_chunk_t *ch, size_t len) {
     ch->conn = c;
     ch->to = (uint8_t)to;
     ch->buf = uv_buf_init(ch->data + off, (unsigned)(len - off));
-    int r = p->io.ops->write(&p->io, &ch->req, &ch->buf, 1, on_write);
+    int r = p->io->ops->write(p->io, &ch->req, &ch->buf, 1, on_write);
     if (r < 0) {
         wsg__chunk_put(c, ch);
         return r;
@@ -194,7 +199,7 @@ int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len) {
         return UV_EPIPE;
     if (p->queued == 0 && len > 0) {
         uv_buf_t b = uv_buf_init((char *)(uintptr_t)src, (unsigned)len);
-        int n = p->io.ops->try_write(&p->io, &b, 1);
+        int n = p->io->ops->try_write(p->io, &b, 1);
         if (n < 0 && n != UV_EAGAIN)
             return n;
         if (n > 0) {
@@ -270,6 +275,9 @@ static void hs_free(wsg_conn_t *c) {
     if (hs == NULL)
         return;
     c->hs = NULL;
+    if (hs->streaming)
+        atomic_fetch_sub_explicit(&c->w->stats.http_streaming, 1, memory_order_relaxed);
+    free(hs->replay);
     wsg_http_head_free(hs->req_head);
     wsg_http_head_free(hs->resp_head);
     free(hs->req);
@@ -284,7 +292,7 @@ int wsg__conn_resume_read(wsg_conn_t *c, int side) {
     p->paused = 0;
     if (p->reading || !p->open || p->eof)
         return 0;
-    int r = p->io.ops->read_start(&p->io, on_alloc, on_read);
+    int r = p->io->ops->read_start(p->io, on_alloc, on_read);
     if (r == 0)
         p->reading = 1;
     return r;
@@ -293,7 +301,7 @@ int wsg__conn_resume_read(wsg_conn_t *c, int side) {
 void wsg__conn_pause_read(wsg_conn_t *c, int side) {
     wsg_peer_t *p = &c->peer[side];
     if (p->reading && p->open)
-        p->io.ops->read_stop(&p->io);
+        p->io->ops->read_stop(p->io);
     p->reading = 0;
 }
 
@@ -337,8 +345,8 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
             wsg__conn_finish(c);
             return;
         }
-        if (c->peer[WSG_CLIENT].io.tls != NULL &&
-            !wsg_tls_handshake_done(&c->peer[WSG_CLIENT].io)) {
+        if (c->peer[WSG_CLIENT].io->tls != NULL &&
+            !wsg_tls_handshake_done(c->peer[WSG_CLIENT].io)) {
             wsg_conn_abort(c, "TLS handshake not complete within handshake_ms");
             return;
         }
@@ -416,6 +424,7 @@ void wsg__conn_log_access(wsg_conn_t *c) {
         .pool = c->pool >= 0 ? cfg->pools[c->pool].name : NULL,
         .backend = c->backend >= 0 ? cfg->pools[c->pool].backends[c->backend].address : NULL,
         .request = http && hs->line[0] ? hs->line : NULL,
+        .upstream = !http || c->backend < 0 ? NULL : hs->reused ? "reused" : "new",
         .status = c->status,
         .duration_ms = (uv_hrtime() - t0) / 1000000,
         .bytes_in = http ? hs->x_in : c->peer[WSG_CLIENT].bytes,
@@ -465,12 +474,15 @@ static void on_side_closed(uv_handle_t *h) {
     int side;
     wsg_conn_t *c = conn_of_stream(h, &side);
 
+    if (side == WSG_BACKEND) {
+        /* A next attempt may already have its own upstream. */
+        wsg_upstream_t *u = wsg__upstream_of(h);
+        if (c->peer[WSG_BACKEND].io == &u->io)
+            c->peer[WSG_BACKEND].io = NULL;
+        wsg__upstream_free(u);
+    }
     if (--c->handles == 0)
         conn_free(c);
-    else if (side == WSG_BACKEND && c->state == WSG_CONN_CONNECTING)
-        /* The connect failed or timed out and its callback already ran:
-         * the handle is free again, so try the next backend. */
-        connect_next(c);
 }
 
 void wsg__conn_close_side(wsg_conn_t *c, int side) {
@@ -479,12 +491,12 @@ void wsg__conn_close_side(wsg_conn_t *c, int side) {
         return;
     p->open = 0;
     p->reading = 0;
-    p->io.ops->close(&p->io, on_side_closed);
+    p->io->ops->close(p->io, on_side_closed);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
     wsg_conn_t *c = req->data;
-    int side = (req->handle == (uv_stream_t *)&c->peer[WSG_CLIENT].io.tcp) ? WSG_CLIENT : WSG_BACKEND;
+    int side = (req->handle == (uv_stream_t *)&c->client_io.tcp) ? WSG_CLIENT : WSG_BACKEND;
     free(req);
     wsg_peer_t *p = &c->peer[side];
     /* Closed now if the shutdown failed, or if it only had to carry a TLS
@@ -512,7 +524,7 @@ static void end_side(wsg_conn_t *c, int side) {
      * Its close frame was the last thing it may send, so no unread byte can
      * turn our close into a reset. */
     bool done = p->close_rx && p->close_sent;
-    if (p->eof || (done && (p->io.tls == NULL || p->shut))) {
+    if (p->eof || (done && (p->io->tls == NULL || p->shut))) {
         wsg__conn_close_side(c, side);
         return;
     }
@@ -526,7 +538,7 @@ static void end_side(wsg_conn_t *c, int side) {
             return;
         }
         req->data = c;
-        if (p->io.ops->shutdown(&p->io, req, on_shutdown) < 0) {
+        if (p->io->ops->shutdown(p->io, req, on_shutdown) < 0) {
             free(req);
             wsg__conn_close_side(c, side);
             return;
@@ -668,8 +680,8 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
         hs = hs_new(req_cap, cfg->limits.max_header_bytes);
     }
     if (hs == NULL ||
-        (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->peer[WSG_CLIENT].io, tls, 1, NULL)
-                       : wsg_side_init_tcp(&w->loop, &c->peer[WSG_CLIENT].io)) != 0) {
+        (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->client_io, tls, 1, NULL)
+                       : wsg_side_init_tcp(&w->loop, &c->client_io)) != 0) {
         if (hs != NULL) {
             c->hs = hs;
             hs_free(c);
@@ -688,7 +700,8 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     c->handles = 1;
     c->state = WSG_CONN_HS_READ;
     c->peer[WSG_CLIENT].open = 1;
-    c->peer[WSG_CLIENT].io.tcp.data = c;
+    c->peer[WSG_CLIENT].io = &c->client_io;
+    c->client_io.tcp.data = c;
     wsg_timer_node_init(&c->timer);
     c->next = w->conns;
     if (w->conns)
@@ -697,10 +710,10 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     atomic_fetch_add_explicit(&w->stats.conns_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stats.conns_active, 1, memory_order_relaxed);
 
-    int r = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->peer[WSG_CLIENT].io.tcp);
+    int r = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client_io.tcp);
     int len = sizeof(c->client_addr);
     if (r == 0)
-        r = uv_tcp_getpeername(&c->peer[WSG_CLIENT].io.tcp, &c->client_addr.sa, &len);
+        r = uv_tcp_getpeername(&c->client_io.tcp, &c->client_addr.sa, &len);
     if (r != 0) {
         hs->deadline = uv_now(&w->loop);
         wsg_conn_abort(c, "accept failed");
@@ -763,12 +776,14 @@ static int send_upstream(wsg_conn_t *c) {
 }
 
 /* The backend accepted the connection (and the TLS handshake, for a TLS
- * pool): send the request and wait for its answer. */
+ * pool), or a kept-alive one was taken from the pool: send the request and
+ * wait for its answer. */
 static void backend_ready(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     const wsg_config_t *cfg = cfg_of(c);
 
-    wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
+    if (!hs->reused)
+        wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
     c->state = WSG_CONN_UPSTREAM;
     hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
     if (hs->resp_head == NULL && hs_resp_new(hs, cfg->limits.max_header_bytes) != 0) {
@@ -786,8 +801,8 @@ static void backend_ready(wsg_conn_t *c) {
 }
 
 /* A connect attempt failed before any byte of the request was sent: a
- * passive health failure, and the next backend gets a chance once this
- * handle has closed (on_side_closed -> connect_next). <why> is static. */
+ * passive health failure, and the next backend gets a chance at once (the
+ * next attempt has its own upstream). <why> is static. */
 static void backend_failed(wsg_conn_t *c, const char *why) {
     wsg_balancer_t *bal = c->rt->pools[c->pool];
     CLOG(c, WSG_LOG_WARN, "connect to %s failed: %s", bal->backends[c->backend]->address, why);
@@ -796,11 +811,12 @@ static void backend_failed(wsg_conn_t *c, const char *why) {
     c->counted_backend = 0;
     c->end_reason = why;
     wsg__conn_close_side(c, WSG_BACKEND);
+    connect_next(c);
 }
 
 static void on_backend_tls(wsg_side_t *s, int status) {
     wsg_conn_t *c = s->tcp.data;
-    if (c->state != WSG_CONN_CONNECTING)
+    if (c->state != WSG_CONN_CONNECTING || c->peer[WSG_BACKEND].io != s)
         return; /* the connection is being torn down */
     if (status == 0) {
         backend_ready(c);
@@ -813,15 +829,18 @@ static void on_backend_tls(wsg_side_t *s, int status) {
 
 static void on_connect(uv_connect_t *req, int status) {
     wsg_conn_t *c = req->data;
+    wsg_peer_t *p = &c->peer[WSG_BACKEND];
 
-    if (c->state != WSG_CONN_CONNECTING)
-        return; /* the connection is being torn down */
+    /* Only the current attempt's connect counts: a timed-out one reports
+     * UV_ECANCELED from its close, and so does a torn-down connection. */
+    if (c->state != WSG_CONN_CONNECTING || p->io == NULL ||
+        req != &((wsg_upstream_t *)(void *)p->io)->connect_req)
+        return;
     if (status != 0) {
         backend_failed(c, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
         return;
     }
-    wsg_peer_t *p = &c->peer[WSG_BACKEND];
-    uv_tcp_nodelay(&p->io.tcp, 1);
+    uv_tcp_nodelay(&p->io->tcp, 1);
     wsg_tls_ctx_t *tls = c->rt->pool_tls[c->pool];
     if (tls == NULL) {
         backend_ready(c);
@@ -833,9 +852,48 @@ static void on_connect(uv_connect_t *req, int status) {
     uint16_t port;
     const char *addr = cfg_of(c)->pools[c->pool].backends[c->backend].address;
     if (wsg_config_split_hostport(addr, host, sizeof(host), &port) != 0 ||
-        wsg_side_start_tls(&p->io, tls, 0, host, NULL, 0) != 0 ||
-        wsg_tls_handshake(&p->io, on_backend_tls) != 0)
+        wsg_side_start_tls(p->io, tls, 0, host, NULL, 0) != 0 ||
+        wsg_tls_handshake(p->io, on_backend_tls) != 0)
         backend_failed(c, "cannot start TLS");
+}
+
+/* Makes <u> the backend side of <c>, for backend <idx>. */
+static void attach_backend(wsg_conn_t *c, wsg_upstream_t *u, unsigned idx) {
+    wsg_peer_t *p = &c->peer[WSG_BACKEND];
+
+    p->io = &u->io;
+    u->io.tcp.data = c;
+    p->eof = p->shut = p->want_shut = p->paused = p->reading = 0;
+    p->close_rx = p->close_sent = 0;
+    p->close_owed = 0;
+    p->open = 1;
+    c->handles++;
+    c->backend = (int32_t)idx;
+    wsg_balancer_conn_start(c->rt->pools[c->pool], idx);
+    c->counted_backend = 1;
+    if (c->hs->http)
+        wsg__upstream_set_busy(u, true);
+}
+
+/* A kept-alive connection to backend <idx> for a plain request, if the pool
+ * has one: the request is sent on it at once. */
+static bool reuse_backend(wsg_conn_t *c, unsigned idx) {
+    wsg_hs_t *hs = c->hs;
+    wsg_backend_t *be = c->rt->pools[c->pool]->backends[idx];
+
+    if (!hs->http || hs->fresh_only || cfg_of(c)->pools[c->pool].keepalive == 0)
+        return false;
+    /* A request that could not be resent is only put on a connection that
+     * shows no sign of having been closed. */
+    wsg_upstream_t *u = wsg__upstream_take(c->w, be, c->rt->pool_tls[c->pool] != NULL,
+                                           !wsg__http_replayable(c));
+    if (u == NULL)
+        return false;
+    attach_backend(c, u, idx);
+    hs->reused = 1;
+    atomic_fetch_add_explicit(&c->w->stats.upstream_reused, 1, memory_order_relaxed);
+    backend_ready(c);
+    return true;
 }
 
 static void connect_next(wsg_conn_t *c) {
@@ -843,35 +901,77 @@ static void connect_next(wsg_conn_t *c) {
     const wsg_pool_conf_t *pool = &cfg_of(c)->pools[c->pool];
     wsg_balancer_t *bal = c->rt->pools[c->pool];
 
+    hs->reused = 0;
     while (hs->tried < hs->ncand) {
         unsigned idx = hs->cand[hs->tried++];
         const wsg_backend_conf_t *be = &pool->backends[idx];
-        wsg_peer_t *p = &c->peer[WSG_BACKEND];
 
-        if (wsg_side_init_tcp(&c->w->loop, &p->io) != 0)
+        if (reuse_backend(c, idx))
+            return;
+        wsg_upstream_t *u = wsg__upstream_new(c->w, bal->backends[idx],
+                                              c->rt->pool_tls[c->pool] != NULL);
+        if (u == NULL)
             break;
-        p->io.tcp.data = c;
-        p->eof = p->shut = p->want_shut = p->paused = p->reading = 0;
-        p->open = 1;
-        c->handles++;
-        c->backend = (int32_t)idx;
+        attach_backend(c, u, idx);
         if (hs->http)
             atomic_fetch_add_explicit(&c->w->stats.upstream_opened, 1, memory_order_relaxed);
-        wsg_balancer_conn_start(bal, idx);
-        c->counted_backend = 1;
-        hs->connect_req.data = c;
+        u->connect_req.data = c;
         hs->deadline = uv_now(&c->w->loop) + pool->connect_timeout_ms;
-        int r = uv_tcp_connect(&hs->connect_req, &p->io.tcp, (const struct sockaddr *)&be->addr.ss,
+        int r = uv_tcp_connect(&u->connect_req, &u->io.tcp, (const struct sockaddr *)&be->addr.ss,
                                on_connect);
         if (r == 0) {
             wsg__conn_reschedule(c);
             return;
         }
         /* Failed before any packet left (e.g. no route): same as refused. */
-        on_connect(&hs->connect_req, r);
+        on_connect(&u->connect_req, r);
         return;
     }
     reject(c, 502, c->end_reason ? c->end_reason : "every backend failed");
+}
+
+void wsg__conn_release_backend(wsg_conn_t *c, bool reusable) {
+    wsg_peer_t *p = &c->peer[WSG_BACKEND];
+    const wsg_config_t *cfg = cfg_of(c);
+
+    if (c->counted_backend) {
+        wsg_balancer_conn_end(c->rt->pools[c->pool], (unsigned)c->backend);
+        c->counted_backend = 0;
+    }
+    if (!p->open)
+        return;
+    wsg_upstream_t *u = (wsg_upstream_t *)(void *)p->io;
+    if (reusable && p->queued == 0 && p->nwrites == 0 && !p->eof && !p->shut && !p->want_shut) {
+        wsg__conn_pause_read(c, WSG_BACKEND);
+        if (wsg__upstream_park(c->w, u, cfg->pools[c->pool].keepalive,
+                               cfg->timeouts.upstream_idle_ms)) {
+            p->open = 0;
+            p->io = NULL;
+            c->handles--;
+            return;
+        }
+    }
+    wsg__conn_close_side(c, WSG_BACKEND);
+}
+
+int wsg__conn_retry_fresh(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+
+    if (!hs->reused || hs->fresh_only || hs->resp_len > 0 || hs->resp_started ||
+        hs->replay == NULL || hs->tried == 0)
+        return -1;
+    CLOG(c, WSG_LOG_INFO, "kept-alive connection to %s failed before answering: resending %s",
+         cfg_of(c)->pools[c->pool].backends[c->backend].address, hs->line);
+    atomic_fetch_add_explicit(&c->w->stats.upstream_retried, 1, memory_order_relaxed);
+    /* Not the backend's fault (it may close an idle connection when it
+     * likes), so no passive health failure: the same backend again, on a
+     * new connection. */
+    wsg__conn_release_backend(c, false);
+    hs->fresh_only = 1;
+    hs->tried--;
+    c->state = WSG_CONN_CONNECTING;
+    connect_next(c);
+    return 0;
 }
 
 /* SPEC §11: with routes[].origins set, an upgrade from a page of another
@@ -993,10 +1093,7 @@ static void on_request(wsg_conn_t *c) {
         wsg_ws_accept(wskey, keylen, hs->accept);
     }
     c->state = WSG_CONN_CONNECTING;
-    /* After a kept-alive exchange the backend handle may still be closing:
-     * on_side_closed() connects once it is free. */
-    if (c->handles == 1)
-        connect_next(c);
+    connect_next(c);
 }
 
 void wsg__conn_request_bytes(wsg_conn_t *c, size_t n) { on_request_bytes(c, n); }
@@ -1065,7 +1162,7 @@ static void on_proxy_bytes(wsg_conn_t *c, size_t n) {
         wsg_peer_t *p = &c->peer[WSG_CLIENT];
         wsg__conn_pause_read(c, WSG_CLIENT);
         hs->req_len = 0;
-        if (wsg_side_start_tls(&p->io, tls, 1, NULL, hs->req + used, rest) != 0 ||
+        if (wsg_side_start_tls(p->io, tls, 1, NULL, hs->req + used, rest) != 0 ||
             wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
             wsg_conn_abort(c, "cannot start TLS");
             return;
@@ -1199,10 +1296,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         switch (c->state) {
         case WSG_CONN_PROXY:
         case WSG_CONN_HS_READ:
-            if (nread == UV_EPROTO && c->peer[WSG_CLIENT].io.tls != NULL) {
+            if (nread == UV_EPROTO && c->peer[WSG_CLIENT].io->tls != NULL) {
                 /* A failed TLS handshake costs a log line and nothing else. */
                 CLOG(c, WSG_LOG_INFO, "TLS handshake failed: %s",
-                     wsg_tls_last_error(&c->peer[WSG_CLIENT].io));
+                     wsg_tls_last_error(c->peer[WSG_CLIENT].io));
                 wsg_conn_abort(c, "TLS handshake failed");
                 return;
             }

@@ -20,6 +20,8 @@
 #include <wsgate/ws_frame.h>
 #include <wsgate/ws_stream.h>
 
+#include "upstream.h"
+
 enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
 #define WSG_OTHER(side) (1 - (side))
 
@@ -79,7 +81,11 @@ typedef struct wsg_chunk_s {
 /* One side of a connection: its transport, what it sends us (parsed as a
  * frame stream) and what we owe it. */
 typedef struct wsg_peer_s {
-    wsg_side_t io;
+    /* The client's transport is embedded in the connection; the backend's is
+     * an upstream (upstream.h), which may come from and go back to the
+     * worker's pool. Valid while <open>, and for the backend until its
+     * handle's close callback. */
+    wsg_side_t *io;
 
     /* --- the stream this peer sends --- */
     wsg_ws_stream_t ws;      /* the frame walk of what it sends */
@@ -128,7 +134,6 @@ typedef struct wsg_hs_s {
     char accept[WSG_WS_ACCEPT_LEN + 1];
     unsigned cand[8];        /* backends to try, in order */
     size_t ncand, tried;
-    uv_connect_t connect_req;
     uint64_t deadline;       /* of the current phase */
 
     /* A plain HTTP exchange (SPEC §9, exchange.c). Once its head is sent
@@ -137,6 +142,10 @@ typedef struct wsg_hs_s {
     uint64_t req_body;       /* request body bytes forwarded so far */
     uint64_t x_in, x_out;    /* bytes of this request (head + body) and of its response */
     uint64_t t_begin_ns;     /* uv_hrtime() when its request head was complete */
+    char *replay;            /* owned: the request as sent on a kept-alive backend
+                                connection, kept until the response starts so that it
+                                can be resent on a new one if that connection was dead */
+    size_t replay_len;
     char line[160];          /* "METHOD /path" for the access line (query cut) */
     unsigned http : 1;       /* this exchange is plain HTTP, not an upgrade */
     unsigned head_sent : 1;  /* the request head went to the backend */
@@ -147,10 +156,17 @@ typedef struct wsg_hs_s {
     unsigned json : 1;       /* the client accepts application/json (error bodies) */
     unsigned sse : 1;        /* the client asked for text/event-stream */
     unsigned kept_alive : 1; /* not the connection's first request */
+    unsigned reused : 1;     /* its backend connection came from the pool */
+    unsigned fresh_only : 1; /* a kept-alive connection failed it: new connections only */
+    unsigned up_keep : 1;    /* the backend was not told "Connection: close", nor told
+                                us so: its connection may serve another request */
+    unsigned replayable : 1; /* GET, HEAD or OPTIONS without a body: may be resent */
+    unsigned streaming : 1;  /* counted in http_streaming */
 } wsg_hs_t;
 
 struct wsg_conn_s {
     wsg_peer_t peer[2];
+    wsg_side_t client_io;    /* peer[WSG_CLIENT].io */
     wsg_worker_t *w;
     wsg_runtime_t *rt;       /* owned reference: the config this connection started with */
     wsg_backend_t *be;       /* RELAY: its backend (kept alive by rt), for traffic counts */
@@ -208,6 +224,13 @@ void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap);
 /* What the forwarded request says of the client: its address (written into
  * ip[INET6_ADDRSTRLEN]) and the listener's scheme. */
 wsg_forward_info_t wsg__conn_forward_info(const wsg_conn_t *c, char *ip);
+/* The exchange on the backend connection is over: it goes back to the pool
+ * when <reusable> and the pool takes it, else it is closed. */
+void wsg__conn_release_backend(wsg_conn_t *c, bool reusable);
+/* The kept-alive backend connection of a retryable request failed before a
+ * response byte came back: resend the request on a new connection to the
+ * same backend. Returns 0, or -1 when it cannot be retried. */
+int wsg__conn_retry_fresh(wsg_conn_t *c);
 /* Answers the client with wsgate's own error and ends the connection. */
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
 /* Writes the access line of the connection, or of its current exchange. */
@@ -227,6 +250,9 @@ int wsg__http_begin(wsg_conn_t *c);
 /* The backend is connected: send the request head and what of the body is
  * here. */
 int wsg__http_send_request(wsg_conn_t *c);
+/* The request may be resent on a new connection if its kept-alive one
+ * fails before any response byte (SPEC §9). */
+bool wsg__http_replayable(const wsg_conn_t *c);
 /* <n> more client bytes are in hs->req after the head was sent. */
 void wsg__http_client_bytes(wsg_conn_t *c, size_t n);
 /* <n> more backend bytes are in hs->resp (UPSTREAM or PASSTHRU). */

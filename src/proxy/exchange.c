@@ -18,9 +18,14 @@
  * where each message ends; http_msg.c has already refused any message whose
  * framing the two could read differently.
  *
- * Not yet: reuse of backend connections (each exchange opens its own, and
- * tells the backend "Connection: close"), retries of idempotent requests
- * after a failure past the connect, the SSE comment heartbeat.
+ * The backend connection goes back to the worker's pool (upstream.c) when
+ * the exchange ends cleanly on it: the request all sent, the response
+ * delimited and complete with nothing after it, and neither side said
+ * "close". A request sent on a kept-alive connection that dies before any
+ * response byte comes back is resent once on a new connection when it is
+ * idempotent and has no body (SPEC §9); anything else gets 502.
+ *
+ * Not yet: the SSE comment heartbeat.
  */
 #include "conn_int.h"
 
@@ -104,6 +109,8 @@ int wsg__http_begin(wsg_conn_t *c) {
         return -1;
     }
     hs->head_req = strcmp(method, "HEAD") == 0;
+    hs->replayable = body.kind == WSG_BODY_NONE &&
+                     (strcmp(method, "GET") == 0 || hs->head_req || strcmp(method, "OPTIONS") == 0);
     hs->keep = cfg->timeouts.keepalive_ms > 0 && wsg_http_keeps_alive(hs->req_head, hs->req);
     hs->req_done = wsg_http_body_complete(hs->req_head);
     return 0;
@@ -171,6 +178,21 @@ static int forward_body(wsg_conn_t *c) {
     return 0;
 }
 
+bool wsg__http_replayable(const wsg_conn_t *c) { return c->hs->replayable; }
+
+/* The same request again, on a new connection after a kept-alive one died
+ * before answering (conn.c's retry): the head was already taken out of the
+ * request buffer, so it is the copy. */
+static int resend_request(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+    int r = wsg__conn_send(c, WSG_BACKEND, hs->replay, hs->replay_len);
+    count(c, 0, hs->replay_len);
+    free(hs->replay);
+    hs->replay = NULL;
+    hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.response_idle_ms;
+    return r;
+}
+
 int wsg__http_send_request(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     char ip[INET6_ADDRSTRLEN];
@@ -180,12 +202,22 @@ int wsg__http_send_request(wsg_conn_t *c) {
     char stack[4096];
     char *out = need <= sizeof(stack) ? stack : malloc(need);
 
+    if (hs->head_sent) {
+        if (out != stack)
+            free(out);
+        return resend_request(c);
+    }
     if (out == NULL)
         return UV_ENOMEM;
     wsg_forward_info_t fi = wsg__conn_forward_info(c, ip);
     wsg_http_request_body(hs->req_head, hs->req, &body);
-    ssize_t n = wsg_http_build_request(hs->req_head, hs->req, &fi, &body, false, out, need);
+    hs->up_keep = cfg_of(c)->pools[c->pool].keepalive > 0;
+    ssize_t n = wsg_http_build_request(hs->req_head, hs->req, &fi, &body, hs->up_keep, out, need);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
+    if (r == 0 && hs->reused && hs->replayable && (hs->replay = malloc((size_t)n)) != NULL) {
+        memcpy(hs->replay, out, (size_t)n);
+        hs->replay_len = (size_t)n;
+    }
     if (out != stack)
         free(out);
     if (r < 0)
@@ -218,7 +250,7 @@ void wsg__http_client_bytes(wsg_conn_t *c, size_t n) {
 
 /* ---- the response ---------------------------------------------------------------- */
 
-static void exchange_done(wsg_conn_t *c);
+static void exchange_done(wsg_conn_t *c, bool reusable);
 
 /* Sends the response body bytes data[0..n); the message may end inside. */
 static void response_body(wsg_conn_t *c, const char *data, size_t n) {
@@ -237,7 +269,12 @@ static void response_body(wsg_conn_t *c, const char *data, size_t n) {
     hs->x_out += used;
     count(c, 1, used);
     if (r == 1) {
-        exchange_done(c);
+        /* Bytes after the response: the backend's framing and ours
+         * disagree, so its connection cannot be trusted with another. */
+        if (used < n)
+            XLOG(c, WSG_LOG_WARN, "backend sent %zu bytes after its response: not reused",
+                 n - used);
+        exchange_done(c, used == n);
         return;
     }
     wsg_peer_t *cl = &c->peer[WSG_CLIENT];
@@ -312,6 +349,10 @@ static void response_head(wsg_conn_t *c) {
      * can be delimited and the request is all read. */
     if (body.kind == WSG_BODY_EOF || !hs->req_done)
         hs->keep = 0;
+    /* Read now: the body overwrites the head's bytes. */
+    if (body.kind == WSG_BODY_EOF || !wsg_http_keeps_alive(hs->resp_head, hs->resp) ||
+        wsg_http_head_version(hs->resp_head) < 11)
+        hs->up_keep = 0;
     c->status = (uint16_t)wsg_http_head_status(hs->resp_head);
     size_t need = 2 * head + 512;
     char stack[4096];
@@ -328,6 +369,8 @@ static void response_head(wsg_conn_t *c) {
         return;
     }
     hs->resp_started = 1;
+    hs->streaming = 1;
+    atomic_fetch_add_explicit(&c->w->stats.http_streaming, 1, memory_order_relaxed);
     hs->x_out += (uint64_t)n;
     count(c, 1, (uint64_t)n);
     c->state = WSG_CONN_PASSTHRU;
@@ -342,6 +385,10 @@ void wsg__http_backend_bytes(wsg_conn_t *c, size_t n) {
     /* response_idle_ms: between two reads from the backend. */
     hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.response_idle_ms;
     wsg__conn_reschedule(c);
+    if (hs->replay != NULL) { /* the connection answers: no resending now */
+        free(hs->replay);
+        hs->replay = NULL;
+    }
     if (c->state == WSG_CONN_UPSTREAM) {
         hs->resp_len += n;
         response_head(c);
@@ -357,12 +404,14 @@ void wsg__http_backend_eof(wsg_conn_t *c) {
     if (c->state == WSG_CONN_PASSTHRU) {
         if (wsg_http_body_feed_n(hs->resp_head, NULL, 0, &used) == 1) {
             hs->keep = 0; /* the body ran to the backend's close */
-            exchange_done(c);
+            exchange_done(c, false);
         } else {
             wsg_conn_abort(c, "backend closed in the middle of the response");
         }
         return;
     }
+    if (wsg__conn_retry_fresh(c) == 0)
+        return;
     wsg__conn_reject(c, 502, "backend closed before answering");
 }
 
@@ -378,23 +427,24 @@ void wsg__http_client_eof(wsg_conn_t *c) {
 
 /* ---- between exchanges ----------------------------------------------------------- */
 
-/* The response is complete. The backend connection ends with it (no reuse
- * yet); the client connection either waits for its next request or ends. */
-static void exchange_done(wsg_conn_t *c) {
+/* The response is complete (and, with <reusable>, nothing came after it).
+ * The backend connection goes back to the pool or is closed; the client
+ * connection either waits for its next request or ends. */
+static void exchange_done(wsg_conn_t *c, bool reusable) {
     wsg_hs_t *hs = c->hs;
     const wsg_config_t *cfg = cfg_of(c);
     wsg_peer_t *cl = &c->peer[WSG_CLIENT];
 
     wsg__conn_log_access(c);
-    if (c->counted_backend) {
-        wsg_balancer_conn_end(c->rt->pools[c->pool], (unsigned)c->backend);
-        c->counted_backend = 0;
+    if (hs->streaming) {
+        hs->streaming = 0;
+        atomic_fetch_sub_explicit(&c->w->stats.http_streaming, 1, memory_order_relaxed);
     }
+    wsg__conn_release_backend(c, reusable && hs->up_keep && hs->req_done);
     if (!hs->keep || !hs->req_done || cl->eof || !cl->open) {
         wsg__conn_finish(c);
         return;
     }
-    wsg__conn_close_side(c, WSG_BACKEND);
     wsg_http_head_free(hs->resp_head);
     hs->resp_head = NULL;
     wsg_http_head_free(hs->req_head);
@@ -408,6 +458,9 @@ static void exchange_done(wsg_conn_t *c) {
     hs->req_body = 0;
     hs->http = hs->head_sent = hs->req_done = hs->resp_started = 0;
     hs->keep = hs->head_req = hs->json = hs->sse = 0;
+    hs->reused = hs->fresh_only = hs->up_keep = hs->replayable = 0;
+    free(hs->replay);
+    hs->replay = NULL;
     hs->kept_alive = 1;
     hs->line[0] = '\0';
     c->route = c->pool = c->backend = -1;

@@ -546,7 +546,9 @@ def valid_plain(line, headers):
         return False
     if any(h in headers for h in ("upgrade", "keep-alive", "proxy-connection", "te", "trailer")):
         return False
-    if headers.get("connection") != "close" or headers.get("x-real-ip") != "127.0.0.1":
+    # wsgate's own framing: no Connection header with backend reuse on (the
+    # default), "close" with pools.NAME.keepalive 0.
+    if headers.get("connection", "close") != "close" or headers.get("x-real-ip") != "127.0.0.1":
         return False
     if not headers.get("x-forwarded-for", "").endswith("127.0.0.1"):
         return False
