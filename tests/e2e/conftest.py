@@ -312,8 +312,8 @@ class Stack:
         self.fakes.append(f)
         return f
 
-    def http(self, name="http", port=0):
-        f = HttpFake(name, port)
+    def http(self, name="http", port=0, **kw):
+        f = HttpFake(name, port, **kw)
         self.fakes.append(f)
         return f
 

@@ -1184,6 +1184,64 @@ def test_backend_that_does_not_speak_tls_is_a_failed_connect(back):
     wait_log(g, mark, "connect timeout")
 
 
+class TlsHttpBackend:
+    """An HTTP/1.1 origin over TLS that keeps connections alive and counts
+    them: answers GET with its path."""
+
+    def __init__(self, cert):
+        import http.server
+        outer = self
+        self.lock = threading.Lock()
+        self.conns = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.conns += 1
+
+            def do_GET(self):
+                body = self.path.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.srv.daemon_threads = True
+        self.srv.socket = server_ctx(cert).wrap_socket(self.srv.socket, server_side=True)
+        self.address = "127.0.0.1:%d" % self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_plain_http_reuses_kept_alive_tls_backend_connections(stack, pki):
+    be = TlsHttpBackend(pki["be_good"])
+    stack.fakes.append(be)
+    port = free_port()
+    cfg = make_config(port, {"t": pool([be.address], tls={"ca": pki["ca"]["pem"]})},
+                      heartbeat={"interval_ms": 0})
+    stack.gate(cfg)
+    import http.client
+    for i in range(5):
+        h = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        h.request("GET", f"/tls{i}")
+        r = h.getresponse()
+        assert (r.status, r.read()) == (200, f"/tls{i}".encode())
+        h.close()
+    # One TLS handshake with the backend for five requests from five clients.
+    assert be.conns == 1
+
+
 def test_reload_of_a_pool_ca_keeps_live_backend_tls_connections(stack, pki):
     good = tls_backend(stack, pki, "be_good", "good")
     port = free_port()

@@ -398,10 +398,21 @@ class HttpFake:
       /silent         reads the request, never answers
       /smuggle        200 with both Content-Length and Transfer-Encoding
       /close          200 with a length, then closes its side
-    Any other path: 200 with the path as the body. Keep-alive is honoured."""
+    Any other path: 200 with the path as the body. Keep-alive is honoured.
 
-    def __init__(self, name="http", port=0):
+    For backend connection reuse: <idle_close_ms> closes a kept-alive
+    connection that waited that long for its next request (as servers' own
+    keep-alive timeouts do); <drop_nth> reads the Nth request of each
+    connection and closes without answering (a server that closed an idle
+    connection just as a request was on its way). <closed> counts ended
+    connections, <per_conn> the requests each connection carried."""
+
+    def __init__(self, name="http", port=0, idle_close_ms=None, drop_nth=None):
         self.name = name
+        self.idle_close_ms = idle_close_ms
+        self.drop_nth = drop_nth
+        self.closed = 0
+        self.per_conn = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -452,15 +463,37 @@ class HttpFake:
             t = threading.Thread(target=self._serve, args=(s,), daemon=True)
             t.start()
 
+    def wait_closed(self, n, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.closed < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.name}: {self.closed} connections closed, "
+                                         f"wanted {n}")
+                self.cond.wait(left)
+
     def _serve(self, s):
         c = Conn(s, timeout=30)
+        with self.cond:
+            slot = len(self.per_conn)
+            self.per_conn.append(0)
         try:
-            while self._one(c):
-                pass
+            while True:
+                if self.idle_close_ms is not None and self.per_conn[slot] > 0:
+                    c.settimeout(self.idle_close_ms / 1000)
+                    if not c.buf:
+                        c._fill()  # the next request's first bytes, or a timeout
+                    c.settimeout(30)
+                if not self._one(c, slot):
+                    break
         except (Closed, OSError, ValueError):
             pass
         finally:
             c.close()
+            with self.cond:
+                self.closed += 1
+                self.cond.notify_all()
 
     def _read_body(self, c, headers):
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -475,8 +508,13 @@ class HttpFake:
         n = int(headers.get("content-length", "0") or 0)
         return c.read_exact(n) if n else b""
 
-    def _one(self, c):
+    def _one(self, c, slot=None):
         raw = c.read_until(b"\r\n\r\n")
+        drop = False
+        if slot is not None:
+            with self.cond:
+                self.per_conn[slot] += 1
+                drop = self.per_conn[slot] == self.drop_nth
         lines = raw.decode("latin-1").split("\r\n")
         headers = {}
         for ln in lines[1:]:
@@ -496,6 +534,8 @@ class HttpFake:
         with self.cond:
             self.requests.append((lines[0], headers, body))
             self.cond.notify_all()
+        if drop:
+            return False
         keep = headers.get("connection", "").lower() != "close"
 
         def reply(status, extra, payload):
