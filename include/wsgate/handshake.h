@@ -83,6 +83,16 @@ int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len);
  * starts the next message on the connection). */
 int wsg_http_body_feed_n(wsg_http_head_t *h, const char *data, size_t len, size_t *used);
 
+/* Server-Sent Events heartbeat support: from now on the body fed is
+ * watched, so that wsg_http_body_at_event_end() can say whether a comment
+ * may go in after what was fed: the decoded body so far ends with a blank
+ * line (or is empty) and, for a chunked body, the bytes fed end between two
+ * chunks. False once the message ended or failed. */
+void wsg_http_body_track(wsg_http_head_t *h);
+/* The message's body is chunked (Transfer-Encoding ending in chunked). */
+bool wsg_http_head_chunked(const wsg_http_head_t *h);
+bool wsg_http_body_at_event_end(const wsg_http_head_t *h);
+
 /* Marks a response head, before any byte is fed, as the answer to a HEAD
  * request: it has no body whatever its framing headers say. */
 void wsg_http_head_no_body(wsg_http_head_t *h);

@@ -54,6 +54,7 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t upstream_retried; /* requests resent after a kept-alive connection failed */
     _Atomic uint64_t upstream_idle;    /* idle in the pool now */
     _Atomic uint64_t http_streaming;   /* responses being relayed now */
+    _Atomic uint64_t sse_heartbeats;   /* comments injected into silent SSE responses */
     _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
     _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
 } wsg_worker_stats_t;

@@ -81,6 +81,15 @@ struct wsg_http_head_s {
     /* Framing of the message, saved when the head completes. */
     uint16_t flags;
     uint64_t content_length;
+
+    /* Body tracking (wsg_http_body_track): the last decoded body bytes, and
+     * whether what was fed ends between two chunks. */
+    bool track;
+    bool chunk_paused; /* on_chunk_complete paused the parser */
+    bool chunk_edge;   /* the bytes fed so far end at a chunk boundary (or none came) */
+    uint8_t ntail;
+    char tail[4];
+    uint64_t chunk_size; /* of the chunk being read */
 };
 
 /* ---- llhttp callbacks ---------------------------------------------------- */
@@ -200,7 +209,43 @@ static int on_message_complete(llhttp_t *p) {
     return HPE_PAUSED;
 }
 
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+    wsg_http_head_t *h = p->data;
+
+    if (!h->track || n == 0)
+        return 0;
+    if (n >= sizeof(h->tail)) {
+        memcpy(h->tail, at + n - sizeof(h->tail), sizeof(h->tail));
+        h->ntail = sizeof(h->tail);
+        return 0;
+    }
+    size_t keep = h->ntail + n > sizeof(h->tail) ? sizeof(h->tail) - n : h->ntail;
+    memmove(h->tail, h->tail + h->ntail - keep, keep);
+    memcpy(h->tail + keep, at, n);
+    h->ntail = (uint8_t)(keep + n);
+    return 0;
+}
+
+static int on_chunk_header(llhttp_t *p) {
+    wsg_http_head_t *h = p->data;
+    h->chunk_size = p->content_length;
+    return 0;
+}
+
+/* Tracking pauses after every chunk but the last (whose completion runs
+ * straight into the message's), so that the feed learns where chunks end. */
+static int on_chunk_complete(llhttp_t *p) {
+    wsg_http_head_t *h = p->data;
+    if (!h->track || h->chunk_size == 0)
+        return 0;
+    h->chunk_paused = true;
+    return HPE_PAUSED;
+}
+
 static const llhttp_settings_t settings = {
+    .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+    .on_chunk_complete = on_chunk_complete,
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
@@ -476,7 +521,29 @@ int wsg_http_body_feed_n(wsg_http_head_t *h, const char *data, size_t len, size_
     }
     if (len == 0)
         return 0;
-    err = llhttp_execute(&h->parser, data, len);
+    const char *at = data;
+    size_t left = len;
+    h->chunk_edge = false;
+    for (;;) {
+        err = llhttp_execute(&h->parser, at, left);
+        if (err != HPE_PAUSED || !h->chunk_paused)
+            break;
+        /* A chunk ended (tracking): go on after it. */
+        const char *pos = llhttp_get_error_pos(&h->parser);
+        h->chunk_paused = false;
+        llhttp_resume(&h->parser);
+        if (pos == NULL || pos < at || pos > at + left) {
+            err = HPE_INTERNAL;
+            break;
+        }
+        left -= (size_t)(pos - at);
+        at = pos;
+        if (left == 0) {
+            h->chunk_edge = true;
+            err = HPE_OK;
+            break;
+        }
+    }
     if (h->body_done) {
         /* on_message_complete paused the parser right after the message. */
         const char *end = err == HPE_PAUSED ? llhttp_get_error_pos(&h->parser) : data + len;
@@ -489,6 +556,32 @@ int wsg_http_body_feed_n(wsg_http_head_t *h, const char *data, size_t len, size_
     }
     h->body_error = true;
     return -1;
+}
+
+bool wsg_http_head_chunked(const wsg_http_head_t *h) { return (h->flags & F_CHUNKED) != 0; }
+
+void wsg_http_body_track(wsg_http_head_t *h) {
+    h->track = true;
+    h->chunk_edge = true;
+    h->ntail = 0;
+}
+
+bool wsg_http_body_at_event_end(const wsg_http_head_t *h) {
+    if (!h->track || h->body_done || h->body_error)
+        return false;
+    if ((h->flags & F_CHUNKED) && !h->chunk_edge)
+        return false;
+    size_t n = h->ntail, k;
+    if (n == 0)
+        return true; /* nothing of the body yet */
+    if (h->tail[n - 1] == '\n')
+        k = n >= 2 && h->tail[n - 2] == '\r' ? n - 2 : n - 1;
+    else if (h->tail[n - 1] == '\r')
+        k = n - 1;
+    else
+        return false;
+    /* The last line ended, and so did the one before it: a blank line. */
+    return k > 0 && (h->tail[k - 1] == '\n' || h->tail[k - 1] == '\r');
 }
 
 int wsg_http_body_feed(wsg_http_head_t *h, const char *data, size_t len) {

@@ -371,6 +371,10 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
     simple(out, "wsgate_http_streaming_responses", "gauge",
            "Plain HTTP responses being relayed to clients now (SSE and long polls included).",
            st->http_streaming);
+    simple(out, "wsgate_sse_heartbeats_total", "counter",
+           "Comment lines sent into Server-Sent Events responses whose backend was silent for "
+           "heartbeat.interval_ms.",
+           st->sse_heartbeats);
     simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
            in->admin_connections);
     simple(out, "wsgate_admin_connections_shed_total", "counter",

@@ -129,6 +129,7 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
         out->upstream_retried += LOAD(st->upstream_retried);
         out->upstream_idle += LOAD(st->upstream_idle);
         out->http_streaming += LOAD(st->http_streaming);
+        out->sse_heartbeats += LOAD(st->sse_heartbeats);
         out->buffers_in_use += LOAD(st->buffers_in_use);
         out->buffers_cached += LOAD(st->buffers_cached);
     }

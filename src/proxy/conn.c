@@ -318,6 +318,8 @@ void wsg__conn_reschedule(wsg_conn_t *c) {
         break;
     default:
         d = c->hs->deadline;
+        if (c->state == WSG_CONN_PASSTHRU && c->hs->beat && c->hs->beat_at < d)
+            d = c->hs->beat_at;
         break;
     }
     if (d == UINT64_MAX)
@@ -371,8 +373,11 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
             reject(c, 504, "backend did not answer the handshake within handshake_ms");
         return;
     case WSG_CONN_PASSTHRU:
-        if (now < c->hs->deadline)
+        if (now < c->hs->deadline) {
+            if (c->hs->beat && now >= c->hs->beat_at)
+                wsg__http_heartbeat(c, now);
             break;
+        }
         wsg_conn_abort(c, c->hs->http ? "backend silent for response_idle_ms in a response"
                                       : "response body not complete within drain_ms");
         return;

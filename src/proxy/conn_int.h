@@ -146,6 +146,7 @@ typedef struct wsg_hs_s {
                                 connection, kept until the response starts so that it
                                 can be resent on a new one if that connection was dead */
     size_t replay_len;
+    uint64_t beat_at;        /* SSE: loop time of the next heartbeat comment */
     char line[160];          /* "METHOD /path" for the access line (query cut) */
     unsigned http : 1;       /* this exchange is plain HTTP, not an upgrade */
     unsigned head_sent : 1;  /* the request head went to the backend */
@@ -162,6 +163,7 @@ typedef struct wsg_hs_s {
                                 us so: its connection may serve another request */
     unsigned replayable : 1; /* GET, HEAD or OPTIONS without a body: may be resent */
     unsigned streaming : 1;  /* counted in http_streaming */
+    unsigned beat : 1;       /* an SSE response: comment heartbeats while the backend is silent */
 } wsg_hs_t;
 
 struct wsg_conn_s {
@@ -257,6 +259,9 @@ bool wsg__http_replayable(const wsg_conn_t *c);
 void wsg__http_client_bytes(wsg_conn_t *c, size_t n);
 /* <n> more backend bytes are in hs->resp (UPSTREAM or PASSTHRU). */
 void wsg__http_backend_bytes(wsg_conn_t *c, size_t n);
+/* An SSE response's heartbeat is due (<now>): a comment goes to the client
+ * if the stream is between two events. */
+void wsg__http_heartbeat(wsg_conn_t *c, uint64_t now);
 /* The backend's stream ended (EOF or error) during the exchange. */
 void wsg__http_backend_eof(wsg_conn_t *c);
 /* The client's stream ended during the exchange. */

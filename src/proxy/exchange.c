@@ -25,7 +25,9 @@
  * response byte comes back is resent once on a new connection when it is
  * idempotent and has no body (SPEC §9); anything else gets 502.
  *
- * Not yet: the SSE comment heartbeat.
+ * A Server-Sent Events response whose backend stays silent for
+ * heartbeat.interval_ms gets a comment line between two events, so that
+ * NATs and browsers keep it open; the client ignores comments.
  */
 #include "conn_int.h"
 
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <wsgate/http_msg.h>
 
@@ -307,6 +310,44 @@ static int interim(wsg_conn_t *c, size_t head) {
     return 0;
 }
 
+/* SSE heartbeats (SPEC §9) for a 200 text/event-stream whose framing lets
+ * wsgate add bytes: chunked (a chunk of its own) or up to the close (plain
+ * bytes). A Content-Length body has no room for them. */
+static void start_heartbeat(wsg_conn_t *c, const wsg_body_t *body) {
+    wsg_hs_t *hs = c->hs;
+    uint64_t every = cfg_of(c)->heartbeat.interval_ms;
+    size_t n;
+    const char *ct = wsg_http_head_get(hs->resp_head, hs->resp, "content-type", &n);
+    static const char sse[] = "text/event-stream";
+
+    if (every == 0 || ct == NULL || wsg_http_head_status(hs->resp_head) != 200 ||
+        (body->kind != WSG_BODY_CHUNKED && body->kind != WSG_BODY_EOF) || n < sizeof(sse) - 1 ||
+        strncasecmp(ct, sse, sizeof(sse) - 1) != 0 ||
+        (n > sizeof(sse) - 1 && ct[sizeof(sse) - 1] != ';' && ct[sizeof(sse) - 1] != ' '))
+        return;
+    wsg_http_body_track(hs->resp_head);
+    hs->beat = 1;
+    hs->beat_at = uv_now(&c->w->loop) + every;
+}
+
+void wsg__http_heartbeat(wsg_conn_t *c, uint64_t now) {
+    static const char plain[] = ": wsgate\n\n", chunk[] = "a\r\n: wsgate\n\n\r\n";
+    wsg_hs_t *hs = c->hs;
+    wsg_peer_t *cl = &c->peer[WSG_CLIENT];
+    bool chunked = wsg_http_head_chunked(hs->resp_head);
+
+    hs->beat_at = now + cfg_of(c)->heartbeat.interval_ms;
+    /* Between two events only, and never onto a client that is not
+     * reading what it already has. */
+    if (!wsg_http_body_at_event_end(hs->resp_head) || cl->queued > 0)
+        return;
+    size_t n = chunked ? sizeof(chunk) - 1 : sizeof(plain) - 1;
+    if (wsg__conn_send(c, WSG_CLIENT, chunked ? chunk : plain, n) < 0)
+        return;
+    hs->x_out += n;
+    atomic_fetch_add_explicit(&c->w->stats.sse_heartbeats, 1, memory_order_relaxed);
+}
+
 static void response_head(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     const char *why;
@@ -349,6 +390,7 @@ static void response_head(wsg_conn_t *c) {
      * can be delimited and the request is all read. */
     if (body.kind == WSG_BODY_EOF || !hs->req_done)
         hs->keep = 0;
+    start_heartbeat(c, &body);
     /* Read now: the body overwrites the head's bytes. */
     if (body.kind == WSG_BODY_EOF || !wsg_http_keeps_alive(hs->resp_head, hs->resp) ||
         wsg_http_head_version(hs->resp_head) < 11)
@@ -374,6 +416,8 @@ static void response_head(wsg_conn_t *c) {
     hs->x_out += (uint64_t)n;
     count(c, 1, (uint64_t)n);
     c->state = WSG_CONN_PASSTHRU;
+    if (hs->beat)
+        wsg__conn_reschedule(c);
     size_t rest = hs->resp_len - head;
     hs->resp_len = 0;
     response_body(c, hs->resp + head, rest);
@@ -382,8 +426,11 @@ static void response_head(wsg_conn_t *c) {
 void wsg__http_backend_bytes(wsg_conn_t *c, size_t n) {
     wsg_hs_t *hs = c->hs;
 
-    /* response_idle_ms: between two reads from the backend. */
+    /* response_idle_ms: between two reads from the backend; a heartbeat is
+     * due only after as long a silence as its interval. */
     hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.response_idle_ms;
+    if (hs->beat)
+        hs->beat_at = uv_now(&c->w->loop) + cfg_of(c)->heartbeat.interval_ms;
     wsg__conn_reschedule(c);
     if (hs->replay != NULL) { /* the connection answers: no resending now */
         free(hs->replay);
@@ -458,7 +505,7 @@ static void exchange_done(wsg_conn_t *c, bool reusable) {
     hs->req_body = 0;
     hs->http = hs->head_sent = hs->req_done = hs->resp_started = 0;
     hs->keep = hs->head_req = hs->json = hs->sse = 0;
-    hs->reused = hs->fresh_only = hs->up_keep = hs->replayable = 0;
+    hs->reused = hs->fresh_only = hs->up_keep = hs->replayable = hs->beat = 0;
     free(hs->replay);
     hs->replay = NULL;
     hs->kept_alive = 1;

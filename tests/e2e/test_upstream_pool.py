@@ -198,3 +198,56 @@ def test_shutdown_closes_idle_connections_at_once(stack):
     # Idle connections hold nothing up: far below drain_ms.
     assert time.monotonic() - t0 < 5
     fake.wait_closed(1, timeout=5)
+
+
+# ---- SSE heartbeat (SPEC §9) -------------------------------------------------------------
+
+def sse_body(port, path):
+    h = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        h.request("GET", path, headers={"Accept": "text/event-stream"})
+        r = h.getresponse()
+        assert r.status == 200
+        return r.read().decode()
+    finally:
+        h.close()
+
+
+BEAT = ": wsgate\n\n"
+
+
+def comments_only_between_events(body):
+    for i in range(len(body)):
+        if body.startswith(BEAT, i):
+            assert i == 0 or body[:i].endswith("\n\n"), body
+    return body.count(BEAT)
+
+
+def test_a_silent_sse_stream_gets_comment_heartbeats_between_events(stack):
+    fake = stack.http("origin")
+    port, aport, g = gate_for(stack, fake, heartbeat={"interval_ms": 100})
+    n0 = metric(aport, "wsgate_sse_heartbeats_total")
+    # Up to the close, and chunked: both can take a comment.
+    for path in ("/sse?n=3&ms=450", "/sse-chunked?n=3&ms=450"):
+        body = sse_body(port, path)
+        beats = comments_only_between_events(body)
+        assert beats >= 3, (path, body)
+        events = body.replace(BEAT, "")
+        assert [ln.split()[1] for ln in events.split("\n\n") if ln] == ["0", "1", "2"], body
+    assert metric(aport, "wsgate_sse_heartbeats_total") >= n0 + 6
+
+
+def test_no_heartbeat_inside_an_event(stack):
+    fake = stack.http("origin")
+    port, aport, g = gate_for(stack, fake, heartbeat={"interval_ms": 100})
+    # Silent only in the middle of each event: never a place for a comment.
+    body = sse_body(port, "/sse-chunked?n=2&ms=450&split=1")
+    assert body == "data: 0\n\ndata: 1\n\n", body
+    assert metric(aport, "wsgate_sse_heartbeats_total") == 0
+
+
+def test_no_heartbeat_when_heartbeats_are_off(stack):
+    fake = stack.http("origin")
+    port, aport, g = gate_for(stack, fake, heartbeat={"interval_ms": 0})
+    body = sse_body(port, "/sse-chunked?n=2&ms=300")
+    assert body == "data: 0\n\ndata: 1\n\n", body

@@ -393,6 +393,8 @@ class HttpFake:
       /head           200 with "Content-Length: 5" (and the body, unless HEAD)
       /204, /304      no body
       /sse?n=N&ms=M   text/event-stream: N events "data: i", M ms apart, then close
+      /sse-chunked?n=N&ms=M&split=S  the same, chunked (split=1: each event in two
+                      chunks with the pause between them), then the last chunk
       /sse-id?n=N     events with ids, from Last-Event-ID + 1, N per connection, then close
       /wait?ms=M      answers 200 "late" after M ms (a long poll)
       /silent         reads the request, never answers
@@ -565,6 +567,26 @@ class HttpFake:
                 time.sleep(int(q.get("ms", "100")) / 1000)  # the stream's own pace
                 c.send(f"data: {i} {time.monotonic():.6f}\n\n".encode())
             return False
+        elif path == "/sse-chunked":
+            # Chunked events; with split=1 each event is sent in two chunks
+            # with the pause between them (the backend silent mid-event).
+            c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")
+            pause = int(q.get("ms", "100")) / 1000
+
+            def chunk(data):
+                c.send(b"%x\r\n%s\r\n" % (len(data), data))
+            for i in range(int(q.get("n", "3"))):
+                ev = f"data: {i}\n\n".encode()
+                if q.get("split") == "1":
+                    chunk(ev[:4])
+                    time.sleep(pause)  # silent inside an event
+                    chunk(ev[4:])
+                else:
+                    time.sleep(pause)
+                    chunk(ev)
+            c.send(b"0\r\n\r\n")
+            return keep
         elif path == "/sse-id":
             c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                    b"Cache-Control: no-cache\r\n\r\nretry: 50\n\n")

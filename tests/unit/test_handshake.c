@@ -675,6 +675,103 @@ START_TEST(test_handshake_body_until_eof) {
 }
 END_TEST
 
+/* SSE heartbeat support: after every prefix of a chunked event stream, fed
+ * whole or byte by byte, "a comment may go here" holds exactly at chunk
+ * boundaries whose decoded body ends with a blank line; tracking changes
+ * neither where the message ends nor what is left after it. */
+static bool expect_event_end(const char *body, size_t k, const size_t *edges, size_t nedges) {
+    bool edge = false;
+    for (size_t i = 0; i < nedges; i++)
+        edge |= edges[i] == k;
+    if (!edge)
+        return false;
+    /* Decode the chunks up to k and look at the tail. */
+    char dec[256];
+    size_t d = 0, i = 0;
+    while (i < k) {
+        size_t sz = strtoul(body + i, NULL, 16);
+        i = (size_t)(strstr(body + i, "\r\n") - body) + 2;
+        memcpy(dec + d, body + i, sz);
+        d += sz;
+        i += sz + 2;
+    }
+    if (d == 0)
+        return true;
+    size_t e = dec[d - 1] == '\n' && d >= 2 && dec[d - 2] == '\r' ? d - 2 : d - 1;
+    if (dec[d - 1] != '\n' && dec[d - 1] != '\r')
+        return false;
+    return e > 0 && (dec[e - 1] == '\n' || dec[e - 1] == '\r');
+}
+
+START_TEST(test_handshake_body_sse_event_ends_chunked) {
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n";
+    /* One event; an event cut in two chunks; CRLF, CR and LF lines. */
+    static const char *const chunks[] = {"data: a\n\n", "data: b", "\n\n",
+                                         "id: 1\r\n\r\ndata: c\r\r: x\n"};
+    char body[512];
+    size_t n = 0, edges[8], nedges = 0;
+    edges[nedges++] = 0;
+    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        n += (size_t)snprintf(body + n, sizeof(body) - n, "%zx\r\n%s\r\n", strlen(chunks[i]),
+                              chunks[i]);
+        edges[nedges++] = n;
+    }
+    size_t msg_end = n + 5;
+    n += (size_t)snprintf(body + n, sizeof(body) - n, "0\r\n\r\nGET /next");
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        for (size_t k = 0; k < msg_end; k++) {
+            wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
+            size_t used;
+            ck_assert_int_eq(wsg_http_head_feed(h, head, strlen(head)), WSG_HEAD_COMPLETE);
+            wsg_http_body_track(h);
+            ck_assert(wsg_http_body_at_event_end(h));
+            if (bytewise) {
+                for (size_t i = 0; i < k; i++) {
+                    ck_assert_int_eq(wsg_http_body_feed_n(h, body + i, 1, &used), 0);
+                    ck_assert_uint_eq(used, 1);
+                    ck_assert_msg(wsg_http_body_at_event_end(h) ==
+                                      expect_event_end(body, i + 1, edges, nedges),
+                                  "byte by byte, after %zu bytes", i + 1);
+                }
+            } else if (k > 0) {
+                ck_assert_int_eq(wsg_http_body_feed_n(h, body, k, &used), 0);
+                ck_assert_uint_eq(used, k);
+            }
+            ck_assert_msg(wsg_http_body_at_event_end(h) == expect_event_end(body, k, edges, nedges),
+                          "after %zu bytes", k);
+            ck_assert_int_eq(wsg_http_body_feed_n(h, body + k, n - k, &used), 1);
+            ck_assert_uint_eq(used, msg_end - k);
+            ck_assert(!wsg_http_body_at_event_end(h)); /* the message is over */
+            wsg_http_head_free(h);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_handshake_body_sse_event_ends_until_eof) {
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+    const char *body = "data: x\n\ndata: y\r\n\r\n: c\r\rretry: 5\n";
+    /* prefixes after which a blank line ends what came */
+    const size_t ends[] = {0, 9, 19, 20, 25}; /* 19: \\r\\n then a lone \\r */
+    wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
+    size_t used;
+
+    ck_assert_int_eq(wsg_http_head_feed(h, head, strlen(head)), WSG_HEAD_COMPLETE);
+    wsg_http_body_track(h);
+    for (size_t k = 0; k <= strlen(body); k++) {
+        bool want = false;
+        for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+            want |= ends[i] == k;
+        ck_assert_msg(wsg_http_body_at_event_end(h) == want, "after %zu bytes", k);
+        if (body[k] != '\0')
+            ck_assert_int_eq(wsg_http_body_feed_n(h, body + k, 1, &used), 0);
+    }
+    ck_assert_int_eq(wsg_http_body_feed(h, NULL, 0), 1);
+    wsg_http_head_free(h);
+}
+END_TEST
+
 START_TEST(test_handshake_body_truncated_by_eof) {
     const char *head = "HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\n";
     wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_RESPONSE, 8192);
@@ -1035,6 +1132,8 @@ Suite *wsg_handshake_suite(void) {
     tcase_add_test(tc, test_handshake_body_malformed_chunk);
     tcase_add_test(tc, test_handshake_body_none);
     tcase_add_test(tc, test_handshake_body_after_interim_1xx);
+    tcase_add_test(tc, test_handshake_body_sse_event_ends_chunked);
+    tcase_add_test(tc, test_handshake_body_sse_event_ends_until_eof);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("upstream");
