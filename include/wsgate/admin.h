@@ -8,6 +8,8 @@
  *   GET  /metrics                            Prometheus text (docs/metrics.md)
  *   POST /pools/P/backends/ADDR/drain        [?spread_ms=N] close 1012, no new connections
  *   POST /pools/P/backends/ADDR/enable       back to normal checking
+ *   POST /pools/P/backends                   add a backend (body: a backends[] entry)
+ *   DELETE /pools/P/backends/ADDR            [?spread_ms=N] remove it, its clients get 1012
  *   POST /reload                             as SIGHUP; answers with the check's result
  *   anything else                            404 / 405, JSON {"error": ...}
  *

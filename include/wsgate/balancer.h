@@ -61,11 +61,6 @@ typedef struct wsg_backend_s {
     _Atomic int refcount;
 } wsg_backend_t;
 
-/* References for holders outside the balancer (an idle backend connection
- * in a worker's pool). */
-wsg_backend_t *wsg_backend_ref(wsg_backend_t *be);
-void wsg_backend_unref(wsg_backend_t *be);
-
 /* Counts <frames> WebSocket frames and <bytes> bytes that went through
  * <be> in direction <dir> (0: to the backend, 1: to the client), from
  * worker <worker>. Lock-free; a relaxed add on the worker's own line. */
@@ -80,21 +75,58 @@ static inline void wsg_backend_count(wsg_backend_t *be, unsigned worker, int dir
 /* The sums over every worker, for /status. */
 void wsg_backend_traffic(wsg_backend_t *be, uint64_t frames[2], uint64_t bytes[2]);
 
+/* Reference counting of a backend's state (atomic; any thread). A worker
+ * message that names a backend holds a reference, and so does an idle
+ * backend connection in a worker's pool. unref(NULL) is a no-op. */
+wsg_backend_t *wsg_backend_ref(wsg_backend_t *be);
+void wsg_backend_unref(wsg_backend_t *be);
+
+/* Counters of a pool that outlive configurations like its backends do
+ * (handed from balancer to balancer by pool name). Reference counted. */
+typedef struct wsg_pool_counters_s {
+    _Atomic uint64_t rebalanced; /* connections given 1012 by a rebalance */
+    _Atomic int refcount;
+} wsg_pool_counters_t;
+
+/* A backend removed at run time (admin API) whose connections are being
+ * drained: listed as draining until they have ended (SPEC §12). */
+typedef struct wsg_leaving_s {
+    wsg_backend_t *be; /* owned reference */
+    unsigned weight;   /* as it was configured */
+} wsg_leaving_t;
+
 typedef struct wsg_balancer_s {
     const wsg_pool_conf_t *conf; /* borrowed from the runtime's config */
     wsg_ring_t *ring;            /* owned */
     wsg_backend_t **backends;    /* owned references, conf->nbackends long, config order */
     size_t nbackends;
+    bool *added;                 /* owned, per backend: not in the previous balancer (which
+                                    existed): what a rebalance moves keys to */
+    wsg_leaving_t *leaving;      /* owned, <nleaving> long */
+    size_t nleaving;
+    wsg_pool_counters_t *counters; /* owned reference */
     bool active_checks;          /* conf->health.type != NONE */
     _Atomic uint64_t active;     /* sum of the backends' active, for load_factor */
 } wsg_balancer_t;
 
 /* Builds the run-time state of pool <conf>: the ring, and backends that are
  * taken over from <prev> (the same pool of the previous runtime, matched by
- * address; may be NULL) or new and up. Returns a new balancer or NULL on
- * ENOMEM. */
+ * address; may be NULL) or new and up. A backend that <prev> lists as
+ * leaving and <conf> lists again is taken over and back up. The leaving
+ * backends of <prev> that still have connections stay leaving. Returns a
+ * new balancer or NULL on ENOMEM. */
 wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer_t *prev);
 void wsg_balancer_free(wsg_balancer_t *b);
+
+/* Lists <be> (a backend of the previous balancer that <b>'s config no
+ * longer has) as leaving <b>, with <weight>, and sets it draining. Returns
+ * 0 or -1 (ENOMEM: it is then only not listed). */
+int wsg_balancer_add_leaving(wsg_balancer_t *b, wsg_backend_t *be, unsigned weight);
+
+/* Rebalance (SPEC §12): whether a connection placed by <key_hash> that is
+ * on <current> must move, because the key's first choice on <b>'s ring is
+ * a backend added to it (b->added) other than <current>. Pure. */
+bool wsg_balancer_moved(const wsg_balancer_t *b, uint64_t key_hash, const wsg_backend_t *current);
 
 /* The order in which backends are tried for a key hashed to <key_hash>:
  * the ring's ranking with down, draining and (with load_factor) full

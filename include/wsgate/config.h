@@ -131,6 +131,9 @@ typedef struct wsg_pool_conf_s {
     unsigned retries;            /* default 2 */
     unsigned keepalive;          /* idle backend connections per worker and backend, 32; 0 = no reuse */
     wsg_pool_tls_conf_t tls;
+    struct {
+        unsigned max_per_s; /* 0: "rebalance" absent or null, off */
+    } rebalance;
 } wsg_pool_conf_t;
 
 typedef enum {
@@ -194,6 +197,11 @@ typedef struct wsg_config_s {
     } log;
 
     int refcount; /* private: atomic */
+    /* private: a config made by wsg_config_with_backends() shares every
+     * string and array with <base> (a reference it holds) but its own
+     * pools array and the backends of the pools marked in owns_backends. */
+    struct wsg_config_s *base;
+    bool *owns_backends;
 } wsg_config_t;
 
 /* Errors collected during a load: every problem found, not just the first.
@@ -243,5 +251,30 @@ char *wsg_config_schema(void);
 /* Parses "host:port" / "[v6]:port" into <host> (NUL-terminated, without
  * brackets, at most <hostcap> bytes) and <port>. Returns 0 or -1. Pure. */
 int wsg_config_split_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);
+
+/* Runtime changes of a pool's backends (SPEC §12). */
+
+/* Checks the JSON text <text> as one entry of a pool's "backends" array,
+ * with the file's own rules, and fills <out> (zeroed by the caller; free
+ * with wsg_config_backend_clear). Errors are named from <name>
+ * ("request body: weight: expected an integer from 1 to 256, got 0").
+ * Returns 0, or -1 with <errs> filled. Blocks in getaddrinfo() when
+ * resolving (opts as for wsg_config_parse). */
+int wsg_config_parse_backend(const char *text, size_t len, const char *name,
+                             const wsg_config_opts_t *opts, wsg_backend_conf_t *out,
+                             wsg_config_errors_t *errs);
+void wsg_config_backend_clear(wsg_backend_conf_t *b);
+
+/* Index of the backend of <p> that names the same endpoint as <address>
+ * by the file's uniqueness rule (host case and port spelling aside), or
+ * -1. */
+int wsg_config_find_backend(const wsg_pool_conf_t *p, const char *address);
+
+/* A new configuration (refcount 1) equal to <cfg> but for pool <pool> (an
+ * index), whose backends become the <n> >= 1 entries of <bs> (copied).
+ * Everything else is shared with <cfg>, so the copy costs the pools array
+ * and the changed backends, however large the file. NULL on ENOMEM. */
+wsg_config_t *wsg_config_with_backends(wsg_config_t *cfg, size_t pool,
+                                       const wsg_backend_conf_t *bs, size_t n);
 
 #endif /* WSGATE_CONFIG_H */

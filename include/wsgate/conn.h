@@ -24,6 +24,17 @@ void wsg_conn_going_away(wsg_conn_t *c);
  * to its client (and 1001 to the backend) at loop time <at>. */
 void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at);
 
+/* Rebalance (SPEC §12): if <c> is relaying, its backend was chosen from
+ * its sticky key (or the ip fallback, not at random) and no drain is
+ * pending, gives its pool's name, that key's hash and its backend, and
+ * returns true. */
+bool wsg_conn_placement(const wsg_conn_t *c, const char **pool, uint64_t *key_hash,
+                        const wsg_backend_t **backend);
+
+/* Schedules close 1012 to the client of relaying <c> at loop time <at>
+ * because its key now maps to another backend (logged as "rebalanced"). */
+void wsg_conn_rebalance(wsg_conn_t *c, uint64_t at);
+
 /* Closes every handle of <c> now, without close frames (drain deadline). */
 void wsg_conn_abort(wsg_conn_t *c, const char *why);
 

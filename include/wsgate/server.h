@@ -70,6 +70,27 @@ int wsg_server_drain(wsg_server_t *srv, const char *pool, const char *address,
                      uint64_t spread_ms);
 int wsg_server_enable(wsg_server_t *srv, const char *pool, const char *address);
 
+/* Runtime changes of a pool's backends (SPEC §12), applied like a reload
+ * of that pool alone: only the keys of the added or removed backend move,
+ * the other backends keep their state and counters, live connections stay
+ * (but a removed backend's, drained with 1012 spread over <spread_ms>, and
+ * with rebalance set, those whose key moved to an added backend). The
+ * next reload replaces them with the file's backends. */
+typedef enum {
+    WSG_CHANGE_OK = 0,
+    WSG_CHANGE_NO_POOL,    /* no such pool */
+    WSG_CHANGE_NO_BACKEND, /* no such backend in the pool */
+    WSG_CHANGE_EXISTS,     /* the pool has a backend at that address already */
+    WSG_CHANGE_LAST,       /* the pool's last backend cannot be removed */
+    WSG_CHANGE_STOPPING,   /* shutdown has begun */
+    WSG_CHANGE_NOMEM,
+} wsg_change_t;
+/* <bc> is checked by the caller (wsg_config_parse_backend) and copied. */
+wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
+                                    const wsg_backend_conf_t *bc);
+wsg_change_t wsg_server_remove_backend(wsg_server_t *srv, const char *pool, const char *address,
+                                       uint64_t spread_ms);
+
 /* Runs wsgate with <cfg> (borrowed; the server takes its own reference)
  * until a graceful shutdown completes. Returns the process exit status. */
 int wsg_server_run(wsg_config_t *cfg);

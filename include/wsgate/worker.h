@@ -80,16 +80,19 @@ typedef enum {
     WSG_MSG_STOP = 0,    /* graceful shutdown */
     WSG_MSG_RUNTIME,     /* reload: new runtime and listeners */
     WSG_MSG_DRAIN,       /* send 1012 to the clients of a backend */
+    WSG_MSG_REBALANCE,   /* send 1012 to the clients whose keys moved to an added backend */
 } wsg_msg_kind_t;
 
 typedef struct wsg_worker_msg_s {
     struct wsg_worker_msg_s *next;
     wsg_msg_kind_t kind;
-    wsg_runtime_t *rt;        /* RUNTIME: a reference the worker takes over */
+    wsg_runtime_t *rt;        /* RUNTIME, REBALANCE: a reference the worker takes over */
     int *fds;                 /* RUNTIME: per listener of rt: fd to adopt, or -1 to keep
                                  the worker's listener bound to the same address; owned */
-    wsg_backend_t *backend;   /* DRAIN: borrowed; kept alive by the server's runtime */
+    wsg_backend_t *backend;   /* DRAIN: a reference the worker takes over */
     uint64_t spread_ms;       /* DRAIN */
+    size_t pool;              /* REBALANCE: index into rt's pools */
+    uint64_t interval_us;     /* REBALANCE: this worker's closes are this far apart */
 } wsg_worker_msg_t;
 
 struct wsg_worker_s {

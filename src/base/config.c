@@ -584,6 +584,14 @@ static const struct key k_pool_tls[] = {
     {0},
 };
 
+#define POOLR(field) OFF(wsg_pool_conf_t, rebalance.field)
+static const struct key k_rebalance[] = {
+    {.name = "max_per_s", .type = KT_UINT, .flags = KR_REQUIRED, .lo = 1, .hi = 100000,
+     .example = "50", .store = ST_UNS, POOLR(max_per_s),
+     .desc = "Most connections closed with 1012 a second, all workers together."},
+    {0},
+};
+
 static const struct key k_pool[] = {
     {.name = "backends", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
      .sub = &k_backend_item, .desc = "The servers of the pool."},
@@ -604,7 +612,9 @@ static const struct key k_pool[] = {
      .desc = "Idle backend connections kept for reuse by plain HTTP requests, per worker "
              "and backend."},
     LATER("resolve_ms", "SPEC §12"),
-    LATER("rebalance", "SPEC §12"),
+    {.name = "rebalance", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_rebalance,
+     .desc = "After a backend is added, close with 1012 the live connections whose key now maps "
+             "to it; absent or null: off."},
     {0},
 };
 static const struct key k_pool_item = {.type = KT_OBJECT, .sub = k_pool,
@@ -1758,6 +1768,20 @@ static void parse_pool_tls(struct ctx *c, json_t *v, wsg_pool_tls_conf_t *t) {
     }
 }
 
+/* Read into the pool itself (its rebalance fields), so <p> is the pool. */
+static void parse_rebalance(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
+    if (v == NULL || json_is_null(v))
+        return;
+    if (!json_is_object(v)) {
+        bad_type(c, v, "null or an object");
+        return;
+    }
+    check_keys(c, v, k_rebalance);
+    if (json_object_get(v, "max_per_s") == NULL)
+        missing(c, "max_per_s", "an integer from 1 to 100000");
+    read_fields(c, v, k_rebalance, p);
+}
+
 static void parse_backend(struct ctx *c, json_t *v, wsg_backend_conf_t *b) {
     set_defaults(c, k_backend, b);
     if (!json_is_object(v)) {
@@ -1836,6 +1860,12 @@ static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
         pop(c, m);
     }
     read_fields(c, v, k_pool, p);
+    json_t *rb = json_object_get(v, "rebalance");
+    if (rb != NULL) {
+        size_t m = push_key(c, "rebalance");
+        parse_rebalance(c, rb, p);
+        pop(c, m);
+    }
     json_t *t = json_object_get(v, "tls");
     if (t != NULL) {
         size_t m = push_key(c, "tls");
@@ -2159,9 +2189,30 @@ static void free_tls(wsg_tls_conf_t *t) {
     free(t);
 }
 
+static void free_backends(wsg_backend_conf_t *bs, size_t n) {
+    for (size_t j = 0; j < n; j++)
+        wsg_config_backend_clear(&bs[j]);
+    free(bs);
+}
+
+/* A derived config owns only its pools array and the backends it marks. */
+static void derived_free(wsg_config_t *cfg) {
+    for (size_t i = 0; i < cfg->npools; i++)
+        if (cfg->owns_backends[i])
+            free_backends(cfg->pools[i].backends, cfg->pools[i].nbackends);
+    free(cfg->pools);
+    free(cfg->owns_backends);
+    wsg_config_unref(cfg->base);
+    free(cfg);
+}
+
 static void config_free(wsg_config_t *cfg) {
     if (cfg == NULL)
         return;
+    if (cfg->base != NULL) {
+        derived_free(cfg);
+        return;
+    }
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].bind);
@@ -2182,9 +2233,7 @@ static void config_free(wsg_config_t *cfg) {
     for (size_t i = 0; i < cfg->npools; i++) {
         wsg_pool_conf_t *p = &cfg->pools[i];
         free(p->name);
-        for (size_t j = 0; j < p->nbackends; j++)
-            free(p->backends[j].address);
-        free(p->backends);
+        free_backends(p->backends, p->nbackends);
         free(p->balance.key_name);
         free(p->health.path);
         free(p->tls.ca);
@@ -2335,5 +2384,110 @@ const wsg_pool_conf_t *wsg_config_pool(const wsg_config_t *cfg, const char *name
         else
             hi = mid;
     }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Runtime changes of a pool's backends                                      */
+
+void wsg_config_backend_clear(wsg_backend_conf_t *b) {
+    if (b == NULL)
+        return;
+    free(b->address);
+    b->address = NULL;
+}
+
+int wsg_config_parse_backend(const char *text, size_t len, const char *name,
+                             const wsg_config_opts_t *opts, wsg_backend_conf_t *out,
+                             wsg_config_errors_t *errs) {
+    struct ctx c = {0};
+    c.file = name != NULL ? name : "<string>";
+    c.errs = errs;
+    c.resolve = opts == NULL || opts->resolve;
+
+    json_error_t jerr;
+    json_t *root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        raw_error(&c, "%s:%d:%d: JSON syntax error: %s", c.file, jerr.line, jerr.column, jerr.text);
+    } else {
+        /* The very parser of the file's pools.NAME.backends[i]: the same
+         * keys, ranges, defaults and messages. */
+        parse_backend(&c, root, out);
+        json_decref(root);
+    }
+    free(c.path.p);
+    finish_errors(&c);
+    if (c.nerrors == 0 && !c.oom && out->address != NULL)
+        return 0;
+    wsg_config_backend_clear(out);
+    return -1;
+}
+
+int wsg_config_find_backend(const wsg_pool_conf_t *p, const char *address) {
+    wsg_sockaddr_t none = {0};
+    for (size_t i = 0; i < p->nbackends; i++)
+        if (same_endpoint(p->backends[i].address, &none, address, &none))
+            return (int)i;
+    return -1;
+}
+
+static wsg_backend_conf_t *copy_backends(const wsg_backend_conf_t *bs, size_t n) {
+    wsg_backend_conf_t *out = calloc(n ? n : 1, sizeof(*out));
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = bs[i];
+        if ((out[i].address = strdup(bs[i].address)) == NULL) {
+            free_backends(out, i);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+wsg_config_t *wsg_config_with_backends(wsg_config_t *cfg, size_t pool,
+                                       const wsg_backend_conf_t *bs, size_t n) {
+    if (pool >= cfg->npools || n == 0)
+        return NULL;
+    wsg_config_t *d = malloc(sizeof(*d));
+    wsg_pool_conf_t *pools = malloc(cfg->npools * sizeof(*pools));
+    bool *owns = calloc(cfg->npools, sizeof(*owns));
+    if (d == NULL || pools == NULL || owns == NULL)
+        goto fail;
+    *d = *cfg;
+    memcpy(pools, cfg->pools, cfg->npools * sizeof(*pools));
+    d->pools = pools;
+    d->owns_backends = owns;
+    /* Always the original: a chain of runtime changes never grows a chain
+     * of configs, each keeping the one before alive. */
+    d->base = wsg_config_ref(cfg->base != NULL ? cfg->base : cfg);
+    __atomic_store_n(&d->refcount, 1, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const wsg_backend_conf_t *src = NULL;
+        size_t cnt = 0;
+        if (i == pool) {
+            src = bs;
+            cnt = n;
+        } else if (cfg->owns_backends != NULL && cfg->owns_backends[i]) {
+            src = cfg->pools[i].backends; /* <cfg>'s own: it may go before <d> */
+            cnt = cfg->pools[i].nbackends;
+        } else {
+            continue;
+        }
+        if ((pools[i].backends = copy_backends(src, cnt)) == NULL) {
+            for (size_t j = 0; j < i; j++)
+                if (owns[j])
+                    free_backends(pools[j].backends, pools[j].nbackends);
+            wsg_config_unref(d->base);
+            goto fail;
+        }
+        pools[i].nbackends = cnt;
+        owns[i] = true;
+    }
+    return d;
+fail:
+    free(d);
+    free(pools);
+    free(owns);
     return NULL;
 }

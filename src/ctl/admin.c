@@ -8,8 +8,8 @@
  * wsg_server_enable, wsg_server_reload); it changes nothing by itself and
  * never runs on a worker, so a slow or hostile admin client can delay only
  * other admin clients. It is not a general HTTP server: no request bodies
- * beyond WSG_ADMIN_MAX_BODY (and none is needed), no chunked uploads, one
- * request in progress per connection.
+ * beyond WSG_ADMIN_MAX_BODY (only adding a backend reads one), no chunked
+ * uploads, one request in progress per connection.
  *
  * Key design choices: every resource is bounded (connections, bytes per
  * request, time per request, per response and per idle keep-alive), and a
@@ -65,6 +65,8 @@ typedef struct aconn_s {
     bool head_only;        /* the request was HEAD */
     uint64_t since;        /* loop time at which it went idle or its request began */
     wsg_http_head_t *head; /* owned: the parser of the current request */
+    const char *body;      /* into <in>: the current request's body, <blen> bytes */
+    size_t blen;
     char *out;             /* owned until the write completes */
     char peer[64];
     size_t inlen;
@@ -362,6 +364,48 @@ static json_t *last_check_json(const wsg_backend_t *be) {
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
+static json_t *backend_json(wsg_backend_t *be, unsigned weight) {
+    uint64_t fr[2], by[2];
+    wsg_backend_traffic(be, fr, by);
+    json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "address", be->address, "weight",
+                          (json_int_t)weight, "state",
+                          wsg_backend_state_name((wsg_backend_state_t)LOAD(be->state)), "active",
+                          (json_int_t)LOAD(be->active), "total", (json_int_t)LOAD(be->total),
+                          "failures", (json_int_t)LOAD(be->failures), "last_check",
+                          last_check_json(be));
+    /* Directions as in "traffic": what the clients sent the backend, and
+     * what it sent them. */
+    json_object_set_new(o, "traffic",
+                        json_pack("{s:{s:I,s:I},s:{s:I,s:I}}", "frames", "client_to_backend",
+                                  (json_int_t)fr[0], "backend_to_client", (json_int_t)fr[1],
+                                  "bytes", "client_to_backend", (json_int_t)by[0],
+                                  "backend_to_client", (json_int_t)by[1]));
+    /* Plain HTTP's backend connections: kept alive in the workers' pools,
+     * and carrying an exchange now. */
+    json_object_set_new(o, "upstream",
+                        json_pack("{s:I,s:I}", "idle", (json_int_t)LOAD(be->http_idle), "busy",
+                                  (json_int_t)LOAD(be->http_busy)));
+    return o;
+}
+
+/* A pool as /status shows it: its backends in configuration order, then
+ * those removed at run time whose connections have not all ended yet
+ * (draining, "removed": true). */
+static json_t *pool_json(const wsg_balancer_t *b) {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < b->nbackends; i++)
+        json_array_append_new(arr, backend_json(b->backends[i], b->conf->backends[i].weight));
+    for (size_t i = 0; i < b->nleaving; i++) {
+        if (LOAD(b->leaving[i].be->active) == 0)
+            continue;
+        json_t *o = backend_json(b->leaving[i].be, b->leaving[i].weight);
+        json_object_set_new(o, "removed", json_true());
+        json_array_append_new(arr, o);
+    }
+    return json_pack("{s:s,s:o}", "health", wsg_health_type_name(b->conf->health.type),
+                     "backends", arr);
+}
+
 static void get_status(aconn_t *c, bool keepalive) {
     wsg_server_t *srv = c->a->srv;
     wsg_runtime_t *rt = wsg_server_runtime(srv);
@@ -375,39 +419,8 @@ static void get_status(aconn_t *c, bool keepalive) {
         return;
     }
     wsg_server_stats(srv, st);
-    for (size_t p = 0; p < rt->cfg->npools; p++) {
-        const wsg_balancer_t *b = rt->pools[p];
-        json_t *arr = json_array();
-        for (size_t i = 0; i < b->nbackends; i++) {
-            wsg_backend_t *be = b->backends[i];
-            uint64_t fr[2], by[2];
-            wsg_backend_traffic(be, fr, by);
-            json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "address", be->address,
-                                  "weight", (json_int_t)b->conf->backends[i].weight, "state",
-                                  wsg_backend_state_name((wsg_backend_state_t)LOAD(be->state)),
-                                  "active", (json_int_t)LOAD(be->active), "total",
-                                  (json_int_t)LOAD(be->total), "failures",
-                                  (json_int_t)LOAD(be->failures), "last_check",
-                                  last_check_json(be));
-            /* Directions as in "traffic": what the clients sent the backend,
-             * and what it sent them. */
-            json_object_set_new(o, "traffic",
-                                json_pack("{s:{s:I,s:I},s:{s:I,s:I}}", "frames",
-                                          "client_to_backend", (json_int_t)fr[0],
-                                          "backend_to_client", (json_int_t)fr[1], "bytes",
-                                          "client_to_backend", (json_int_t)by[0],
-                                          "backend_to_client", (json_int_t)by[1]));
-            /* Plain HTTP's backend connections: kept alive in the workers'
-             * pools, and carrying an exchange now. */
-            json_object_set_new(o, "upstream",
-                                json_pack("{s:I,s:I}", "idle", (json_int_t)LOAD(be->http_idle),
-                                          "busy", (json_int_t)LOAD(be->http_busy)));
-            json_array_append_new(arr, o);
-        }
-        json_object_set_new(pools, b->conf->name,
-                            json_pack("{s:s,s:o}", "health",
-                                      wsg_health_type_name(b->conf->health.type), "backends", arr));
-    }
+    for (size_t p = 0; p < rt->cfg->npools; p++)
+        json_object_set_new(pools, rt->pools[p]->conf->name, pool_json(rt->pools[p]));
     json_t *listeners = json_array();
     for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
         const wsg_listener_conf_t *l = &rt->cfg->listeners[i];
@@ -548,29 +561,18 @@ static void post_reload(aconn_t *c, bool keepalive) {
     send_json(c, 422, json_pack("{s:b,s:o}", "reloaded", 0, "errors", arr), "", keepalive);
 }
 
+static int spread_param(aconn_t *c, const char *query, size_t qlen, uint64_t *spread,
+                        bool keepalive);
+
 static void post_backend(aconn_t *c, const char *pool, const char *addr, bool drain,
                          const char *query, size_t qlen, bool keepalive) {
     wsg_server_t *srv = c->a->srv;
     wsg_runtime_t *rt = wsg_server_runtime(srv);
     wsg_balancer_t *b = wsg_runtime_pool(rt, pool);
     uint64_t spread = 0;
-    char val[32];
 
-    if (drain) {
-        int q = query_param(query, qlen, "spread_ms", val, sizeof(val));
-        if (q != 0) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long v =
-                q > 0 && val[0] >= '0' && val[0] <= '9' ? strtoull(val, &end, 10) : 0;
-            if (q < 0 || end == NULL || *end != '\0' || errno != 0) {
-                json_error(c, 400, "", keepalive,
-                           "spread_ms: expected a non-negative integer (milliseconds)");
-                return;
-            }
-            spread = v;
-        }
-    }
+    if (drain && spread_param(c, query, qlen, &spread, keepalive) != 0)
+        return;
     if (b == NULL) {
         json_error(c, 404, "", keepalive, "no pool \"%s\"", pool);
         return;
@@ -601,6 +603,106 @@ static void post_backend(aconn_t *c, const char *pool, const char *addr, bool dr
     send_json(c, 200, j, "", keepalive);
 }
 
+/* Answers a runtime change with the pool's new state, or its error. */
+static void change_answer(aconn_t *c, wsg_change_t r, int ok_status, const char *pool,
+                          const char *addr, bool keepalive) {
+    switch (r) {
+    case WSG_CHANGE_OK: {
+        wsg_balancer_t *b = wsg_runtime_pool(wsg_server_runtime(c->a->srv), pool);
+        json_t *j = b ? pool_json(b) : NULL;
+        if (j != NULL)
+            json_object_set_new(j, "pool", json_string(pool));
+        send_json(c, ok_status, j, "", keepalive);
+        return;
+    }
+    case WSG_CHANGE_NO_POOL:
+        json_error(c, 404, "", keepalive, "no pool \"%s\"", pool);
+        return;
+    case WSG_CHANGE_NO_BACKEND:
+        json_error(c, 404, "", keepalive, "no backend \"%s\" in pool \"%s\"", addr, pool);
+        return;
+    case WSG_CHANGE_EXISTS:
+        json_error(c, 409, "", keepalive, "pool \"%s\" has a backend \"%s\" already", pool,
+                   addr);
+        return;
+    case WSG_CHANGE_LAST:
+        json_error(c, 409, "", keepalive,
+                   "\"%s\" is the last backend of pool \"%s\": a pool keeps at least one", addr,
+                   pool);
+        return;
+    case WSG_CHANGE_STOPPING:
+        json_error(c, 503, "", keepalive, "wsgate is shutting down");
+        return;
+    case WSG_CHANGE_NOMEM:
+        break;
+    }
+    json_error(c, 500, "", false, "out of memory");
+}
+
+/* POST /pools/P/backends: the body is one backends[] entry of the file,
+ * checked by the file's own parser. */
+static void post_add_backend(aconn_t *c, const char *pool, bool keepalive) {
+    wsg_config_errors_t errs = {0};
+    wsg_backend_conf_t bc = {0};
+
+    if (wsg_runtime_pool(wsg_server_runtime(c->a->srv), pool) == NULL) {
+        json_error(c, 404, "", keepalive, "no pool \"%s\"", pool);
+        return;
+    }
+    if (wsg_config_parse_backend(c->body, c->blen, "request body", NULL, &bc, &errs) != 0) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < errs.count; i++) {
+            WSG_LOG(WSG_LOG_INFO, "admin", "%s: add a backend to pool %s: 400: %s", c->peer,
+                    pool, errs.msgs[i]);
+            json_array_append_new(arr, json_string(errs.msgs[i]));
+        }
+        json_t *j = json_pack("{s:s,s:o}", "error",
+                              errs.count ? errs.msgs[0] : "request body: not a backend", "errors",
+                              arr);
+        wsg_config_errors_free(&errs);
+        send_json(c, 400, j, "", keepalive);
+        return;
+    }
+    wsg_change_t r = wsg_server_add_backend(c->a->srv, pool, &bc);
+    WSG_LOG(WSG_LOG_INFO, "admin", "add of backend %s (weight %u) to pool %s requested by %s%s",
+            bc.address, bc.weight, pool, c->peer, r == WSG_CHANGE_OK ? "" : ": refused");
+    change_answer(c, r, 201, pool, bc.address, keepalive);
+    wsg_config_backend_clear(&bc);
+}
+
+/* The ?spread_ms=N of a drain or a removal: 0 when absent, -1 (answered
+ * 400) when malformed. */
+static int spread_param(aconn_t *c, const char *query, size_t qlen, uint64_t *spread,
+                        bool keepalive) {
+    char val[32];
+    int q = query_param(query, qlen, "spread_ms", val, sizeof(val));
+    *spread = 0;
+    if (q == 0)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = q > 0 && val[0] >= '0' && val[0] <= '9' ? strtoull(val, &end, 10) : 0;
+    if (q < 0 || end == NULL || *end != '\0' || errno != 0) {
+        json_error(c, 400, "", keepalive,
+                   "spread_ms: expected a non-negative integer (milliseconds)");
+        return -1;
+    }
+    *spread = v;
+    return 0;
+}
+
+/* DELETE /pools/P/backends/ADDR[?spread_ms=N]. */
+static void delete_backend(aconn_t *c, const char *pool, const char *addr, const char *query,
+                           size_t qlen, bool keepalive) {
+    uint64_t spread;
+    if (spread_param(c, query, qlen, &spread, keepalive) != 0)
+        return;
+    wsg_change_t r = wsg_server_remove_backend(c->a->srv, pool, addr, spread);
+    WSG_LOG(WSG_LOG_INFO, "admin", "removal of backend %s from pool %s requested by %s%s", addr,
+            pool, c->peer, r == WSG_CHANGE_OK ? "" : ": refused");
+    change_answer(c, r, 200, pool, addr, keepalive);
+}
+
 /* Routes one complete request. */
 static void dispatch(aconn_t *c) {
     const char *method = wsg_http_head_method(c->head);
@@ -617,6 +719,7 @@ static void dispatch(aconn_t *c) {
     c->head_only = strcmp(method, "HEAD") == 0;
     bool get = strcmp(method, "GET") == 0 || c->head_only;
     bool post = strcmp(method, "POST") == 0;
+    bool del = strcmp(method, "DELETE") == 0;
 
     /* Split the target into path and query, and the path into decoded
      * segments: a pool name or an address may hold escaped characters
@@ -686,7 +789,8 @@ static void dispatch(aconn_t *c) {
                    "unauthorized: this path needs Authorization: Bearer TOKEN");
         return;
     }
-    enum { R_NONE, R_STATUS, R_METRICS, R_RELOAD, R_DRAIN, R_ENABLE } route = R_NONE;
+    enum { R_NONE, R_STATUS, R_METRICS, R_RELOAD, R_DRAIN, R_ENABLE, R_ADD, R_REMOVE } route =
+        R_NONE;
     if (!too_many && nseg == 1 && strcmp(seg[0], "status") == 0)
         route = R_STATUS;
     else if (!too_many && nseg == 1 && strcmp(seg[0], "metrics") == 0)
@@ -698,6 +802,12 @@ static void dispatch(aconn_t *c) {
         route = strcmp(seg[4], "drain") == 0    ? R_DRAIN
                 : strcmp(seg[4], "enable") == 0 ? R_ENABLE
                                                 : R_NONE;
+    else if (!too_many && nseg == 3 && strcmp(seg[0], "pools") == 0 &&
+             strcmp(seg[2], "backends") == 0 && seg[1][0] != '\0')
+        route = R_ADD;
+    else if (!too_many && nseg == 4 && strcmp(seg[0], "pools") == 0 &&
+             strcmp(seg[2], "backends") == 0 && seg[1][0] != '\0' && seg[3][0] != '\0')
+        route = R_REMOVE;
 
     switch (route) {
     case R_NONE:
@@ -717,8 +827,11 @@ static void dispatch(aconn_t *c) {
     case R_RELOAD:
     case R_DRAIN:
     case R_ENABLE:
-        if (!post) {
-            json_error(c, 405, "Allow: POST\r\n", keepalive, "method %s not allowed", method);
+    case R_ADD:
+    case R_REMOVE:
+        if (route == R_REMOVE ? !del : !post) {
+            json_error(c, 405, route == R_REMOVE ? "Allow: DELETE\r\n" : "Allow: POST\r\n",
+                       keepalive, "method %s not allowed", method);
             return;
         }
         if (cross_origin(c)) {
@@ -730,6 +843,10 @@ static void dispatch(aconn_t *c) {
         }
         if (route == R_RELOAD)
             post_reload(c, keepalive);
+        else if (route == R_ADD)
+            post_add_backend(c, seg[1], keepalive);
+        else if (route == R_REMOVE)
+            delete_backend(c, seg[1], seg[3], query, qlen, keepalive);
         else
             post_backend(c, seg[1], seg[3], route == R_DRAIN, query, qlen, keepalive);
         return;
@@ -833,7 +950,9 @@ static void process(aconn_t *c) {
             start_reading(c);
             return;
         }
-        /* The body, if any, is not used by any admin request: skip it. */
+        /* Only POST /pools/P/backends reads its body; others skip it. */
+        c->body = c->in + hlen;
+        c->blen = (size_t)blen;
         c->busy = true;
         dispatch(c);
         c->busy = false;

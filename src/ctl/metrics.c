@@ -278,6 +278,14 @@ static void backends(wsg_metrics_buf_t *b, const wsg_runtime_t *rt) {
     per_backend(b, rt, "wsgate_backend_upstream_busy", "gauge",
                 "Connections to the backend carrying a plain HTTP exchange now.", v_busy);
 
+    family(b, "wsgate_rebalanced_total", "counter",
+           "Connections closed with 1012 because their key moved to an added backend.");
+    for (size_t p = 0; p < rt->cfg->npools; p++) {
+        puts_(b, "wsgate_rebalanced_total{");
+        label(b, "pool", rt->pools[p]->conf->name, 1);
+        putf(b, "} %" PRIu64 "\n", LOAD(rt->pools[p]->counters->rebalanced));
+    }
+
     /* The last active check: only backends that have had one. last_check is
      * written on the server thread, where this runs. */
     family(b, "wsgate_backend_check_success", "gauge",

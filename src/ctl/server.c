@@ -22,6 +22,7 @@
 #include <wsgate/ip_limit.h>
 #include <wsgate/listener.h>
 #include <wsgate/log.h>
+#include <wsgate/tls.h>
 #include <wsgate/worker.h>
 
 struct wsg_server_s {
@@ -185,6 +186,85 @@ static int bind_new(wsg_server_t *srv, const wsg_config_t *cfg, const wsg_config
     return 0;
 }
 
+/* A backend that leaves with a runtime change: its live connections are
+ * drained with 1012 (spread over <spread_ms>). */
+typedef struct removal_s {
+    size_t pool;       /* index into the new runtime's pools */
+    wsg_backend_t *be; /* borrowed */
+    unsigned weight;
+    uint64_t spread_ms;
+} removal_t;
+
+static void post_all(wsg_server_t *srv, wsg_worker_msg_t *proto) {
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
+        if (m == NULL)
+            abort(); /* a half-applied change is worse than a crash the supervisor restarts */
+        *m = *proto;
+        if (m->rt)
+            wsg_runtime_ref(m->rt);
+        if (m->backend)
+            wsg_backend_ref(m->backend);
+        wsg_worker_post(&srv->workers[w], m);
+    }
+}
+
+/* After the new runtime: the live connections whose key moved to a
+ * backend added to a pool with rebalance set get 1012, at most max_per_s
+ * a second over all workers (each worker takes its share). */
+static void post_rebalances(wsg_server_t *srv, wsg_runtime_t *rt) {
+    for (size_t p = 0; p < rt->cfg->npools; p++) {
+        const wsg_pool_conf_t *pc = &rt->cfg->pools[p];
+        const wsg_balancer_t *b = rt->pools[p];
+        bool any = false;
+        for (size_t i = 0; i < b->nbackends && !any; i++)
+            any = b->added[i];
+        if (!any || pc->rebalance.max_per_s == 0 || srv->stopping)
+            continue;
+        wsg_worker_msg_t proto = {
+            .kind = WSG_MSG_REBALANCE,
+            .rt = rt,
+            .pool = p,
+            .interval_us = (uint64_t)srv->nworkers * 1000000u / pc->rebalance.max_per_s,
+        };
+        post_all(srv, &proto);
+    }
+}
+
+/* Makes <rt> (taken) the runtime of new connections on every worker: with
+ * the listeners in <fds> (nworkers x listeners, -1 = keep; NULL: all
+ * kept), after draining <rm> (may be NULL), then rebalancing. Workers
+ * take their messages in order, so a drained backend is still alive in
+ * the runtime they hold when they drain it. */
+static void install(wsg_server_t *srv, wsg_runtime_t *rt, const int *fds, const removal_t *rm) {
+    size_t n = rt->cfg->nlisteners;
+    if (rm != NULL) {
+        wsg_balancer_add_leaving(rt->pools[rm->pool], rm->be, rm->weight);
+        wsg_worker_msg_t proto = {.kind = WSG_MSG_DRAIN, .backend = rm->be,
+                                  .spread_ms = rm->spread_ms};
+        if (!srv->stopping)
+            post_all(srv, &proto);
+    }
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
+        int *mine = malloc((n ? n : 1) * sizeof(*mine));
+        if (m == NULL || mine == NULL)
+            abort(); /* half-applied reload is worse than a crash the supervisor restarts */
+        for (size_t i = 0; i < n; i++)
+            mine[i] = fds ? fds[w * n + i] : -1;
+        m->kind = WSG_MSG_RUNTIME;
+        m->rt = wsg_runtime_ref(rt);
+        m->fds = mine;
+        wsg_worker_post(&srv->workers[w], m);
+    }
+    post_rebalances(srv, rt);
+    wsg_runtime_t *old = srv->rt;
+    srv->rt = rt;
+    wsg_log_configure(rt->cfg->log.level, rt->cfg->log.format);
+    server_reconfigured(srv); /* compares with the old admin settings: old still alive */
+    wsg_runtime_unref(old);
+}
+
 int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
     const char *path = srv->rt->cfg->path;
     char err[512];
@@ -221,30 +301,102 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
         return -1;
     }
     size_t n = rt->cfg->nlisteners;
-    for (unsigned w = 0; w < srv->nworkers; w++) {
-        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
-        int *mine = malloc((n ? n : 1) * sizeof(*mine));
-        if (m == NULL || mine == NULL)
-            abort(); /* half-applied reload is worse than a crash the supervisor restarts */
-        memcpy(mine, fds + w * n, n * sizeof(*mine));
-        m->kind = WSG_MSG_RUNTIME;
-        m->rt = wsg_runtime_ref(rt);
-        m->fds = mine;
-        wsg_worker_post(&srv->workers[w], m);
-    }
-    free(fds);
-    wsg_runtime_t *old = srv->rt;
-    srv->rt = rt;
-    wsg_log_configure(rt->cfg->log.level, rt->cfg->log.format);
-    server_reconfigured(srv); /* compares with the old admin settings: old still alive */
     /* <path> is the old configuration's: once the workers have taken the
      * new runtime, this may be the old one's last reference. */
     path = rt->cfg->path;
-    wsg_runtime_unref(old);
+    install(srv, rt, fds, NULL);
+    free(fds);
     WSG_LOG(WSG_LOG_INFO, "server", "reloaded %s: %zu listener%s, %zu route%s, %zu pool%s", path,
-            n, n == 1 ? "" : "s", rt->cfg->nroutes, rt->cfg->nroutes == 1 ? "" : "s",
-            rt->cfg->npools, rt->cfg->npools == 1 ? "" : "s");
+            n, n == 1 ? "" : "s", srv->rt->cfg->nroutes, srv->rt->cfg->nroutes == 1 ? "" : "s",
+            srv->rt->cfg->npools, srv->rt->cfg->npools == 1 ? "" : "s");
     return 0;
+}
+
+static size_t pool_index(const wsg_runtime_t *rt, const char *name) {
+    for (size_t i = 0; i < rt->cfg->npools; i++)
+        if (strcmp(rt->cfg->pools[i].name, name) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+/* The running runtime with pool <p>'s backends replaced by <bs>: the
+ * config is derived, not re-read (the file may have changed since), and
+ * listeners and certificates are those already loaded. */
+static wsg_runtime_t *derive(wsg_server_t *srv, size_t p, const wsg_backend_conf_t *bs, size_t n) {
+    const wsg_runtime_t *cur = srv->rt;
+    wsg_config_t *cfg = wsg_config_with_backends(cur->cfg, p, bs, n);
+    wsg_runtime_t *rt = cfg ? wsg_runtime_new(cfg, cur) : NULL;
+    wsg_config_unref(cfg);
+    if (rt == NULL)
+        return NULL;
+    for (size_t i = 0; i < cur->cfg->nlisteners; i++)
+        if (cur->listener_tls[i] != NULL)
+            rt->listener_tls[i] = wsg_tls_ctx_ref(cur->listener_tls[i]);
+    for (size_t i = 0; i < cur->cfg->npools; i++)
+        if (cur->pool_tls[i] != NULL)
+            rt->pool_tls[i] = wsg_tls_ctx_ref(cur->pool_tls[i]);
+    return rt;
+}
+
+wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
+                                    const wsg_backend_conf_t *bc) {
+    if (srv->stopping)
+        return WSG_CHANGE_STOPPING;
+    size_t p = pool_index(srv->rt, pool);
+    if (p == SIZE_MAX)
+        return WSG_CHANGE_NO_POOL;
+    const wsg_pool_conf_t *pc = &srv->rt->cfg->pools[p];
+    if (wsg_config_find_backend(pc, bc->address) >= 0)
+        return WSG_CHANGE_EXISTS;
+    wsg_backend_conf_t *bs = malloc((pc->nbackends + 1) * sizeof(*bs));
+    if (bs == NULL)
+        return WSG_CHANGE_NOMEM;
+    memcpy(bs, pc->backends, pc->nbackends * sizeof(*bs));
+    bs[pc->nbackends] = *bc;
+    wsg_runtime_t *rt = derive(srv, p, bs, pc->nbackends + 1);
+    free(bs); /* shallow: derive() copied the entries */
+    if (rt == NULL)
+        return WSG_CHANGE_NOMEM;
+    install(srv, rt, NULL, NULL);
+    WSG_LOG(WSG_LOG_INFO, "server", "pool %s: backend %s added (weight %u), %zu backends", pool,
+            bc->address, bc->weight, srv->rt->pools[p]->nbackends);
+    return WSG_CHANGE_OK;
+}
+
+wsg_change_t wsg_server_remove_backend(wsg_server_t *srv, const char *pool, const char *address,
+                                       uint64_t spread_ms) {
+    if (srv->stopping)
+        return WSG_CHANGE_STOPPING;
+    size_t p = pool_index(srv->rt, pool);
+    if (p == SIZE_MAX)
+        return WSG_CHANGE_NO_POOL;
+    const wsg_pool_conf_t *pc = &srv->rt->cfg->pools[p];
+    int idx = wsg_balancer_find(srv->rt->pools[p], address);
+    if (idx < 0)
+        return WSG_CHANGE_NO_BACKEND;
+    if (pc->nbackends == 1)
+        return WSG_CHANGE_LAST;
+    wsg_backend_conf_t *bs = malloc(pc->nbackends * sizeof(*bs));
+    if (bs == NULL)
+        return WSG_CHANGE_NOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < pc->nbackends; i++)
+        if (i != (size_t)idx)
+            bs[n++] = pc->backends[i];
+    removal_t rm = {.pool = p, .weight = pc->backends[idx].weight, .spread_ms = spread_ms};
+    rm.be = wsg_backend_ref(srv->rt->pools[p]->backends[idx]); /* the old runtime goes */
+    wsg_runtime_t *rt = derive(srv, p, bs, n);
+    free(bs);
+    if (rt == NULL) {
+        wsg_backend_unref(rm.be);
+        return WSG_CHANGE_NOMEM;
+    }
+    install(srv, rt, NULL, &rm);
+    WSG_LOG(WSG_LOG_INFO, "server",
+            "pool %s: backend %s removed, its connections drained over %llu ms, %zu backends "
+            "left", pool, address, (unsigned long long)spread_ms, n);
+    wsg_backend_unref(rm.be);
+    return WSG_CHANGE_OK;
 }
 
 static int find_backend(wsg_server_t *srv, const char *pool, const char *address,
@@ -262,15 +414,9 @@ int wsg_server_drain(wsg_server_t *srv, const char *pool, const char *address,
     wsg_balancer_set_draining(b, (unsigned)idx);
     if (srv->stopping)
         return 0;
-    for (unsigned w = 0; w < srv->nworkers; w++) {
-        wsg_worker_msg_t *m = calloc(1, sizeof(*m));
-        if (m == NULL)
-            continue;
-        m->kind = WSG_MSG_DRAIN;
-        m->backend = b->backends[idx];
-        m->spread_ms = spread_ms;
-        wsg_worker_post(&srv->workers[w], m);
-    }
+    wsg_worker_msg_t proto = {.kind = WSG_MSG_DRAIN, .backend = b->backends[idx],
+                              .spread_ms = spread_ms};
+    post_all(srv, &proto);
     return 0;
 }
 

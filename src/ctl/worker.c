@@ -222,6 +222,45 @@ static void apply_drain(wsg_worker_t *w, wsg_worker_msg_t *m) {
     }
 }
 
+/* Rebalance: the connections whose key now maps to an added backend get
+ * 1012, one per interval (at a random point within it), so that at most
+ * this worker's share of max_per_s reconnect each second and not in
+ * lockstep with the other workers. */
+static void apply_rebalance(wsg_worker_t *w, wsg_worker_msg_t *m) {
+    const wsg_balancer_t *b = m->rt->pools[m->pool];
+    uint64_t now = uv_now(&w->loop), n = 0, step = m->interval_us ? m->interval_us : 1;
+    for (wsg_conn_t *c = w->conns; c != NULL; c = wsg_conn_next(c)) {
+        const char *pool;
+        uint64_t h;
+        const wsg_backend_t *be;
+        if (!wsg_conn_placement(c, &pool, &h, &be) || strcmp(pool, b->conf->name) != 0 ||
+            !wsg_balancer_moved(b, h, be))
+            continue;
+        uint64_t at_us = n * step + wsg_worker_random(w) % step;
+        wsg_conn_rebalance(c, now + at_us / 1000);
+        n++;
+    }
+    if (n == 0)
+        return;
+    atomic_fetch_add_explicit(&b->counters->rebalanced, n, memory_order_relaxed);
+    WSG_LOG(WSG_LOG_INFO, "worker",
+            "worker %u: pool %s: %llu connection%s moved to an added backend: 1012 over %llu ms",
+            w->id, b->conf->name, (unsigned long long)n, n == 1 ? "" : "s",
+            (unsigned long long)(n * step / 1000));
+}
+
+static void msg_free(wsg_worker_msg_t *m) {
+    if (m->rt) {
+        for (size_t i = 0; m->fds && i < m->rt->cfg->nlisteners; i++)
+            if (m->fds[i] >= 0)
+                close(m->fds[i]);
+        wsg_runtime_unref(m->rt);
+    }
+    wsg_backend_unref(m->backend);
+    free(m->fds);
+    free(m);
+}
+
 static void on_async(uv_async_t *a) {
     wsg_worker_t *w = a->data;
     wsg_worker_msg_t *m;
@@ -237,14 +276,18 @@ static void on_async(uv_async_t *a) {
             begin_stop(w);
             break;
         case WSG_MSG_RUNTIME:
+            /* The runtime and the fds are the worker's now (or closed). */
             apply_runtime(w, m);
+            m->rt = NULL;
             break;
         case WSG_MSG_DRAIN:
             apply_drain(w, m);
             break;
+        case WSG_MSG_REBALANCE:
+            apply_rebalance(w, m);
+            break;
         }
-        free(m->fds);
-        free(m);
+        msg_free(m);
         m = next;
     }
 }
@@ -332,14 +375,7 @@ void wsg_worker_join(wsg_worker_t *w) {
     free(w->listeners);
     for (wsg_worker_msg_t *m = w->mq_head, *next; m != NULL; m = next) {
         next = m->next;
-        if (m->rt) {
-            for (size_t i = 0; m->fds && i < m->rt->cfg->nlisteners; i++)
-                if (m->fds[i] >= 0)
-                    close(m->fds[i]);
-            wsg_runtime_unref(m->rt);
-        }
-        free(m->fds);
-        free(m);
+        msg_free(m);
     }
     uv_mutex_destroy(&w->mq_lock);
 }

@@ -83,7 +83,12 @@ static wsg_backend_t *backend_new(const char *pool, const char *address) {
     return be;
 }
 
-static void backend_unref(wsg_backend_t *be) {
+wsg_backend_t *wsg_backend_ref(wsg_backend_t *be) {
+    atomic_fetch_add_explicit(&be->refcount, 1, memory_order_relaxed);
+    return be;
+}
+
+void wsg_backend_unref(wsg_backend_t *be) {
     if (be == NULL || atomic_fetch_sub_explicit(&be->refcount, 1, memory_order_acq_rel) != 1)
         return;
     free(be->address);
@@ -91,12 +96,96 @@ static void backend_unref(wsg_backend_t *be) {
     free(be);
 }
 
-wsg_backend_t *wsg_backend_ref(wsg_backend_t *be) {
-    atomic_fetch_add_explicit(&be->refcount, 1, memory_order_relaxed);
+static wsg_pool_counters_t *counters_take(const wsg_balancer_t *prev) {
+    if (prev != NULL && prev->counters != NULL) {
+        atomic_fetch_add_explicit(&prev->counters->refcount, 1, memory_order_relaxed);
+        return prev->counters;
+    }
+    wsg_pool_counters_t *pc = calloc(1, sizeof(*pc));
+    if (pc != NULL)
+        atomic_init(&pc->refcount, 1);
+    return pc;
+}
+
+static void counters_unref(wsg_pool_counters_t *pc) {
+    if (pc != NULL && atomic_fetch_sub_explicit(&pc->refcount, 1, memory_order_acq_rel) == 1)
+        free(pc);
+}
+
+static int find_leaving(const wsg_balancer_t *b, const char *address) {
+    for (size_t i = 0; i < b->nleaving; i++)
+        if (strcmp(b->leaving[i].be->address, address) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void record_change(const wsg_balancer_t *b, const wsg_backend_t *be, int from, int to,
+                          const char *why);
+
+/* The backend of <prev> for <addr>: one of its backends, or a leaving one,
+ * which is listed again and so back up. NULL: a new backend. */
+static wsg_backend_t *take_over(const wsg_balancer_t *b, const wsg_balancer_t *prev,
+                                const char *addr) {
+    int i;
+    if (prev == NULL)
+        return NULL;
+    if ((i = wsg_balancer_find(prev, addr)) >= 0)
+        return wsg_backend_ref(prev->backends[i]);
+    if ((i = find_leaving(prev, addr)) < 0)
+        return NULL;
+    wsg_backend_t *be = wsg_backend_ref(prev->leaving[i].be);
+    atomic_store(&be->fails, 0);
+    atomic_store(&be->passes, 0);
+    atomic_store(&be->retry_at_ms, 0);
+    int was = atomic_exchange(&be->state, WSG_BACKEND_UP);
+    if (was != WSG_BACKEND_UP) {
+        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is up (was %s): listed again",
+                be->address, b->conf->name, wsg_backend_state_name(was));
+        record_change(b, be, was, WSG_BACKEND_UP, "listed again");
+    }
     return be;
 }
 
-void wsg_backend_unref(wsg_backend_t *be) { backend_unref(be); }
+/* Carries over the leaving backends of <prev> that still have connections
+ * and that <b> does not list again. */
+static int carry_leaving(wsg_balancer_t *b, const wsg_balancer_t *prev) {
+    for (size_t i = 0; prev != NULL && i < prev->nleaving; i++) {
+        wsg_backend_t *be = prev->leaving[i].be;
+        if (atomic_load(&be->active) == 0 || wsg_balancer_find(b, be->address) >= 0)
+            continue;
+        wsg_leaving_t *l = realloc(b->leaving, (b->nleaving + 1) * sizeof(*l));
+        if (l == NULL)
+            return -1;
+        b->leaving = l;
+        l[b->nleaving].be = wsg_backend_ref(be);
+        l[b->nleaving++].weight = prev->leaving[i].weight;
+    }
+    return 0;
+}
+
+int wsg_balancer_add_leaving(wsg_balancer_t *b, wsg_backend_t *be, unsigned weight) {
+    int prev = atomic_exchange(&be->state, WSG_BACKEND_DRAINING);
+    if (prev != WSG_BACKEND_DRAINING) {
+        WSG_LOG(WSG_LOG_WARN, "health", "backend %s of pool %s is draining (was %s): removed",
+                be->address, b->conf->name, wsg_backend_state_name(prev));
+        record_change(b, be, prev, WSG_BACKEND_DRAINING, "removed");
+    }
+    if (find_leaving(b, be->address) >= 0)
+        return 0;
+    wsg_leaving_t *l = realloc(b->leaving, (b->nleaving + 1) * sizeof(*l));
+    if (l == NULL)
+        return -1;
+    b->leaving = l;
+    l[b->nleaving].be = wsg_backend_ref(be);
+    l[b->nleaving++].weight = weight;
+    return 0;
+}
+
+bool wsg_balancer_moved(const wsg_balancer_t *b, uint64_t key_hash,
+                        const wsg_backend_t *current) {
+    unsigned first = wsg_ring_lookup(b->ring, key_hash);
+    return b->added[first] && b->backends[first] != current;
+}
 
 int wsg_balancer_find(const wsg_balancer_t *b, const char *address) {
     for (size_t i = 0; i < b->nbackends; i++)
@@ -114,22 +203,22 @@ wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer
     b->nbackends = conf->nbackends;
     b->active_checks = conf->health.type != WSG_HEALTH_NONE;
     b->backends = calloc(conf->nbackends, sizeof(*b->backends));
-    if (b->backends == NULL)
+    b->added = calloc(conf->nbackends, sizeof(*b->added));
+    b->counters = counters_take(prev);
+    if (b->backends == NULL || b->added == NULL || b->counters == NULL)
         goto fail;
     for (size_t i = 0; i < conf->nbackends; i++) {
         const char *addr = conf->backends[i].address;
-        int old = prev ? wsg_balancer_find(prev, addr) : -1;
-        if (old >= 0) {
-            b->backends[i] = prev->backends[old];
-            atomic_fetch_add_explicit(&b->backends[i]->refcount, 1, memory_order_relaxed);
-        } else if ((b->backends[i] = backend_new(conf->name, addr)) == NULL) {
-            goto fail;
+        if ((b->backends[i] = take_over(b, prev, addr)) == NULL) {
+            if ((b->backends[i] = backend_new(conf->name, addr)) == NULL)
+                goto fail;
+            b->added[i] = prev != NULL;
         }
         members[i].id = addr;
         members[i].weight = conf->backends[i].weight;
     }
     b->ring = wsg_ring_new(members, conf->nbackends);
-    if (b->ring == NULL)
+    if (b->ring == NULL || carry_leaving(b, prev) != 0)
         goto fail;
     free(members);
     return b;
@@ -144,8 +233,13 @@ void wsg_balancer_free(wsg_balancer_t *b) {
         return;
     wsg_ring_free(b->ring);
     for (size_t i = 0; b->backends != NULL && i < b->nbackends; i++)
-        backend_unref(b->backends[i]);
+        wsg_backend_unref(b->backends[i]);
+    for (size_t i = 0; i < b->nleaving; i++)
+        wsg_backend_unref(b->leaving[i].be);
     free(b->backends);
+    free(b->added);
+    free(b->leaving);
+    counters_unref(b->counters);
     free(b);
 }
 

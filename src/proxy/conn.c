@@ -583,6 +583,24 @@ void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at) {
     wsg__conn_reschedule(c);
 }
 
+bool wsg_conn_placement(const wsg_conn_t *c, const char **pool, uint64_t *key_hash,
+                        const wsg_backend_t **backend) {
+    if (c->state != WSG_CONN_RELAY || c->backend < 0 || !c->keyed || c->drain_at)
+        return false;
+    *pool = c->rt->cfg->pools[c->pool].name;
+    *key_hash = c->key_hash;
+    *backend = c->be;
+    return true;
+}
+
+void wsg_conn_rebalance(wsg_conn_t *c, uint64_t at) {
+    if (c->state != WSG_CONN_RELAY)
+        return;
+    c->drain_at = at ? at : 1;
+    c->rebalanced = 1;
+    wsg__conn_reschedule(c);
+}
+
 void wsg_conn_going_away(wsg_conn_t *c) {
     if (c->state == WSG_CONN_RELAY) {
         if (c->closed_by == WSG_BY_NONE)
@@ -1077,12 +1095,14 @@ static void on_request(wsg_conn_t *c) {
     size_t keylen;
     uint64_t h;
     wsg__conn_client_ip(c, ip, sizeof(ip));
+    c->keyed = 1;
     if (wsg_balance_key(&pool->balance, hs->req_head, hs->req, ip, &key, &keylen))
         h = wsg_ring_hash(key, keylen);
     else if (pool->balance.fallback == WSG_FALLBACK_RANDOM)
-        h = wsg_worker_random(c->w);
+        h = wsg_worker_random(c->w), c->keyed = 0;
     else
         h = wsg_ring_hash(ip, strlen(ip));
+    c->key_hash = h;
     size_t want = (size_t)pool->retries + 1;
     if (want > sizeof(hs->cand) / sizeof(hs->cand[0]))
         want = sizeof(hs->cand) / sizeof(hs->cand[0]);

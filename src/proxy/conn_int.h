@@ -180,6 +180,7 @@ struct wsg_conn_s {
     uint64_t close_deadline; /* CLOSING: force-close at this time */
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
     uint64_t lifetime_at;    /* RELAY: max_lifetime_ms (with its jitter) ends it then (0: never) */
+    uint64_t key_hash;       /* the hash its backend was chosen by (rebalance) */
     uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     union {
         struct sockaddr sa;
@@ -198,6 +199,8 @@ struct wsg_conn_s {
     uint8_t counted_backend; /* wsg_balancer_conn_start() was called */
     uint8_t counted_ip;      /* counted in the server's per-address table */
     uint8_t logged;          /* the access line of the current exchange is written */
+    uint8_t keyed;           /* key_hash comes from the sticky key or the ip fallback */
+    uint8_t rebalanced;      /* drain_at was set by a rebalance, not a drain */
     const char *end_reason;  /* static string for the access log */
 };
 

@@ -524,8 +524,9 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
     if (c->drain_at && now >= c->drain_at) {
         /* The backend is being drained: 1012 tells the client to reconnect,
          * which lands it on another backend (SPEC §6). */
-        c->end_reason = "backend drained";
-        RLOG(c, WSG_LOG_INFO, "backend draining: sending 1012 to the client");
+        c->end_reason = c->rebalanced ? "rebalanced" : "backend drained";
+        RLOG(c, WSG_LOG_INFO, "%s: sending 1012 to the client",
+             c->rebalanced ? "its key maps to a new backend" : "backend draining");
         wsg__relay_close(c, WSG_WS_CLOSE_SERVICE_RESTART, WSG_WS_CLOSE_GOING_AWAY);
         return;
     }

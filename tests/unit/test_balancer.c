@@ -6,6 +6,7 @@
  * keys moving, and the rise/fall rules of active checks.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,6 +318,81 @@ START_TEST(test_balancer_state_survives_rebuild) {
 }
 END_TEST
 
+/* Rebalance (SPEC §12): over many keys placed on a 10-backend pool, an
+ * 11th backend is added; wsg_balancer_moved() selects exactly the keys
+ * whose first choice on the new ring is the new backend (all of them, and
+ * nothing else), which are the only keys whose first choice changed. A key
+ * already on the new backend is not moved, nor is anything when no backend
+ * was added. */
+START_TEST(test_balancer_moved_keys_are_exactly_the_new_backends) {
+    pool_t p, q;
+    pool_init(&p, NB - 1, 0, WSG_HEALTH_NONE);
+    pool_init(&q, NB, 0, WSG_HEALTH_NONE);
+    wsg_balancer_t *b = wsg_balancer_new(&p.pc, NULL);
+    wsg_balancer_t *b2 = wsg_balancer_new(&q.pc, b);
+    ck_assert(!b->added[0]); /* a first build has nothing to rebalance to */
+    for (size_t i = 0; i < NB - 1; i++)
+        ck_assert(!b2->added[i]);
+    ck_assert(b2->added[NB - 1]);
+    unsigned moved = 0, keys = 200000;
+    for (unsigned k = 0; k < keys; k++) {
+        uint64_t h = mix(k);
+        const wsg_backend_t *cur = b->backends[wsg_ring_lookup(b->ring, h)];
+        unsigned now = wsg_ring_lookup(b2->ring, h);
+        bool m = wsg_balancer_moved(b2, h, cur);
+        ck_assert_int_eq(m, b2->backends[now] != cur);
+        if (m) {
+            ck_assert_uint_eq(now, NB - 1);
+            moved++;
+        }
+        /* Once it is on the new backend it stays. */
+        ck_assert(!wsg_balancer_moved(b2, h, b2->backends[NB - 1]));
+        /* A rebuild that adds nothing moves nothing. */
+        ck_assert(!wsg_balancer_moved(b, h, b->backends[(k + 1) % (NB - 1)]));
+    }
+    /* About 1/NB of the keys, as the ring's quality bound says. */
+    ck_assert_uint_gt(moved, keys / NB * 9 / 10);
+    ck_assert_uint_lt(moved, keys / NB * 11 / 10);
+    wsg_balancer_free(b);
+    wsg_balancer_free(b2);
+}
+END_TEST
+
+/* A backend removed at run time is leaving while it has connections: it
+ * keeps being listed (draining) across rebuilds, is dropped once idle, and
+ * is taken back, up, when the configuration lists it again. */
+START_TEST(test_balancer_leaving_backends) {
+    pool_t p, q;
+    pool_init(&p, 3, 0, WSG_HEALTH_NONE);
+    pool_init(&q, 3, 0, WSG_HEALTH_NONE);
+    q.pc.nbackends = 2; /* 10.0.0.3 removed */
+    wsg_balancer_t *b = wsg_balancer_new(&p.pc, NULL);
+    wsg_balancer_conn_start(b, 2);
+    wsg_balancer_t *b2 = wsg_balancer_new(&q.pc, b);
+    ck_assert_uint_eq(b2->nleaving, 0);
+    ck_assert_int_eq(wsg_balancer_add_leaving(b2, b->backends[2], 3), 0);
+    ck_assert_uint_eq(b2->nleaving, 1);
+    ck_assert_int_eq(atomic_load(&b2->leaving[0].be->state), WSG_BACKEND_DRAINING);
+    ck_assert_ptr_eq(b2->counters, b->counters);
+    wsg_balancer_t *b3 = wsg_balancer_new(&q.pc, b2); /* still has a connection */
+    ck_assert_uint_eq(b3->nleaving, 1);
+    ck_assert_uint_eq(b3->leaving[0].weight, 3);
+    wsg_balancer_t *b4 = wsg_balancer_new(&p.pc, b3); /* listed again */
+    ck_assert_uint_eq(b4->nleaving, 0);
+    ck_assert_ptr_eq(b4->backends[2], b->backends[2]);
+    ck_assert_int_eq(atomic_load(&b4->backends[2]->state), WSG_BACKEND_UP);
+    ck_assert(!b4->added[2]);
+    wsg_balancer_conn_end(b, 2);
+    wsg_balancer_t *b5 = wsg_balancer_new(&q.pc, b3); /* idle now: dropped */
+    ck_assert_uint_eq(b5->nleaving, 0);
+    wsg_balancer_free(b);
+    wsg_balancer_free(b2);
+    wsg_balancer_free(b3);
+    wsg_balancer_free(b4);
+    wsg_balancer_free(b5);
+}
+END_TEST
+
 Suite *wsg_balancer_suite(void) {
     Suite *s = suite_create("balancer");
     TCase *tc = tcase_create("bounded_load");
@@ -334,6 +410,10 @@ Suite *wsg_balancer_suite(void) {
     tcase_add_test(tc, test_balancer_draining_stays_draining_under_checks);
     tcase_add_test(tc, test_balancer_state_survives_rebuild);
     tcase_add_test(tc, test_balancer_changes_are_kept_newest_first);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("runtime_changes");
+    tcase_add_test(tc, test_balancer_moved_keys_are_exactly_the_new_backends);
+    tcase_add_test(tc, test_balancer_leaving_backends);
     suite_add_tcase(s, tc);
     return s;
 }

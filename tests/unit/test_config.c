@@ -242,6 +242,7 @@ START_TEST(test_config_schema_names_table_keys_only) {
     ck_assert_ptr_nonnull(strstr(s, "\"keepalive\""));
     /* A key not implemented yet is left out. */
     ck_assert_ptr_null(strstr(s, "\"cookie\""));
+    ck_assert_ptr_null(strstr(s, "\"resolve_ms\""));
     ck_assert_int_ne(s[strlen(s) - 1], '\n');
     free(s);
 }
@@ -984,6 +985,88 @@ START_TEST(test_config_ref_unref) {
 }
 END_TEST
 
+/* SPEC §12: a backend entry of the admin API is checked by the file's own
+ * parser, with its messages named from the caller's name. */
+START_TEST(test_config_parse_backend_like_the_file) {
+    wsg_backend_conf_t b = {0};
+    wsg_config_errors_t errs = {0};
+    const char *ok = "{\"address\": \"127.0.0.1:9005\", \"weight\": 7}";
+    ck_assert_int_eq(wsg_config_parse_backend(ok, strlen(ok), "body", &noresolve, &b, &errs), 0);
+    ck_assert_str_eq(b.address, "127.0.0.1:9005");
+    ck_assert_uint_eq(b.weight, 7);
+    ck_assert_int_eq(b.addr.ss.ss_family, AF_INET);
+    wsg_config_backend_clear(&b);
+    const char *dflt = "{\"address\": \"127.0.0.1:9005\"}";
+    ck_assert_int_eq(wsg_config_parse_backend(dflt, strlen(dflt), "body", &noresolve, &b, &errs),
+                     0);
+    ck_assert_uint_eq(b.weight, 1);
+    wsg_config_backend_clear(&b);
+    const char *bad = "{\"address\": \"x\", \"weight\": 0, \"wieght\": 1}";
+    ck_assert_int_eq(wsg_config_parse_backend(bad, strlen(bad), "body", &noresolve, &b, &errs),
+                     -1);
+    ck_assert_ptr_null(b.address);
+    ck_assert_uint_eq(errs.count, 3);
+    ck_assert_str_eq(errs.msgs[0], "body: wieght: unknown key, did you mean \"weight\"?");
+    ck_assert_str_eq(errs.msgs[1], "body: address: expected \"host:port\", got \"x\"");
+    ck_assert_str_eq(errs.msgs[2], "body: weight: expected an integer from 1 to 256, got 0");
+    wsg_config_errors_free(&errs);
+    ck_assert_int_eq(wsg_config_parse_backend("[", 1, "body", &noresolve, &b, &errs), -1);
+    ck_assert_uint_eq(errs.count, 1);
+    ck_assert_ptr_nonnull(strstr(errs.msgs[0], "body:1:"));
+    wsg_config_errors_free(&errs);
+}
+END_TEST
+
+/* A derived configuration changes one pool's backends and shares the rest;
+ * deriving from a derived one keeps the original as the only base, and
+ * each frees independently. */
+START_TEST(test_config_with_backends) {
+    const char *json = CONF("", "", "", "}, \"q\": {\"backends\": [{\"address\": \"127.0.0.1:9100\"}]");
+    wsg_config_t *cfg = expect_ok(json, &noresolve);
+    const wsg_pool_conf_t *p = wsg_config_pool(cfg, "p");
+    ck_assert_int_eq(wsg_config_find_backend(p, "127.0.0.1:9001"), 0);
+    ck_assert_int_eq(wsg_config_find_backend(p, "127.0.0.1:9002"), -1);
+    wsg_backend_conf_t bs[2] = {p->backends[0], {.address = "127.0.0.1:9002", .weight = 5}};
+    wsg_config_t *d1 = wsg_config_with_backends(cfg, (size_t)(p - cfg->pools), bs, 2);
+    ck_assert_ptr_nonnull(d1);
+    const wsg_pool_conf_t *dp = wsg_config_pool(d1, "p");
+    ck_assert_uint_eq(dp->nbackends, 2);
+    ck_assert_str_eq(dp->backends[1].address, "127.0.0.1:9002");
+    ck_assert_ptr_ne(dp->backends[1].address, bs[1].address); /* copied */
+    ck_assert_ptr_eq(d1->routes, cfg->routes);                /* shared */
+    ck_assert_ptr_eq(wsg_config_pool(d1, "q")->backends, wsg_config_pool(cfg, "q")->backends);
+    const wsg_pool_conf_t *q = wsg_config_pool(d1, "q");
+    wsg_backend_conf_t qs[1] = {{.address = "127.0.0.1:9101", .weight = 1}};
+    wsg_config_t *d2 = wsg_config_with_backends(d1, (size_t)(q - d1->pools), qs, 1);
+    ck_assert_ptr_eq(d2->base, cfg);
+    wsg_config_unref(cfg);
+    wsg_config_unref(d1); /* d2 keeps its own copy of p's two backends */
+    ck_assert_str_eq(wsg_config_pool(d2, "p")->backends[1].address, "127.0.0.1:9002");
+    ck_assert_str_eq(wsg_config_pool(d2, "q")->backends[0].address, "127.0.0.1:9101");
+    ck_assert_str_eq(d2->routes[0].pool, "p");
+    wsg_config_unref(d2);
+}
+END_TEST
+
+START_TEST(test_config_rebalance) {
+    wsg_config_t *cfg = expect_ok(CONF("", "", "", ", \"rebalance\": {\"max_per_s\": 20}"),
+                                  &noresolve);
+    ck_assert_uint_eq(cfg->pools[0].rebalance.max_per_s, 20);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(CONF("", "", "", ", \"rebalance\": null"), &noresolve);
+    ck_assert_uint_eq(cfg->pools[0].rebalance.max_per_s, 0);
+    wsg_config_unref(cfg);
+    expect_error(CONF("", "", "", ", \"rebalance\": {}"),
+                 "wsgate.json: pools.p.rebalance.max_per_s: missing, expected an integer from 1 "
+                 "to 100000");
+    expect_error(CONF("", "", "", ", \"rebalance\": {\"max_per_s\": 0}"),
+                 "wsgate.json: pools.p.rebalance.max_per_s: expected an integer from 1 to "
+                 "100000, got 0");
+    expect_error(CONF("", "", "", ", \"rebalance\": 5"),
+                 "wsgate.json: pools.p.rebalance: expected null or an object, got 5");
+}
+END_TEST
+
 Suite *wsg_config_suite(void) {
     Suite *s = suite_create("config");
     TCase *tc;
@@ -1048,6 +1131,9 @@ Suite *wsg_config_suite(void) {
 
     tc = tcase_create("refcount");
     tcase_add_test(tc, test_config_ref_unref);
+    tcase_add_test(tc, test_config_with_backends);
+    tcase_add_test(tc, test_config_parse_backend_like_the_file);
+    tcase_add_test(tc, test_config_rebalance);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -220,6 +220,7 @@ typedef struct {
     wsg_balancer_t *balp[2];
     wsg_backend_t be[3];
     wsg_backend_t *bep0[2], *bep1[1];
+    wsg_pool_counters_t counters[2];
     wsg_runtime_t rt;
 } fake_rt_t;
 
@@ -248,8 +249,11 @@ static void fake_rt_init(fake_rt_t *f) {
     f->bep0[0] = &f->be[0];
     f->bep0[1] = &f->be[1];
     f->bep1[0] = &f->be[2];
-    f->bal[0] = (wsg_balancer_t){.conf = &f->pconf[0], .backends = f->bep0, .nbackends = 2};
-    f->bal[1] = (wsg_balancer_t){.conf = &f->pconf[1], .backends = f->bep1, .nbackends = 1};
+    atomic_store(&f->counters[0].rebalanced, 4);
+    f->bal[0] = (wsg_balancer_t){.conf = &f->pconf[0], .backends = f->bep0, .nbackends = 2,
+                                 .counters = &f->counters[0]};
+    f->bal[1] = (wsg_balancer_t){.conf = &f->pconf[1], .backends = f->bep1, .nbackends = 1,
+                                 .counters = &f->counters[1]};
     f->balp[0] = &f->bal[0];
     f->balp[1] = &f->bal[1];
     f->cfg.pools = f->pconf;
@@ -463,6 +467,7 @@ START_TEST(test_metrics_backend_states_and_counts) {
     ck_assert(sample(t, "wsgate_backend_active_connections{" BE_A "}") == 5);
     ck_assert(sample(t, "wsgate_backend_connections_total{" BE_A "}") == 42);
     ck_assert(sample(t, "wsgate_backend_failures_total{" BE_B "}") == 7);
+    ck_assert(sample(t, "wsgate_rebalanced_total{pool=\"chat\"}") == 4);
     ck_assert(sample(t, "wsgate_backend_check_success{" BE_A "}") == 1);
     ck_assert(sample(t, "wsgate_backend_check_success{" BE_B "}") == 0);
     ck_assert(has_line(t, "wsgate_backend_check_duration_seconds{" BE_B "} 1"));
