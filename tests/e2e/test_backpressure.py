@@ -164,3 +164,53 @@ def test_idle_connections_hold_no_read_buffers(env):
     finally:
         for c in conns:
             c.close()
+
+
+def test_slow_http_client_downloading_64_mib_keeps_memory_bounded(stack):
+    """SPEC §9: a response streams with at most buffer_bytes waiting for a
+    client that does not read; wsgate never holds the whole download."""
+    fake = stack.http("bp-http")
+    port = free_port()
+    cfg = make_config(port, {"web": pool([fake.address])}, heartbeat={"interval_ms": 0},
+                      limits={"buffer_bytes": 65536},
+                      timeouts={"response_idle_ms": 60000})
+    gate = stack.gate(cfg, env=SMALL_QUARANTINE)
+    pid = gate.pid
+    import socket as _s
+    # A small receive buffer, set before the connect (set after it, the
+    # window it announces stalls the transfer in zero-window probes).
+    c = _s.socket(_s.AF_INET, _s.SOCK_STREAM)
+    c.setsockopt(_s.SOL_SOCKET, _s.SO_RCVBUF, 16384)
+    c.settimeout(30)
+    c.connect(("127.0.0.1", port))
+    try:
+        base = rss_kb(pid)
+        peak = [base]
+        c.sendall(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled_at = wait_stalled(lambda: fake.big_sent, "the download",
+                                  sample=lambda: peak.__setitem__(0, max(peak[0], rss_kb(pid))))
+        growth = peak[0] - base
+        assert stalled_at < 64 * MiB, "wsgate absorbed the whole download"
+        assert growth < RSS_BOUND_KB, f"wsgate RSS grew by {growth} KiB"
+        # The client reads now: every byte arrives, in order.
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += c.recv(65536)
+        head, body = buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 67108864" in head, head
+        got, block, pos = len(body), 0, 0
+        pending = body
+        while True:
+            while len(pending) >= MiB:
+                assert pending[:MiB] == pattern(block, MiB), f"block {block} corrupted"
+                pending = pending[MiB:]
+                block += 1
+            if got == 64 * MiB:
+                break
+            chunk = c.recv(1 << 20)
+            assert chunk, f"closed after {got} bytes"
+            got += len(chunk)
+            pending += chunk
+        assert block == 64 and pending == b""
+    finally:
+        c.close()

@@ -251,3 +251,20 @@ def test_no_heartbeat_when_heartbeats_are_off(stack):
     port, aport, g = gate_for(stack, fake, heartbeat={"interval_ms": 0})
     body = sse_body(port, "/sse-chunked?n=2&ms=300")
     assert body == "data: 0\n\ndata: 1\n\n", body
+
+
+def test_a_long_poll_held_30_s_is_answered_and_its_connection_reused(stack):
+    fake = stack.http("origin")
+    port, aport, g = gate_for(stack, fake, timeouts={"response_idle_ms": 40000})
+    t0 = time.monotonic()
+    h = http.client.HTTPConnection("127.0.0.1", port, timeout=40)
+    h.request("GET", "/wait?ms=30000")
+    r = h.getresponse()
+    assert (r.status, r.read()) == (200, b"late")
+    assert time.monotonic() - t0 >= 29.5
+    # The same client connection and the same backend connection go on.
+    h.request("GET", "/after")
+    r = h.getresponse()
+    assert (r.status, r.read()) == (200, b"/after")
+    h.close()
+    assert fake.connections == 1

@@ -393,6 +393,7 @@ class HttpFake:
       /head           200 with "Content-Length: 5" (and the body, unless HEAD)
       /204, /304      no body
       /sse?n=N&ms=M   text/event-stream: N events "data: i", M ms apart, then close
+      /big?mb=N       200 with N MiB of pattern() blocks (big_sent counts progress)
       /sse-chunked?n=N&ms=M&split=S  the same, chunked (split=1: each event in two
                       chunks with the pause between them), then the last chunk
       /sse-id?n=N     events with ids, from Last-Event-ID + 1, N per connection, then close
@@ -415,6 +416,7 @@ class HttpFake:
         self.drop_nth = drop_nth
         self.closed = 0
         self.per_conn = []
+        self.big_sent = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -567,6 +569,16 @@ class HttpFake:
                 time.sleep(int(q.get("ms", "100")) / 1000)  # the stream's own pace
                 c.send(f"data: {i} {time.monotonic():.6f}\n\n".encode())
             return False
+        elif path == "/big":
+            # MB MiB of pattern() blocks with a length; big_sent follows the
+            # progress (the socket blocks when nobody reads).
+            mb = int(q.get("mb", "1"))
+            c.send(f"HTTP/1.1 200 OK\r\nContent-Length: {mb << 20}\r\n\r\n".encode())
+            for i in range(mb):
+                c.send(pattern(i, 1 << 20))
+                with self.cond:
+                    self.big_sent += 1 << 20
+            return keep
         elif path == "/sse-chunked":
             # Chunked events; with split=1 each event is sent in two chunks
             # with the pause between them (the backend silent mid-event).
