@@ -9,7 +9,14 @@
  * a JSON object of the request headers it received (lower-cased names, so the
  * X-Forwarded-* headers added by a proxy can be checked) and "request" the
  * request line. Pings get pongs and a close frame gets the same close frame
- * back. A GET /healthz without Upgrade answers "200 ok" for health checks.
+ * back.
+ *
+ * Requests without Upgrade are plain HTTP/1.1 (and 1.0), kept alive and
+ * pipelined: GET /healthz answers "200 ok" for health checks, and the demo
+ * that `make run` shows in a browser lives in demo_http.c (the page, an SSE
+ * stream, a long poll and a chat room that the text messages of WebSockets
+ * opened at /chat also post to). This file reads the request head and a
+ * Content-Length body of at most BODY_MAX bytes; that file answers.
  *
  * It deliberately shares no code with wsgate (it must be an independent
  * implementation to test against) and does not negotiate extensions or
@@ -44,7 +51,11 @@
 #include <openssl/sha.h>
 #include <uv.h>
 
+#include "demo_http.h"
+
 #define HEAD_MAX 16384      /* a request head larger than this gets a 431 */
+#define BODY_MAX 1024       /* a plain request's body larger than this gets a 413 */
+#define BUF_MAX (HEAD_MAX + BODY_MAX)
 #define RBUF_SIZE 65536     /* bytes per read */
 #define HEADROOM 16         /* see "in-place rewrite" below */
 #define WQ_HIGH (1u << 20)  /* stop reading over this many unsent bytes */
@@ -76,24 +87,35 @@ struct worker_s {
     rbuf_t *free;
     unsigned nfree;
     const char *name;
+    demo_room_t *room;
 };
 
 enum phase { PH_HEAD, PH_WS, PH_CLOSING };
 enum fmode { FM_STREAM, FM_BUFFER, FM_DISCARD };
 
-typedef struct conn_s {
+struct conn_s {
     uv_tcp_t tcp; /* first member: the handle's address is the conn's */
     worker_t *w;
     enum phase phase;
     bool paused;   /* reading stopped by backpressure */
+    bool full;     /* reading stopped: the buffer is full while a request is served */
     bool shutdown; /* uv_shutdown issued */
     uv_shutdown_t sreq;
 
-    char *head; /* request head while PH_HEAD (HEAD_MAX bytes), then NULL */
+    /* While PH_HEAD: what was read (BUF_MAX bytes), then NULL. The request
+     * being served takes its first <req_len> bytes (0: none parsed yet),
+     * pipelined ones may follow. */
+    char *head;
     size_t head_len;
+    size_t req_len;
+    demo_req_t req;
+    bool in_input; /* http_input() is running: conn_done() must not nest it */
+    demo_conn_t dc;
+
     char *hdrs_json; /* answer to "headers", built from the request */
     size_t hdrs_json_len;
-    char *req_line; /* answer to "request" */
+    char *req_line;  /* answer to "request" */
+    char *chat_user; /* a WebSocket opened at /chat: its messages go to the room */
 
     /* Frame parser state (RFC 6455 §5.2). */
     uint8_t fh[14];
@@ -107,7 +129,7 @@ typedef struct conn_s {
     bool in_fragment; /* a fragmented data message is under way */
     uint8_t small[SMALL_MAX];
     unsigned small_len;
-} conn_t;
+};
 
 /* A write: either a slice of a read buffer (<rb>) or its own heap copy. */
 typedef struct wreq_s {
@@ -164,7 +186,8 @@ static void on_write(uv_write_t *req, int status) {
         return;
     if (c->paused && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WQ_LOW) {
         c->paused = false;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (!c->full)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
 }
 
@@ -243,8 +266,8 @@ static void finish(conn_t *c) {
     if (c->shutdown || uv_is_closing((uv_handle_t *)&c->tcp))
         return;
     c->shutdown = true;
-    if (c->paused) {
-        c->paused = false;
+    if (c->paused || c->full) {
+        c->paused = c->full = false;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
@@ -263,8 +286,8 @@ static void send_http(conn_t *c, const char *status, const char *extra, const ch
     char buf[512];
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "%sConnection: close\r\n\r\n%s",
-                     status, strlen(body), extra, body);
+                     "X-Backend: %s\r\n%sConnection: close\r\n\r\n%s",
+                     status, strlen(body), c->w->name, extra, body);
     queue_copy(c, buf, (size_t)n);
     finish(c);
 }
@@ -381,12 +404,128 @@ static void accept_key(const char *key, char out[29]) {
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 
-/* Parses the complete head in c->head (NUL-terminated at the blank line).
- * Returns true when the connection switched to WebSocket. */
-static bool handle_head(conn_t *c) {
+/* A plain request (no Upgrade): checks its framing and keep-alive and
+ * fills c->req for demo_http.c. False when refused (answered and closing). */
+static bool plain_request(conn_t *c, char *method, char *target, char *version, hdr_t *hs,
+                          size_t n, size_t used) {
+    bool http10 = strcmp(version, "HTTP/1.0") == 0;
+    if (!http10 && strcmp(version, "HTTP/1.1") != 0) {
+        send_http(c, "505 HTTP Version Not Supported", "", "HTTP/1.1 or 1.0\n");
+        return false;
+    }
+    if (target[0] != '/') {
+        send_http(c, "400 Bad Request", "", "the target must start with /\n");
+        return false;
+    }
+    const char *connection = NULL, *length = NULL, *last_id = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(hs[i].name, "transfer-encoding") == 0) {
+            /* RFC 9112 §6.3 lets a server ask for a length instead. */
+            send_http(c, "411 Length Required", "", "send a Content-Length\n");
+            return false;
+        } else if (strcmp(hs[i].name, "content-length") == 0) {
+            if (length != NULL && strcmp(length, hs[i].value) != 0) {
+                send_http(c, "400 Bad Request", "", "two Content-Lengths\n");
+                return false;
+            }
+            length = hs[i].value;
+        } else if (strcmp(hs[i].name, "connection") == 0) {
+            connection = hs[i].value;
+        } else if (strcmp(hs[i].name, "last-event-id") == 0) {
+            last_id = hs[i].value;
+        }
+    }
+    size_t body = 0;
+    if (length != NULL) {
+        size_t dl = strlen(length);
+        if (dl == 0 || dl > 9 || strspn(length, "0123456789") != dl) {
+            send_http(c, "400 Bad Request", "", "bad Content-Length\n");
+            return false;
+        }
+        body = strtoul(length, NULL, 10);
+        if (body > BODY_MAX) {
+            send_http(c, "413 Content Too Large", "", "a body is at most 1024 bytes here\n");
+            return false;
+        }
+    }
+    char *query = strchr(target, '?');
+    if (query != NULL)
+        *query++ = '\0';
+    else
+        query = target + strlen(target);
+    c->req = (demo_req_t){
+        .method = method,
+        .path = target,
+        .query = query,
+        .last_event_id = last_id,
+        .body = c->head + used,
+        .body_len = body,
+        .http10 = http10,
+        .keep_alive = http10 ? connection != NULL && has_token(connection, "keep-alive")
+                             : connection == NULL || !has_token(connection, "close"),
+    };
+    c->req_len = used + body;
+    return true;
+}
+
+/* An upgrade request: the 101 and the switch to PH_WS, or a refusal. */
+static bool upgrade_request(conn_t *c, char *method, char *target, char *version, hdr_t *hs,
+                            size_t n) {
+    const char *upgrade = NULL, *connection = NULL, *key = NULL, *ver = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(hs[i].name, "upgrade") == 0)
+            upgrade = hs[i].value;
+        else if (strcmp(hs[i].name, "connection") == 0)
+            connection = hs[i].value;
+        else if (strcmp(hs[i].name, "sec-websocket-key") == 0)
+            key = hs[i].value;
+        else if (strcmp(hs[i].name, "sec-websocket-version") == 0)
+            ver = hs[i].value;
+    }
+    if (strcmp(method, "GET") != 0 || strcmp(version, "HTTP/1.1") != 0 ||
+        !has_token(upgrade, "websocket") || connection == NULL ||
+        !has_token(connection, "upgrade") || key == NULL || !valid_key(key)) {
+        send_http(c, "400 Bad Request", "", "bad websocket upgrade\n");
+        return false;
+    }
+    if (ver == NULL || strcmp(ver, "13") != 0) {
+        send_http(c, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n", "version 13\n");
+        return false;
+    }
+    size_t rl = strlen(method) + strlen(target) + strlen(version) + 3;
+    c->req_line = malloc(rl);
+    c->hdrs_json = headers_json(hs, n, &c->hdrs_json_len);
+    if (c->req_line == NULL || c->hdrs_json == NULL) {
+        send_http(c, "503 Service Unavailable", "", "out of memory\n");
+        return false;
+    }
+    snprintf(c->req_line, rl, "%s %s %s", method, target, version);
+    if (strncmp(target, "/chat", 5) == 0 && (target[5] == '\0' || target[5] == '?')) {
+        /* A bad or missing name is not worth refusing the chat for. */
+        char user[64];
+        const char *q = target[5] == '?' ? target + 6 : "";
+        if (demo_query_param(q, "user", user, sizeof(user)) <= 0 || !demo_valid_user(user))
+            strcpy(user, "anonymous");
+        c->chat_user = strdup(user);
+    }
+    char acc[29], resp[256];
+    accept_key(key, acc);
+    int len = snprintf(resp, sizeof(resp),
+                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                       acc);
+    queue_copy(c, resp, (size_t)len);
+    c->phase = PH_WS;
+    c->fh_need = 2;
+    return true;
+}
+
+/* Parses the complete head at c->head (NUL-terminated at the blank line,
+ * <used> bytes with it). Returns true for a plain request to serve (c->req
+ * filled); false when the connection switched to WebSocket or was refused. */
+static bool handle_head(conn_t *c, size_t used) {
     char *line = c->head, *eol = strstr(line, "\r\n");
     *eol = '\0';
-    c->req_line = strdup(line);
     char *method = line, *sp1 = strchr(line, ' '), *target, *version;
     if (sp1 == NULL || (*sp1 = '\0', target = sp1 + 1, version = strchr(target, ' ')) == NULL) {
         send_http(c, "400 Bad Request", "", "bad request line\n");
@@ -417,47 +556,13 @@ static bool handle_head(conn_t *c) {
         hs[n].value = v;
         n++;
     }
-    c->hdrs_json = headers_json(hs, n, &c->hdrs_json_len);
-
-    const char *upgrade = NULL, *connection = NULL, *key = NULL, *ver = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(hs[i].name, "upgrade") == 0)
-            upgrade = hs[i].value;
-        else if (strcmp(hs[i].name, "connection") == 0)
-            connection = hs[i].value;
-        else if (strcmp(hs[i].name, "sec-websocket-key") == 0)
-            key = hs[i].value;
-        else if (strcmp(hs[i].name, "sec-websocket-version") == 0)
-            ver = hs[i].value;
+        if (strcmp(hs[i].name, "upgrade") == 0) {
+            upgrade_request(c, method, target, version, hs, n);
+            return false;
+        }
     }
-    if (upgrade == NULL) {
-        if (strcmp(method, "GET") == 0 && strncmp(target, "/healthz", 8) == 0)
-            send_http(c, "200 OK", "", "ok");
-        else
-            send_http(c, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n",
-                      "websocket only\n");
-        return false;
-    }
-    if (strcmp(method, "GET") != 0 || strcmp(version, "HTTP/1.1") != 0 ||
-        !has_token(upgrade, "websocket") || connection == NULL ||
-        !has_token(connection, "upgrade") || key == NULL || !valid_key(key)) {
-        send_http(c, "400 Bad Request", "", "bad websocket upgrade\n");
-        return false;
-    }
-    if (ver == NULL || strcmp(ver, "13") != 0) {
-        send_http(c, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n", "version 13\n");
-        return false;
-    }
-    char acc[29], resp[256];
-    accept_key(key, acc);
-    int len = snprintf(resp, sizeof(resp),
-                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                       acc);
-    queue_copy(c, resp, (size_t)len);
-    c->phase = PH_WS;
-    c->fh_need = 2;
-    return true;
+    return plain_request(c, method, target, version, hs, n, used);
 }
 
 /* ---- frames ----------------------------------------------------------- */
@@ -509,8 +614,11 @@ static void handle_small(conn_t *c) {
             send_frame(c, 0x1, c->hdrs_json, c->hdrs_json_len);
         else if (n == 7 && memcmp(p, "request", 7) == 0)
             send_frame(c, 0x1, c->req_line, strlen(c->req_line));
-        else
+        else {
             send_frame(c, 0x1, p, n);
+            if (c->chat_user != NULL)
+                demo_chat(c->w->room, c->chat_user, p, n);
+        }
         break;
     default:
         break;
@@ -647,9 +755,11 @@ static void feed(conn_t *c, rbuf_t *rb, uint8_t *data, size_t n) {
 
 static void on_conn_closed(uv_handle_t *h) {
     conn_t *c = h->data;
+    demo_conn_gone(c->w->room, &c->dc);
     free(c->head);
     free(c->hdrs_json);
     free(c->req_line);
+    free(c->chat_user);
     free(c);
 }
 
@@ -662,11 +772,114 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     (void)hint;
     conn_t *c = h->data;
     if (c->phase == PH_HEAD) {
-        *buf = uv_buf_init(c->head + c->head_len, (unsigned)(HEAD_MAX - c->head_len));
+        *buf = uv_buf_init(c->head + c->head_len, (unsigned)(BUF_MAX - c->head_len));
         return;
     }
     rbuf_t *rb = rbuf_get(c->w);
     *buf = rb ? uv_buf_init(rb->mem + HEADROOM, RBUF_SIZE) : uv_buf_init(NULL, 0);
+}
+
+/* The head of the next request, if it is all there: true for a plain
+ * request to serve (c->req, c->req_len set), false when more bytes are
+ * needed or the connection left PH_HEAD (upgraded, or refused). */
+static bool next_head(conn_t *c) {
+    /* RFC 9112 §2.2: empty lines before a request line are ignored. */
+    size_t skip = 0;
+    while (skip + 2 <= c->head_len && c->head[skip] == '\r' && c->head[skip + 1] == '\n')
+        skip += 2;
+    if (skip > 0) {
+        memmove(c->head, c->head + skip, c->head_len - skip);
+        c->head_len -= skip;
+    }
+    char *end = memmem(c->head, c->head_len, "\r\n\r\n", 4);
+    if (end == NULL || end + 4 - c->head > HEAD_MAX) {
+        if (end != NULL || c->head_len >= HEAD_MAX)
+            send_http(c, "431 Request Header Fields Too Large", "", "too large\n");
+        return false;
+    }
+    size_t used = (size_t)(end + 4 - c->head);
+    size_t rest = c->head_len - used;
+    end[2] = '\0'; /* keep the last header's CRLF out of the strings */
+    if (handle_head(c, used))
+        return true;
+    if (c->phase == PH_WS && rest > 0) {
+        /* Early frames that arrived with the request (RFC 6455 §4.1 lets
+         * the client send as soon as it has the 101; a pipelining client
+         * may not wait). */
+        rbuf_t *early = rbuf_get(c->w);
+        if (early != NULL) {
+            memcpy(early->mem + HEADROOM, c->head + used, rest);
+            feed(c, early, (uint8_t *)early->mem + HEADROOM, rest);
+            rbuf_unref(early);
+        }
+    }
+    return false;
+}
+
+/* Serves the requests in c->head one after the other, until one is not
+ * complete yet or is held (a poll, a stream) or the connection leaves
+ * PH_HEAD. */
+static void http_input(conn_t *c) {
+    if (c->in_input)
+        return; /* conn_done() inside demo_request(): the loop below goes on */
+    c->in_input = true;
+    while (c->phase == PH_HEAD && c->dc.kind == DEMO_NONE &&
+           !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        if (c->req_len == 0 && !next_head(c))
+            break;
+        if (c->head_len < c->req_len)
+            break; /* the body is still coming */
+        demo_request(c->w->room, &c->dc, &c->req);
+        if (c->dc.kind == DEMO_SSE) {
+            /* What a stream's client sends next is read and dropped. */
+            c->head_len = c->req_len = 0;
+        }
+        if (c->req_len != 0)
+            break; /* held, or closing */
+    }
+    c->in_input = false;
+    if (c->phase != PH_HEAD) {
+        free(c->head);
+        c->head = NULL;
+        return;
+    }
+    /* A full buffer behind a held request waits: reading resumes when the
+     * request is done. */
+    bool full = c->head_len == BUF_MAX;
+    if (full != c->full && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+        c->full = full;
+        if (full)
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        else if (!c->paused)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
+/* ---- what demo_http.c calls (demo_http.h) ------------------------------ */
+
+int conn_send(conn_t *c, const void *data, size_t len) {
+    if (uv_is_closing((uv_handle_t *)&c->tcp) || c->shutdown)
+        return UV_EBADF;
+    return queue_copy(c, data, len);
+}
+
+size_t conn_queued(conn_t *c) {
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+void conn_drop(conn_t *c) {
+    conn_close(c);
+}
+
+void conn_done(conn_t *c, bool keep_alive) {
+    if (!keep_alive) {
+        finish(c);
+        return;
+    }
+    memmove(c->head, c->head + c->req_len, c->head_len - c->req_len);
+    c->head_len -= c->req_len;
+    c->req_len = 0;
+    http_input(c); /* the next pipelined request, if any */
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -682,31 +895,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     if (c->phase == PH_HEAD) {
-        c->head_len += (size_t)nread;
-        char *end = memmem(c->head, c->head_len, "\r\n\r\n", 4);
-        if (end == NULL) {
-            if (c->head_len == HEAD_MAX)
-                send_http(c, "431 Request Header Fields Too Large", "", "too large\n");
-            return;
+        if (c->dc.kind != DEMO_SSE) {
+            c->head_len += (size_t)nread;
+            http_input(c);
         }
-        size_t used = (size_t)(end + 4 - c->head);
-        size_t rest = c->head_len - used;
-        end[2] = '\0'; /* keep the last header's CRLF out of the strings */
-        c->head_len = used;
-        bool ok = handle_head(c);
-        if (ok && rest > 0) {
-            /* Early frames that arrived with the request (RFC 6455 §4.1
-             * lets the client send as soon as it has the 101; a pipelining
-             * client may not wait). */
-            rbuf_t *early = rbuf_get(c->w);
-            if (early != NULL) {
-                memcpy(early->mem + HEADROOM, c->head + used, rest);
-                feed(c, early, (uint8_t *)early->mem + HEADROOM, rest);
-                rbuf_unref(early);
-            }
-        }
-        free(c->head);
-        c->head = NULL;
     } else if (rb != NULL) {
         if (nread > 0 && c->phase == PH_WS)
             feed(c, rb, (uint8_t *)buf->base, (size_t)nread);
@@ -727,7 +919,8 @@ static void on_connection(uv_stream_t *server, int status) {
     if (c == NULL)
         return;
     c->w = w;
-    c->head = malloc(HEAD_MAX + 1);
+    c->dc.c = c;
+    c->head = malloc(BUF_MAX + 1);
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
     if (c->head == NULL || uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
@@ -795,14 +988,18 @@ static int start_worker(worker_t *w, const struct sockaddr *sa, bool reuseport) 
 
 static void usage(FILE *f) {
     fprintf(f, "usage: echo_backend --port N [--host 127.0.0.1] [--name NAME] [--threads N]\n"
+               "                    [--tick-ms 1000] [--poll-ms 25000]\n"
                "  port 0 picks a free port; prints \"listening HOST:PORT\" when ready.\n"
                "  Echoes every message; \"whoami\" -> NAME (default echo-PORT),\n"
-               "  \"headers\" -> JSON of the request headers, \"request\" -> request line.\n");
+               "  \"headers\" -> JSON of the request headers, \"request\" -> request line.\n"
+               "  Plain HTTP: GET / (the demo page), /events (SSE, a tick every\n"
+               "  --tick-ms), /poll?since=N (held up to --poll-ms), POST /messages,\n"
+               "  /healthz. One chat room per thread.\n");
 }
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *name = NULL;
-    long port = -1, threads = 1;
+    long port = -1, threads = 1, tick_ms = 1000, poll_ms = 25000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -822,6 +1019,10 @@ int main(int argc, char **argv) {
             name = v;
         else if (strcmp(a, "--threads") == 0)
             threads = strtol(v, &end, 10);
+        else if (strcmp(a, "--tick-ms") == 0)
+            tick_ms = strtol(v, &end, 10);
+        else if (strcmp(a, "--poll-ms") == 0)
+            poll_ms = strtol(v, &end, 10);
         else {
             usage(stderr);
             return 2;
@@ -832,7 +1033,8 @@ int main(int argc, char **argv) {
         }
         i++;
     }
-    if (port < 0 || port > 65535 || threads < 1 || threads > MAX_THREADS) {
+    if (port < 0 || port > 65535 || threads < 1 || threads > MAX_THREADS || tick_ms < 1 ||
+        tick_ms > 3600000 || poll_ms < 1 || poll_ms > 3600000) {
         usage(stderr);
         return 2;
     }
@@ -876,13 +1078,20 @@ int main(int argc, char **argv) {
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)actual);
     else
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)actual);
-    workers[0].name = name;
-    for (unsigned i = 1; i < nworkers; i++) {
+    for (unsigned i = 0; i < nworkers; i++) {
         workers[i].name = name;
-        if ((rc = start_worker(&workers[i], (struct sockaddr *)&ss, true)) < 0) {
+        if (i > 0 && (rc = start_worker(&workers[i], (struct sockaddr *)&ss, true)) < 0) {
             fprintf(stderr, "echo_backend: cannot listen on %s:%d: %s\n", host, actual,
                     uv_strerror(rc));
             return 1;
+        }
+        /* The name goes into a header line and the page. */
+        workers[i].room =
+            demo_room_new(&workers[i].loop, name, (unsigned)tick_ms, (unsigned)poll_ms);
+        if (workers[i].room == NULL) {
+            fprintf(stderr, "echo_backend: --name must be 1 to 64 printable characters "
+                            "without spaces (or out of memory)\n");
+            return 2;
         }
     }
     uv_signal_init(&workers[0].loop, &workers[0].sigterm);
@@ -901,6 +1110,7 @@ int main(int argc, char **argv) {
         uv_thread_join(&workers[i].thread);
     for (unsigned i = 0; i < nworkers; i++) {
         uv_loop_close(&workers[i].loop);
+        demo_room_free(workers[i].room);
         while (workers[i].free != NULL) {
             rbuf_t *rb = workers[i].free;
             workers[i].free = rb->next;

@@ -186,9 +186,9 @@ class Proc:
 class Echo(Proc):
     """The C echo backend. `name` answers "whoami"."""
 
-    def __init__(self, log_dir, name, port=0):
+    def __init__(self, log_dir, name, port=0, args=()):
         self.name = name
-        super().__init__([ECHO_BIN, "--port", port, "--name", name],
+        super().__init__([ECHO_BIN, "--port", port, "--name", name, *args],
                          Path(log_dir) / f"echo-{name}-{port}.log", stdout_pipe=True)
         line = b""
         deadline = time.monotonic() + 10
@@ -290,7 +290,7 @@ class Stack:
         self.fakes = []
         self.n = 0
 
-    def echo(self, name, port=0):
+    def echo(self, name, port=0, args=()):
         """An echo backend; on a given <port> (a backend coming back where
         wsgate expects it), retried while the port is briefly held: wsgate's
         own connects to the other backends take their source ports from the
@@ -298,7 +298,7 @@ class Stack:
         deadline = time.monotonic() + 5
         while True:
             try:
-                e = Echo(self.tmpdir, name, port)
+                e = Echo(self.tmpdir, name, port, args)
                 break
             except AssertionError as err:
                 if not port or "in use" not in str(err) or time.monotonic() > deadline:

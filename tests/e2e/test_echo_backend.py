@@ -108,7 +108,8 @@ def test_frames_echoed_frame_by_frame_unmasked_with_ping_and_close(echo):
 
 
 def test_bad_requests(echo):
-    st, *_ = http_exchange(echo.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # "/" is the demo page now (test_demo.py); /chat is the WebSocket endpoint.
+    st, *_ = http_exchange(echo.port, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n")
     assert st == 426
     req, _ = upgrade_request("/", "x", headers={"Sec-WebSocket-Key": "short"})
     st, *_ = http_exchange(echo.port, req)

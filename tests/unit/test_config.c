@@ -949,11 +949,15 @@ START_TEST(test_config_demo_validates) {
     ck_assert_str_eq(cfg->listeners[0].bind, "127.0.0.1:8080");
     ck_assert_uint_eq(cfg->nroutes, 1);
     ck_assert_str_eq(cfg->routes[0].path_prefix, "/");
+    /* One route for the demo page, its SSE, its long poll and its WebSocket. */
+    ck_assert(cfg->routes[0].http);
+    ck_assert(cfg->routes[0].websocket);
     const wsg_pool_conf_t *p = wsg_config_pool(cfg, "demo");
     ck_assert_ptr_nonnull(p);
-    ck_assert_uint_eq(p->nbackends, 2);
+    ck_assert_uint_eq(p->nbackends, 3);
     ck_assert_str_eq(p->backends[0].address, "127.0.0.1:9001");
     ck_assert_str_eq(p->backends[1].address, "127.0.0.1:9002");
+    ck_assert_str_eq(p->backends[2].address, "127.0.0.1:9003");
     ck_assert_int_eq(p->balance.key, WSG_KEY_QUERY);
     ck_assert_str_eq(p->balance.key_name, "user");
     ck_assert_int_eq(p->balance.fallback, WSG_FALLBACK_RANDOM);
