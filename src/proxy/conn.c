@@ -320,6 +320,8 @@ void wsg__conn_reschedule(wsg_conn_t *c) {
         d = c->hs->deadline;
         if (c->state == WSG_CONN_PASSTHRU && c->hs->beat && c->hs->beat_at < d)
             d = c->hs->beat_at;
+        if (c->close_deadline != 0 && c->close_deadline < d)
+            d = c->close_deadline;
         break;
     }
     if (d == UINT64_MAX)
@@ -330,6 +332,13 @@ void wsg__conn_reschedule(wsg_conn_t *c) {
 
 void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
     wsg_conn_t *c = (wsg_conn_t *)(void *)((char *)node - offsetof(wsg_conn_t, timer));
+
+    /* A plain exchange finishing after shutdown began has drain_ms. */
+    if (c->close_deadline != 0 && now >= c->close_deadline && c->state != WSG_CONN_RELAY &&
+        c->state != WSG_CONN_CLOSING) {
+        wsg_conn_abort(c, "exchange not complete within drain_ms of the shutdown");
+        return;
+    }
 
     switch (c->state) {
     case WSG_CONN_PROXY:
@@ -606,6 +615,14 @@ void wsg_conn_going_away(wsg_conn_t *c) {
         if (c->closed_by == WSG_BY_NONE)
             c->closed_by = WSG_BY_WSGATE;
         wsg__relay_close(c, WSG_WS_CLOSE_GOING_AWAY, WSG_WS_CLOSE_GOING_AWAY);
+    } else if (c->hs != NULL && c->hs->http && c->state >= WSG_CONN_CONNECTING &&
+               c->state <= WSG_CONN_PASSTHRU) {
+        wsg__http_going_away(c);
+    } else if (c->state == WSG_CONN_HS_READ && c->hs->kept_alive && c->hs->req_len == 0) {
+        /* Between two requests: nothing is lost by closing at once, and no
+         * answer is owed that a reset could destroy. */
+        c->logged = 1;
+        wsg_conn_abort(c, "wsgate is shutting down");
     } else if (c->state != WSG_CONN_CLOSING) {
         wsg_conn_abort(c, "wsgate is shutting down");
     }

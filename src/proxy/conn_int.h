@@ -265,6 +265,10 @@ void wsg__http_backend_bytes(wsg_conn_t *c, size_t n);
 /* An SSE response's heartbeat is due (<now>): a comment goes to the client
  * if the stream is between two events. */
 void wsg__http_heartbeat(wsg_conn_t *c, uint64_t now);
+/* wsgate is shutting down during the exchange: it finishes (within
+ * drain_ms) and the client connection closes after it; an SSE stream,
+ * which would never finish, ends now. */
+void wsg__http_going_away(wsg_conn_t *c);
 /* The backend's stream ended (EOF or error) during the exchange. */
 void wsg__http_backend_eof(wsg_conn_t *c);
 /* The client's stream ended during the exchange. */

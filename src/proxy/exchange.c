@@ -527,6 +527,25 @@ static void exchange_done(wsg_conn_t *c, bool reusable) {
     }
 }
 
+void wsg__http_going_away(wsg_conn_t *c) {
+    wsg_hs_t *hs = c->hs;
+
+    hs->keep = 0;
+    c->close_deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
+    if (hs->beat) {
+        /* An event stream never ends by itself: end it between two events
+         * (the last chunk, for a chunked one), and the EventSource
+         * reconnects, to another instance. */
+        c->end_reason = "wsgate is shutting down";
+        if (wsg_http_body_at_event_end(hs->resp_head) && wsg_http_head_chunked(hs->resp_head))
+            wsg__conn_send(c, WSG_CLIENT, "0\r\n\r\n", 5);
+        wsg__conn_close_side(c, WSG_BACKEND);
+        wsg__conn_finish(c);
+        return;
+    }
+    wsg__conn_reschedule(c);
+}
+
 size_t wsg__http_error(const wsg_conn_t *c, int status, const char *why, char *out, size_t cap) {
     const wsg_hs_t *hs = c->hs;
     unsigned retry = hs->sse && status >= 500 ? 1 : 0;
