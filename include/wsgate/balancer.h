@@ -85,6 +85,8 @@ void wsg_backend_unref(wsg_backend_t *be);
  * (handed from balancer to balancer by pool name). Reference counted. */
 typedef struct wsg_pool_counters_s {
     _Atomic uint64_t rebalanced; /* connections given 1012 by a rebalance */
+    _Atomic uint64_t http_requests[6]; /* plain HTTP requests routed to the pool, by
+                                          status class ([1]..[5]; [0] none) */
     _Atomic int refcount;
 } wsg_pool_counters_t;
 

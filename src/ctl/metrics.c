@@ -286,6 +286,17 @@ static void backends(wsg_metrics_buf_t *b, const wsg_runtime_t *rt) {
         putf(b, "} %" PRIu64 "\n", LOAD(rt->pools[p]->counters->rebalanced));
     }
 
+    family(b, "wsgate_pool_http_requests_total", "counter",
+           "Plain HTTP requests routed to the pool, by the status class the client got.");
+    for (size_t p = 0; p < rt->cfg->npools; p++) {
+        for (int k = 1; k < 6; k++) {
+            puts_(b, "wsgate_pool_http_requests_total{");
+            label(b, "pool", rt->pools[p]->conf->name, 1);
+            putf(b, ",class=\"%dxx\"} %" PRIu64 "\n", k,
+                 LOAD(rt->pools[p]->counters->http_requests[k]));
+        }
+    }
+
     /* The last active check: only backends that have had one. last_check is
      * written on the server thread, where this runs. */
     family(b, "wsgate_backend_check_success", "gauge",

@@ -412,6 +412,11 @@ void wsg__conn_log_access(wsg_conn_t *c) {
     const wsg_hs_t *hs = c->hs;
 
     c->logged = 1;
+    if (hs != NULL && hs->http && c->pool >= 0) {
+        int cls = c->status >= 100 && c->status < 600 ? c->status / 100 : 0;
+        atomic_fetch_add_explicit(&c->rt->pools[c->pool]->counters->http_requests[cls], 1,
+                                  memory_order_relaxed);
+    }
     if (hs != NULL && hs->http)
         wsg_worker_count_request(w, c->status,
                                  (uv_hrtime() - (hs->t_begin_ns ? hs->t_begin_ns : c->t_start_ns)) /

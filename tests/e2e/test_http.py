@@ -359,6 +359,8 @@ def test_requests_are_counted_by_class_with_durations(env):
     n0 = metric(env, "wsgate_http_request_duration_seconds_count")
     up0 = metric(env, "wsgate_upstream_connections_total")
     re0 = metric(env, "wsgate_upstream_reused_total")
+    pw0 = metric(env, 'wsgate_pool_http_requests_total{pool="web",class="2xx"}')
+    pd0 = metric(env, 'wsgate_pool_http_requests_total{pool="dead",class="5xx"}')
     hs0 = metric(env, 'wsgate_handshakes_total{status="502"}')
     h = client(env)
     for _ in range(3):
@@ -372,6 +374,8 @@ def test_requests_are_counted_by_class_with_durations(env):
              what="four more requests counted")
     assert metric(env, 'wsgate_http_requests_total{class="2xx"}') == ok0 + 3
     assert metric(env, 'wsgate_http_requests_total{class="5xx"}') == nf0 + 1
+    assert metric(env, 'wsgate_pool_http_requests_total{pool="web",class="2xx"}') == pw0 + 3
+    assert metric(env, 'wsgate_pool_http_requests_total{pool="dead",class="5xx"}') == pd0 + 1
     # the dead backend's failed connect is opened; the three GETs opened or reused
     opened = metric(env, "wsgate_upstream_connections_total") - up0
     reused = metric(env, "wsgate_upstream_reused_total") - re0
