@@ -382,8 +382,8 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "Plain HTTP requests sent on a kept-alive backend connection from the pool.",
            st->upstream_reused);
     simple(out, "wsgate_upstream_retries_total", "counter",
-           "Idempotent requests resent on a new connection after their kept-alive one failed "
-           "before answering.",
+           "Idempotent requests resent because their backend connection died before "
+           "answering.",
            st->upstream_retried);
     simple(out, "wsgate_upstream_idle_connections", "gauge",
            "Kept-alive backend connections idle in the workers' pools now.", st->upstream_idle);

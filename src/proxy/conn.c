@@ -999,21 +999,30 @@ void wsg__conn_release_backend(wsg_conn_t *c, bool reusable) {
     wsg__conn_close_side(c, WSG_BACKEND);
 }
 
-int wsg__conn_retry_fresh(wsg_conn_t *c) {
+int wsg__conn_retry(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
+    const char *addr = cfg_of(c)->pools[c->pool].backends[c->backend].address;
 
-    if (!hs->reused || hs->fresh_only || hs->resp_len > 0 || hs->resp_started ||
-        hs->replay == NULL || hs->tried == 0)
+    if (hs->replay == NULL || hs->resp_len > 0 || hs->resp_started || hs->tried == 0)
         return -1;
-    CLOG(c, WSG_LOG_INFO, "kept-alive connection to %s failed before answering: resending %s",
-         cfg_of(c)->pools[c->pool].backends[c->backend].address, hs->line);
+    if (hs->reused && !hs->fresh_only) {
+        /* Not the backend's fault (it may close an idle connection when it
+         * likes), so no passive health failure: the same backend again, on
+         * a new connection. */
+        CLOG(c, WSG_LOG_INFO, "kept-alive connection to %s failed before answering: resending %s",
+             addr, hs->line);
+        hs->fresh_only = 1;
+        hs->tried--;
+    } else if (hs->tried < hs->ncand) {
+        CLOG(c, WSG_LOG_WARN, "%s closed without answering %s: resending it to the next backend",
+             addr, hs->line);
+        wsg_balancer_report_failure(c->rt->pools[c->pool], (unsigned)c->backend,
+                                    uv_now(&c->w->loop), "closed without answering");
+    } else {
+        return -1;
+    }
     atomic_fetch_add_explicit(&c->w->stats.upstream_retried, 1, memory_order_relaxed);
-    /* Not the backend's fault (it may close an idle connection when it
-     * likes), so no passive health failure: the same backend again, on a
-     * new connection. */
     wsg__conn_release_backend(c, false);
-    hs->fresh_only = 1;
-    hs->tried--;
     c->state = WSG_CONN_CONNECTING;
     connect_next(c);
     return 0;

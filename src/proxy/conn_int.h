@@ -142,9 +142,9 @@ typedef struct wsg_hs_s {
     uint64_t req_body;       /* request body bytes forwarded so far */
     uint64_t x_in, x_out;    /* bytes of this request (head + body) and of its response */
     uint64_t t_begin_ns;     /* uv_hrtime() when its request head was complete */
-    char *replay;            /* owned: the request as sent on a kept-alive backend
-                                connection, kept until the response starts so that it
-                                can be resent on a new one if that connection was dead */
+    char *replay;            /* owned: a retryable request as sent, kept until the
+                                response starts so that it can be resent if its
+                                connection dies before answering */
     size_t replay_len;
     uint64_t beat_at;        /* SSE: loop time of the next heartbeat comment */
     char line[160];          /* "METHOD /path" for the access line (query cut) */
@@ -232,10 +232,11 @@ wsg_forward_info_t wsg__conn_forward_info(const wsg_conn_t *c, char *ip);
 /* The exchange on the backend connection is over: it goes back to the pool
  * when <reusable> and the pool takes it, else it is closed. */
 void wsg__conn_release_backend(wsg_conn_t *c, bool reusable);
-/* The kept-alive backend connection of a retryable request failed before a
- * response byte came back: resend the request on a new connection to the
- * same backend. Returns 0, or -1 when it cannot be retried. */
-int wsg__conn_retry_fresh(wsg_conn_t *c);
+/* The backend connection of a retryable request (idempotent, no body)
+ * failed before a response byte came back (SPEC §9): resend it, on a new
+ * connection to the same backend when a kept-alive one had died, else to
+ * the next candidate. Returns 0, or -1 when it cannot be retried. */
+int wsg__conn_retry(wsg_conn_t *c);
 /* Answers the client with wsgate's own error and ends the connection. */
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
 /* Writes the access line of the connection, or of its current exchange. */

@@ -21,9 +21,10 @@
  * The backend connection goes back to the worker's pool (upstream.c) when
  * the exchange ends cleanly on it: the request all sent, the response
  * delimited and complete with nothing after it, and neither side said
- * "close". A request sent on a kept-alive connection that dies before any
- * response byte comes back is resent once on a new connection when it is
- * idempotent and has no body (SPEC §9); anything else gets 502.
+ * "close". An idempotent request without a body whose connection dies
+ * before any response byte comes back is resent (SPEC §9): once on a new
+ * connection if a kept-alive one had died, else to the next candidate
+ * backend; anything else gets 502.
  *
  * A Server-Sent Events response whose backend stays silent for
  * heartbeat.interval_ms gets a comment line between two events, so that
@@ -183,15 +184,13 @@ static int forward_body(wsg_conn_t *c) {
 
 bool wsg__http_replayable(const wsg_conn_t *c) { return c->hs->replayable; }
 
-/* The same request again, on a new connection after a kept-alive one died
- * before answering (conn.c's retry): the head was already taken out of the
+/* The same request again, on a new connection after one died before
+ * answering (conn.c's retry): the head was already taken out of the
  * request buffer, so it is the copy. */
 static int resend_request(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     int r = wsg__conn_send(c, WSG_BACKEND, hs->replay, hs->replay_len);
     count(c, 0, hs->replay_len);
-    free(hs->replay);
-    hs->replay = NULL;
     hs->deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.response_idle_ms;
     return r;
 }
@@ -217,7 +216,7 @@ int wsg__http_send_request(wsg_conn_t *c) {
     hs->up_keep = cfg_of(c)->pools[c->pool].keepalive > 0;
     ssize_t n = wsg_http_build_request(hs->req_head, hs->req, &fi, &body, hs->up_keep, out, need);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
-    if (r == 0 && hs->reused && hs->replayable && (hs->replay = malloc((size_t)n)) != NULL) {
+    if (r == 0 && hs->replayable && (hs->replay = malloc((size_t)n)) != NULL) {
         memcpy(hs->replay, out, (size_t)n);
         hs->replay_len = (size_t)n;
     }
@@ -457,7 +456,7 @@ void wsg__http_backend_eof(wsg_conn_t *c) {
         }
         return;
     }
-    if (wsg__conn_retry_fresh(c) == 0)
+    if (wsg__conn_retry(c) == 0)
         return;
     wsg__conn_reject(c, 502, "backend closed before answering");
 }

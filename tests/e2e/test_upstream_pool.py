@@ -8,10 +8,11 @@ import http.client
 import json
 import signal
 import socket
+import subprocess
 import threading
 import time
 
-from conftest import free_port, make_config, pool, wait_for
+from conftest import WSGATE_BIN, free_port, make_config, pool, wait_for
 from opshelpers import scrape, status
 
 
@@ -268,3 +269,37 @@ def test_a_long_poll_held_30_s_is_answered_and_its_connection_reused(stack):
     assert (r.status, r.read()) == (200, b"/after")
     h.close()
     assert fake.connections == 1
+
+
+def which(cfg, users, tmp, pool_name="web"):
+    """{user: backend address} as `wsgate --which` computes it for <cfg>."""
+    path = tmp / "which.json"
+    path.write_text(json.dumps(cfg))
+    out = {}
+    for u in users:
+        r = subprocess.run([WSGATE_BIN, "--which", u, "-p", pool_name, "-c", str(path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        out[u] = r.stdout.strip()
+    return out
+
+
+def test_a_get_whose_backend_closes_without_answering_goes_to_the_next_backend(stack, tmp_path):
+    bad = stack.http("bad", drop_nth=1)   # reads every request, answers none
+    good = stack.http("good")
+    port, aport = free_port(), free_port()
+    cfg = make_config(port, {"web": pool([bad.address, good.address], key="query:user")},
+                      heartbeat={"interval_ms": 0}, admin={"bind": f"127.0.0.1:{aport}"})
+    land = which(cfg, [f"u{i}" for i in range(40)], tmp_path)
+    user = next(u for u, a in land.items() if a == bad.address)
+    other = next(u for u, a in land.items() if a == bad.address and u != user)
+    g = stack.gate(cfg)
+    assert get(port, f"/x?user={user}") == (200, b"/x")
+    assert [r[0] for r in bad.wait_requests(1)] == [f"GET /x?user={user} HTTP/1.1"]
+    assert [r[0] for r in good.wait_requests(1)] == [f"GET /x?user={user} HTTP/1.1"]
+    assert metric(aport, "wsgate_upstream_retries_total") == 1
+    assert "closed without answering GET /x: resending it to the next backend" in g.log()
+    # A POST is not resent: it may have been applied.
+    st, _ = get(port, f"/echo?user={other}", method="POST", body=b"once")
+    assert st == 502
+    assert len(bad.wait_requests(2)) == 2 and len(good.requests) == 1
