@@ -173,8 +173,10 @@ bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint6
         s->next = p->slots;
         p->slots = s;
     }
+    void *owner = u->io.tcp.data;
     u->io.tcp.data = u;
     if (u->io.ops->read_start(&u->io, on_idle_alloc, on_idle_read) != 0) {
+        u->io.tcp.data = owner; /* the caller closes it as its own */
         if (s->n == 0) {
             p->slots = s->next;
             free(s);
