@@ -3,7 +3,7 @@
  * the echo backend (see demo_http.h for the split with echo_backend.c).
  *
  *   GET  /          the demo page (bench/demo_page.html, embedded at build
- *                   time by bench/embed_page.py), the backend's name in it
+ *                   time by tools/embed_html.py), the backend's name in it
  *   GET  /events    Server-Sent Events: "hello" at once, then the kept
  *                   messages after Last-Event-ID, then a "tick" every
  *                   tick_ms and every new "message"
