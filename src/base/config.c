@@ -2264,17 +2264,26 @@ static void finish_errors(struct ctx *c) {
     }
 }
 
+/* A parse's context, and its JSON text loaded (NULL, with the error
+ * recorded, when it is not JSON). */
+static json_t *parse_start(struct ctx *c, const char *text, size_t len, const char *name,
+                           const wsg_config_opts_t *opts, wsg_config_errors_t *errs) {
+    json_error_t jerr;
+    c->file = name != NULL ? name : "<string>";
+    c->errs = errs;
+    c->resolve = opts == NULL || opts->resolve;
+    json_t *root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        raw_error(c, "%s:%d:%d: JSON syntax error: %s", c->file, jerr.line, jerr.column,
+                  jerr.text);
+    return root;
+}
+
 wsg_config_t *wsg_config_parse(const char *text, size_t len, const char *name,
                                const wsg_config_opts_t *opts, wsg_config_errors_t *errs) {
     struct ctx c = {0};
-    c.file = name != NULL ? name : "<string>";
-    c.errs = errs;
-    c.resolve = opts == NULL || opts->resolve;
-
-    json_error_t jerr;
-    json_t *root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = parse_start(&c, text, len, name, opts, errs);
     if (root == NULL) {
-        raw_error(&c, "%s:%d:%d: JSON syntax error: %s", c.file, jerr.line, jerr.column, jerr.text);
         finish_errors(&c);
         return NULL;
     }
@@ -2401,15 +2410,8 @@ int wsg_config_parse_backend(const char *text, size_t len, const char *name,
                              const wsg_config_opts_t *opts, wsg_backend_conf_t *out,
                              wsg_config_errors_t *errs) {
     struct ctx c = {0};
-    c.file = name != NULL ? name : "<string>";
-    c.errs = errs;
-    c.resolve = opts == NULL || opts->resolve;
-
-    json_error_t jerr;
-    json_t *root = json_loadb(text != NULL ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        raw_error(&c, "%s:%d:%d: JSON syntax error: %s", c.file, jerr.line, jerr.column, jerr.text);
-    } else {
+    json_t *root = parse_start(&c, text, len, name, opts, errs);
+    if (root != NULL) {
         /* The very parser of the file's pools.NAME.backends[i]: the same
          * keys, ranges, defaults and messages. */
         parse_backend(&c, root, out);
