@@ -20,6 +20,8 @@
 #include <wsgate/ws_frame.h>
 #include <wsgate/ws_stream.h>
 
+#include "edge.h"
+
 enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
 #define WSG_OTHER(side) (1 - (side))
 
@@ -162,6 +164,7 @@ struct wsg_conn_s {
     uint64_t close_deadline; /* CLOSING: force-close at this time */
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
     uint64_t lifetime_at;    /* RELAY: max_lifetime_ms (with its jitter) ends it then (0: never) */
+    wsg_edge_t edge;         /* SPEC §11 state: the token, expiry, client rates (edge.c) */
     uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     union {
         struct sockaddr sa;
@@ -210,6 +213,8 @@ void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap);
 wsg_forward_info_t wsg__conn_forward_info(const wsg_conn_t *c, char *ip);
 /* Answers the client with wsgate's own error and ends the connection. */
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
+/* The same with extra header lines ("Retry-After: 2\r\n"), or NULL. */
+void wsg__conn_refuse(wsg_conn_t *c, int status, const char *why, const char *headers);
 /* Writes the access line of the connection, or of its current exchange. */
 void wsg__conn_log_access(wsg_conn_t *c);
 /* Starts the next attempt: route, then connect to the first candidate. */
