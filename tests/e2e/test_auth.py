@@ -373,3 +373,52 @@ def test_chromium_connects_with_a_bearer_subprotocol_and_the_backend_sees_no_tok
         assert rec.headers["x-user-id"] == "browser"
     finally:
         b.close()
+
+
+def test_plain_http_body_and_each_kept_alive_request_are_checked(env):
+    before = len(env["http"].requests)
+    tok = token(env, sub="erin")
+    c = connect(env["port"])
+    try:
+        c.send(("POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                f"Authorization: Bearer {tok}\r\n\r\nhello").encode())
+        st, _, body, _ = c.read_response()
+        assert st == 200 and body == b"/api/upload"
+        line, headers, got = env["http"].wait_requests(before + 1)[-1]
+        assert line.startswith("POST /api/upload ") and got == b"hello"
+        assert headers["x-user-id"] == "erin" and "authorization" not in headers
+        # The next request on the connection needs its own token.
+        c.send(b"GET /api/again HTTP/1.1\r\nHost: x\r\n\r\n")
+        st, hdrs, _, _ = c.read_response()
+        assert st == 401 and hdrs["www-authenticate"] == "Bearer"
+    finally:
+        c.close()
+    assert len(env["http"].requests) == before + 1
+
+
+def test_keys_are_read_again_on_reload_and_a_bad_file_keeps_the_running_ones(stack, tmp_path):
+    import signal
+    keys = Keys(tmp_path / "k")
+    fake = stack.fake("reload-fake")
+    port = free_port()
+    g = stack.gate(make_config(port, {"p": pool([fake.address])},
+                               routes=[{"path_prefix": "/", "pool": "p", "auth": "a"}],
+                               auth={"a": {"keys": str(keys.secret_path)}},
+                               heartbeat={"interval_ms": 0}))
+    env = {"port": port}
+    old = keys.hs256(claims())
+    assert upgrade(env, "/", [("Authorization", "Bearer " + old)])[0] == 101
+    # A key file that does not load: the reload fails, the old key stays.
+    keys.secret_path.write_text("short\n")
+    g.signal(signal.SIGHUP)
+    wait_for(lambda: "reload of" in g.log() and "auth.a.keys" in g.log(), 5,
+             what="the failed reload")
+    assert upgrade(env, "/", [("Authorization", "Bearer " + old)])[0] == 101
+    # A rotated secret: tokens signed with it pass, the old ones no longer do.
+    new_secret = b"n" * 48
+    keys.secret_path.write_bytes(new_secret + b"\n")
+    g.signal(signal.SIGHUP)
+    new = keys.hs256(claims(), secret=new_secret)
+    wait_for(lambda: upgrade(env, "/", [("Authorization", "Bearer " + new)])[0] == 101, 5,
+             what="the new key")
+    assert upgrade(env, "/", [("Authorization", "Bearer " + old)])[0] == 401
