@@ -16,6 +16,7 @@
 
 #include <wsgate/config.h>
 #include <wsgate/hash_ring.h>
+#include <wsgate/jwt.h>
 #include <wsgate/server.h>
 #include <wsgate/tls.h>
 
@@ -93,6 +94,22 @@ static int check_tls(const wsg_config_t *cfg) {
             bad++;
         }
         wsg_tls_ctx_unref(ctx);
+    }
+    return bad;
+}
+
+/* -t reads every verifier's key file as a start or reload would. */
+static int check_auth(const wsg_config_t *cfg) {
+    int bad = 0;
+    for (size_t i = 0; i < cfg->nauths; i++) {
+        wsg_jwt_keys_t *keys = NULL;
+        char err[256];
+        if (wsg_jwt_keys_load(cfg->auths[i].keys, &keys, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: auth.%s.keys: %s: %s\n", cfg->path, cfg->auths[i].name,
+                    cfg->auths[i].keys, err);
+            bad++;
+        }
+        wsg_jwt_keys_free(keys);
     }
     return bad;
 }
@@ -190,7 +207,7 @@ int main(int argc, char **argv) {
     if (cfg == NULL)
         return WSG_EXIT_CONFIG;
     if (test) {
-        int bad = check_tls(cfg);
+        int bad = check_tls(cfg) + check_auth(cfg);
         if (bad == 0)
             printf("%s: configuration OK\n", path);
         wsg_config_unref(cfg);

@@ -19,6 +19,7 @@
 
 #include <wsgate/config.h>
 #include <wsgate/hash_ring.h>
+#include <wsgate/rate_limit.h>
 
 typedef enum {
     WSG_BACKEND_UP = 0,
@@ -195,6 +196,9 @@ typedef struct wsg_tls_ctx_s wsg_tls_ctx_t;
 
 typedef struct wsg_runtime_s {
     wsg_config_t *cfg;         /* owned reference */
+    struct wsg_jwt_keys_s **auth_keys; /* owned, cfg->nauths long: each verifier's keys */
+    /* SPEC §11 limits, set up from cfg (per_s 0: off). */
+    wsg_rate_t handshake_rate, message_rate, client_bytes_rate;
     wsg_balancer_t **pools;    /* owned, cfg->npools long, same order */
     wsg_tls_ctx_t **listener_tls; /* owned references, per listener; NULL = plain */
     wsg_tls_ctx_t **pool_tls;     /* owned references, per pool; NULL = plain */
@@ -211,6 +215,12 @@ wsg_balancer_t *wsg_runtime_pool(const wsg_runtime_t *rt, const char *name);
  * <rt> (blocking file reads: start-up and reload only). Returns 0, or -1
  * with one line in <err> naming the file and the problem. */
 int wsg_runtime_load_tls(wsg_runtime_t *rt, char *err, size_t errcap);
+
+/* Reads the key file of every verifier under "auth" (blocking: start-up
+ * and reload only; keys are re-read on reload so rotated ones are picked
+ * up). Returns 0, or -1 with one line in <err> naming the verifier, the
+ * file and the problem. */
+int wsg_runtime_load_auth(wsg_runtime_t *rt, char *err, size_t errcap);
 
 wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt);
 void wsg_runtime_unref(wsg_runtime_t *rt);

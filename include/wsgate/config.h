@@ -71,7 +71,46 @@ typedef struct wsg_route_conf_s {
     char **origins;
     size_t norigins;
     bool allow_no_origin; /* an upgrade without Origin passes the list */
+    /* SPEC §11: NULL = no token needed; else the name of a verifier under
+     * "auth", at index <auth_index> of wsg_config_t.auths. */
+    char *auth;
+    size_t auth_index;
 } wsg_route_conf_t;
+
+/* SPEC §11 "from": where a verifier looks for the token, in order. The
+ * values are those of wsg_jwt_from_kind_t (<wsgate/jwt.h>). */
+typedef enum {
+    WSG_FROM_HEADER = 1,  /* Authorization: Bearer TOKEN */
+    WSG_FROM_SUBPROTOCOL, /* Sec-WebSocket-Protocol: bearer, TOKEN */
+    WSG_FROM_COOKIE,      /* cookie NAME */
+    WSG_FROM_QUERY,       /* query parameter NAME */
+} wsg_from_kind_t;
+
+typedef struct wsg_auth_from_s {
+    wsg_from_kind_t kind;
+    char *name; /* COOKIE, QUERY; NULL otherwise */
+} wsg_auth_from_t;
+
+typedef struct wsg_claim_header_s {
+    char *claim;  /* a top-level claim of the verified token */
+    char *header; /* the request header it is set as */
+} wsg_claim_header_t;
+
+/* auth.NAME: a JWT verifier (SPEC §11). The key file is read by the
+ * runtime (wsg_runtime_load_auth), not here: the config stays free of
+ * key material. */
+typedef struct wsg_auth_conf_s {
+    char *name;
+    char *keys;     /* path of a JWKS, PEM or HMAC secret file */
+    char *issuer;   /* NULL: iss not checked */
+    char *audience; /* NULL: aud not checked */
+    uint64_t leeway_ms; /* 0 */
+    wsg_auth_from_t *from; /* default header, subprotocol */
+    size_t nfrom;
+    wsg_claim_header_t *claims; /* claims_to_headers, in file order */
+    size_t nclaims;
+    bool close_on_expiry; /* false */
+} wsg_auth_conf_t;
 
 typedef struct wsg_backend_conf_s {
     char *address; /* as written: the identity used for hashing */
@@ -84,6 +123,7 @@ typedef enum {
     WSG_KEY_HEADER,
     WSG_KEY_COOKIE,
     WSG_KEY_QUERY,
+    WSG_KEY_JWT, /* "jwt:CLAIM": a claim of the route's verified token */
 } wsg_key_kind_t;
 
 typedef enum {
@@ -93,7 +133,7 @@ typedef enum {
 
 typedef struct wsg_balance_conf_s {
     wsg_key_kind_t key;     /* default WSG_KEY_IP */
-    char *key_name;         /* header/cookie/query name; NULL for ip */
+    char *key_name;         /* header/cookie/query name or claim; NULL for ip */
     wsg_fallback_t fallback; /* default WSG_FALLBACK_IP */
     double load_factor;     /* 0 = unbounded */
 } wsg_balance_conf_t;
@@ -166,6 +206,10 @@ typedef struct wsg_config_s {
     wsg_pool_conf_t *pools;
     size_t npools;
 
+    /* JWT verifiers (SPEC §11), sorted by name like the pools. */
+    wsg_auth_conf_t *auths;
+    size_t nauths;
+
     struct {
         uint64_t handshake_ms; /* 5000 */
         uint64_t idle_ms;      /* 300000, 0 = never */
@@ -188,6 +232,12 @@ typedef struct wsg_config_s {
         uint64_t max_frame_bytes;        /* 16777216 */
         uint64_t buffer_bytes;           /* 65536 */
         uint64_t max_body_bytes;         /* 1048576, 0 = unlimited */
+        /* SPEC §11 token buckets; 0 = off (a burst of 0 = the rate). */
+        uint64_t handshakes_per_ip_per_s;
+        uint64_t handshake_burst;
+        uint64_t messages_per_s;
+        uint64_t message_burst;
+        uint64_t client_bytes_per_s;
     } limits;
 
     struct {
@@ -240,6 +290,9 @@ void wsg_config_errors_free(wsg_config_errors_t *errs);
 
 /* Returns the pool named <name>, or NULL. Borrowed from <cfg>. */
 const wsg_pool_conf_t *wsg_config_pool(const wsg_config_t *cfg, const char *name);
+
+/* Returns the verifier auth.<name>, or NULL. Borrowed from <cfg>. */
+const wsg_auth_conf_t *wsg_config_auth(const wsg_config_t *cfg, const char *name);
 
 /* The JSON Schema (draft 2020-12) of the configuration file, generated from
  * the key table the parser checks files with: every key it accepts, with

@@ -53,6 +53,7 @@ typedef struct wsg_stats_s {
     uint64_t upstream_idle;        /* gauge: in the workers' pools now */
     uint64_t http_streaming;       /* gauge: responses being relayed now */
     uint64_t sse_heartbeats;
+    uint64_t refused[WSG_REFUSED_N]; /* by wsg_refused_t */
     uint64_t buffers_in_use, buffers_cached; /* I/O chunks of WSG_CHUNK_SIZE bytes */
 } wsg_stats_t;
 void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out);

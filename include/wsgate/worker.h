@@ -29,6 +29,24 @@ typedef struct wsg_server_s wsg_server_t;
 #define WSG_HS_BUCKETS 14
 extern const uint64_t wsg_hs_bucket_us[WSG_HS_BUCKETS - 1];
 
+/* Why the edge checks (SPEC §11) refused a request or closed a WebSocket:
+ * the reason label of wsgate_refused_total. */
+typedef enum {
+    WSG_REFUSED_ORIGIN = 0,   /* Origin not allowed, missing or repeated: 403 */
+    WSG_REFUSED_NO_TOKEN,     /* 401 with WWW-Authenticate: Bearer */
+    WSG_REFUSED_BAD_TOKEN,    /* malformed, bad signature, unknown key: 401 */
+    WSG_REFUSED_EXPIRED,      /* expired or not yet valid: 401 */
+    WSG_REFUSED_CLAIMS,       /* wrong iss or aud: 403 */
+    WSG_REFUSED_TWO_TOKENS,   /* two different tokens in one request: 401 */
+    WSG_REFUSED_RATE,         /* handshakes_per_ip_per_s: 429 */
+    WSG_REFUSED_MESSAGES,     /* messages_per_s: close 1008 */
+    WSG_REFUSED_EXPIRY_CLOSE, /* close_on_expiry: close 1008 */
+    WSG_REFUSED_N,
+} wsg_refused_t;
+
+/* The label of each reason ("origin", "no_token", ...). */
+extern const char *const wsg_refused_names[WSG_REFUSED_N];
+
 /* Counters of one worker, written only by its thread (relaxed atomics so a
  * reader on another thread gets whole values). */
 typedef struct wsg_worker_stats_s {
@@ -55,6 +73,7 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t upstream_idle;    /* idle in the pool now */
     _Atomic uint64_t http_streaming;   /* responses being relayed now */
     _Atomic uint64_t sse_heartbeats;   /* comments injected into silent SSE responses */
+    _Atomic uint64_t refused[WSG_REFUSED_N];
     _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
     _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
 } wsg_worker_stats_t;
@@ -144,6 +163,8 @@ void wsg_worker_unschedule(wsg_worker_t *w, wsg_timer_node_t *n);
 /* A 64-bit pseudo-random number from the worker's own generator. */
 uint64_t wsg_worker_random(wsg_worker_t *w);
 
+/* The per-address token buckets of handshakes_per_ip_per_s (borrowed). */
+struct wsg_rate_table_s *wsg_server_rate_table(wsg_server_t *srv);
 /* The per-address counts for max_connections_per_ip (borrowed). */
 struct wsg_ip_limit_s *wsg_server_ip_limit(wsg_server_t *srv);
 

@@ -397,8 +397,10 @@ enum kfmt {
     KF_PATH,    /* a request path (query allowed) */
     KF_PREFIX,  /* a request path prefix (no query) */
     KF_TOKEN,   /* printable ASCII without spaces */
-    KF_STICKY,  /* "ip", "header:NAME", "cookie:NAME", "query:NAME" */
+    KF_STICKY,  /* "ip", "header:NAME", "cookie:NAME", "query:NAME", "jwt:CLAIM" */
     KF_POOLREF, /* the name of a pool under "pools" */
+    KF_HEADER,  /* a header name (RFC 9110 token) */
+    KF_FROM,    /* "header", "subprotocol", "cookie:NAME", "query:NAME" */
 };
 
 /* Where read_fields() and set_defaults() store a scalar: the C type at
@@ -522,7 +524,10 @@ static const struct key k_route[] = {
     {.name = "allow_no_origin", .type = KT_BOOL, .def = "false", .store = ST_BOOL,
      OFF(wsg_route_conf_t, allow_no_origin),
      .desc = "With origins set: an upgrade without an Origin header (not a browser) passes."},
-    LATER("auth", "SPEC §11"),
+    {.name = "auth", .type = KT_STRING, .flags = KR_NULL, .fmt = KF_NAME, .def = "null",
+     .example = "\"app\"",
+     .desc = "Name of a verifier under \"auth\": requests and upgrades need a valid token "
+             "(401/403 otherwise); absent or null: no token needed."},
     {0},
 };
 static const struct key k_route_item = {.type = KT_OBJECT, .sub = k_route,
@@ -543,7 +548,8 @@ static const struct key k_backend_item = {.type = KT_OBJECT, .sub = k_backend,
 
 static const struct key k_balance[] = {
     {.name = "key", .type = KT_STRING, .fmt = KF_STICKY, .def = "\"ip\"",
-     .desc = "The sticky key: \"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"."},
+     .desc = "The sticky key: \"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or "
+             "\"jwt:CLAIM\" (a claim of the verified token)."},
     {.name = "fallback", .type = KT_ENUM, .enums = fallbacks_e, .def = "\"ip\"", .store = ST_INT,
      OFF(wsg_balance_conf_t, fallback), .desc = "Used when the request lacks the key."},
     {.name = "load_factor", .type = KT_FACTOR, .def = "0", .store = ST_DBL,
@@ -680,13 +686,59 @@ static const struct key k_limits[] = {
     {.name = "max_body_bytes", .type = KT_UINT, .lo = 0, .hi = UINT64_MAX, .unit = BYTES,
      .zero = "unlimited", .def = "1048576", .store = ST_U64, CFG(limits.max_body_bytes),
      .desc = "Largest HTTP request body; a larger one gets 413."},
-    LATER("handshakes_per_ip_per_s", "SPEC §11"),
-    LATER("handshake_burst", "SPEC §11"),
-    LATER("messages_per_s", "SPEC §11"),
-    LATER("message_burst", "SPEC §11"),
-    LATER("client_bytes_per_s", "SPEC §11"),
+    {.name = "handshakes_per_ip_per_s", .type = KT_UINT, .lo = 0, .hi = UINT32_MAX,
+     .zero = "off", .def = "0", .store = ST_U64, CFG(limits.handshakes_per_ip_per_s),
+     .desc = "Upgrades and HTTP requests a second per client address, all workers together; "
+             "past the bucket: 429 with Retry-After."},
+    {.name = "handshake_burst", .type = KT_UINT, .lo = 0, .hi = UINT32_MAX,
+     .zero = "the rate", .def = "0", .store = ST_U64, CFG(limits.handshake_burst),
+     .desc = "Requests an address may make at once before handshakes_per_ip_per_s applies."},
+    {.name = "messages_per_s", .type = KT_UINT, .lo = 0, .hi = UINT32_MAX,
+     .zero = "off", .def = "0", .store = ST_U64, CFG(limits.messages_per_s),
+     .desc = "Data messages a second a client may send on one WebSocket; past the bucket: "
+             "close 1008 \"rate limit\"."},
+    {.name = "message_burst", .type = KT_UINT, .lo = 0, .hi = UINT32_MAX,
+     .zero = "the rate", .def = "0", .store = ST_U64, CFG(limits.message_burst),
+     .desc = "Messages a client may send at once before messages_per_s applies."},
+    {.name = "client_bytes_per_s", .type = KT_UINT, .lo = 0, .hi = UINT32_MAX, .unit = BYTES,
+     .zero = "off", .def = "0", .store = ST_U64, CFG(limits.client_bytes_per_s),
+     .desc = "The client side of a WebSocket is read no faster than this (reads pause)."},
     {0},
 };
+
+static const struct key k_from_item = {
+    .type = KT_STRING, .fmt = KF_FROM, .example = "\"header\"",
+    .desc = "\"header\" (Authorization: Bearer), \"subprotocol\" (Sec-WebSocket-Protocol: "
+            "bearer, TOKEN), \"cookie:NAME\" or \"query:NAME\"."};
+static const struct key k_claim_header = {
+    .type = KT_STRING, .fmt = KF_HEADER, .example = "\"X-User-Id\"",
+    .desc = "The request header the claim is set as (a client copy of it is dropped)."};
+
+#define AUTH(field) OFF(wsg_auth_conf_t, field)
+static const struct key k_auth[] = {
+    {.name = "keys", .type = KT_STRING, .flags = KR_REQUIRED | KR_NONEMPTY, .fmt = KF_FILE,
+     .example = "\"keys/jwks.json\"",
+     .desc = "A JWKS file, a PEM public key or an HMAC secret file, told apart by content; read "
+             "at start and on reload."},
+    {.name = "issuer", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .def = "null",
+     .example = "\"https://id.example.com\"",
+     .desc = "The iss a token must carry (else 403); null: not checked."},
+    {.name = "audience", .type = KT_STRING, .flags = KR_NULL | KR_NONEMPTY, .def = "null",
+     .example = "\"chat\"", .desc = "A value aud must hold (else 403); null: not checked."},
+    {.name = "leeway_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS, .def = "0",
+     .store = ST_U64, AUTH(leeway_ms), .desc = "Clock skew allowed on exp, nbf and iat."},
+    {.name = "from", .type = KT_ARRAY, .flags = KR_NONEMPTY,
+     .def = "[\"header\", \"subprotocol\"]", .sub = &k_from_item,
+     .desc = "Where the token is looked for; the first that holds one is used."},
+    {.name = "claims_to_headers", .type = KT_MAP, .fmt = KF_TOKEN, .def = "{}",
+     .sub = &k_claim_header, .desc = "Claims of the verified token set as request headers."},
+    {.name = "close_on_expiry", .type = KT_BOOL, .def = "false", .store = ST_BOOL,
+     AUTH(close_on_expiry),
+     .desc = "A relayed WebSocket whose token expires gets close 1008 \"token expired\"."},
+    {0},
+};
+static const struct key k_auth_item = {.type = KT_OBJECT, .sub = k_auth,
+                                       .desc = "A JWT verifier (SPEC §11)."};
 
 static const struct key k_log[] = {
     {.name = "level", .type = KT_ENUM, .enums = levels_e, .def = "\"info\"", .store = ST_INT,
@@ -716,7 +768,8 @@ static const struct key k_root[] = {
      .desc = "Pings to silent sides of a relayed WebSocket."},
     {.name = "limits", .type = KT_OBJECT, .sub = k_limits, .desc = "Connection and size limits."},
     {.name = "log", .type = KT_OBJECT, .sub = k_log, .desc = "Logging on stderr."},
-    LATER("auth", "SPEC §11"),
+    {.name = "auth", .type = KT_MAP, .fmt = KF_NAME, .sub = &k_auth_item,
+     .desc = "JWT verifiers by name, for routes[].auth."},
     LATER("dns", "SPEC §12"),
     {0},
 };
@@ -1545,6 +1598,7 @@ static bool parse_route(struct ctx *c, json_t *v, wsg_route_conf_t *r) {
     get_path(c, v, "path_prefix", false, &r->path_prefix);
     read_fields(c, v, k_route, r); /* http, websocket, allow_no_origin */
     parse_origins(c, json_object_get(v, "origins"), r);
+    opt_string(c, v, "auth", "null or the name of a verifier under \"auth\"", &r->auth);
     if (!r->http && !r->websocket)
         errf(c, "serves nothing: \"http\" and \"websocket\" are both false");
     bool ok = c->nerrors == before;
@@ -1669,9 +1723,19 @@ static bool valid_query_name(const char *s) {
     return true;
 }
 
+/* A JWT claim name as jwt:CLAIM and claims_to_headers name it. */
+static bool valid_claim_name(const char *s) {
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
 static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
     static const char *const key_what =
-        "\"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"";
+        "\"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"jwt:CLAIM\"";
     if (!json_is_object(v)) {
         bad_type(c, v, "an object");
         return;
@@ -1693,6 +1757,8 @@ static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
                 {"cookie:", WSG_KEY_COOKIE, valid_token, "\"cookie:NAME\" with NAME a cookie name"},
                 {"query:", WSG_KEY_QUERY, valid_query_name,
                  "\"query:NAME\" with NAME a query parameter name"},
+                {"jwt:", WSG_KEY_JWT, valid_claim_name,
+                 "\"jwt:CLAIM\" with CLAIM a claim name (printable ASCII, no spaces)"},
             };
             const char *s = json_string_value(k);
             bool done = false;
@@ -1929,6 +1995,180 @@ static bool parse_pools(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     return true;
 }
 
+/* ------------------------------------------------------------------------ */
+/* auth: JWT verifiers (SPEC §11)                                            */
+
+/* One entry of "from". The names follow what jwt_from.c can find: a cookie
+ * name is a token, a query key has no space, '&', '=', '#', '?', ';', ','. */
+static void parse_from_entry(struct ctx *c, json_t *e, wsg_auth_from_t *f) {
+    static const char *const what =
+        "\"header\", \"subprotocol\", \"cookie:NAME\" or \"query:NAME\"";
+    if (!json_is_string(e)) {
+        bad_type(c, e, what);
+        return;
+    }
+    const char *s = json_string_value(e);
+    if (strcmp(s, "header") == 0) {
+        f->kind = WSG_FROM_HEADER;
+    } else if (strcmp(s, "subprotocol") == 0) {
+        f->kind = WSG_FROM_SUBPROTOCOL;
+    } else if (strncmp(s, "cookie:", 7) == 0) {
+        if (!valid_token(s + 7))
+            bad_value(c, e, "\"cookie:NAME\" with NAME a cookie name");
+        else if ((f->name = xstrdup(c, s + 7)) != NULL)
+            f->kind = WSG_FROM_COOKIE;
+    } else if (strncmp(s, "query:", 6) == 0) {
+        if (!valid_query_name(s + 6) || strpbrk(s + 6, ";,") != NULL)
+            bad_value(c, e, "\"query:NAME\" with NAME a query parameter name");
+        else if ((f->name = xstrdup(c, s + 6)) != NULL)
+            f->kind = WSG_FROM_QUERY;
+    } else {
+        bad_value(c, e, what);
+    }
+}
+
+static void parse_from(struct ctx *c, json_t *v, wsg_auth_conf_t *a) {
+    static const char *const what = "a non-empty array of token sources";
+    size_t n = v == NULL ? 2 : json_array_size(v);
+    a->from = calloc(n ? n : 1, sizeof *a->from);
+    if (a->from == NULL) {
+        c->oom = true;
+        return;
+    }
+    if (v == NULL) { /* the default: the two that are neither ambient nor in URLs */
+        a->from[0].kind = WSG_FROM_HEADER;
+        a->from[1].kind = WSG_FROM_SUBPROTOCOL;
+        a->nfrom = 2;
+        return;
+    }
+    size_t m = push_key(c, "from");
+    if (!json_is_array(v) || n == 0) {
+        bad_type(c, v, what);
+        pop(c, m);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t mi = push_index(c, i);
+        parse_from_entry(c, json_array_get(v, i), &a->from[a->nfrom]);
+        if (a->from[a->nfrom].kind != 0)
+            a->nfrom++;
+        pop(c, mi);
+    }
+    pop(c, m);
+}
+
+static void parse_claims(struct ctx *c, json_t *v, wsg_auth_conf_t *a) {
+    if (v == NULL)
+        return;
+    size_t m = push_key(c, "claims_to_headers");
+    if (!json_is_object(v)) {
+        bad_type(c, v, "an object of claim -> header name");
+        pop(c, m);
+        return;
+    }
+    a->claims = calloc(json_object_size(v) ? json_object_size(v) : 1, sizeof *a->claims);
+    if (a->claims == NULL) {
+        c->oom = true;
+        pop(c, m);
+        return;
+    }
+    const char *claim;
+    json_t *h;
+    json_object_foreach(v, claim, h) {
+        size_t mk = push_key(c, claim);
+        if (!valid_claim_name(claim)) {
+            errf(c, "expected a claim name of printable ASCII without spaces");
+        } else if (!json_is_string(h)) {
+            bad_type(c, h, "a header name");
+        } else if (!valid_token(json_string_value(h))) {
+            bad_value(c, h, "a header name");
+        } else {
+            wsg_claim_header_t *ch = &a->claims[a->nclaims];
+            ch->claim = xstrdup(c, claim);
+            ch->header = xstrdup(c, json_string_value(h));
+            a->nclaims++;
+        }
+        pop(c, mk);
+    }
+    pop(c, m);
+}
+
+static void parse_auth(struct ctx *c, json_t *v, wsg_auth_conf_t *a) {
+    set_defaults(c, k_auth, a);
+    if (!json_is_object(v)) {
+        bad_type(c, v, "an object");
+        return;
+    }
+    check_keys(c, v, k_auth);
+    req_string(c, v, "keys", "the path of a JWKS, PEM or secret file", &a->keys);
+    opt_string(c, v, "issuer", "null or the issuer (a non-empty string)", &a->issuer);
+    opt_string(c, v, "audience", "null or the audience (a non-empty string)", &a->audience);
+    read_fields(c, v, k_auth, a);
+    parse_from(c, json_object_get(v, "from"), a);
+    parse_claims(c, json_object_get(v, "claims_to_headers"), a);
+}
+
+static int auth_cmp(const void *a, const void *b) {
+    const wsg_auth_conf_t *pa = a, *pb = b;
+    if (pa->name == NULL || pb->name == NULL)
+        return (pa->name == NULL) - (pb->name == NULL);
+    return strcmp(pa->name, pb->name);
+}
+
+static void parse_auths(struct ctx *c, json_t *root, wsg_config_t *cfg) {
+    json_t *v = json_object_get(root, "auth");
+    if (v == NULL)
+        return;
+    size_t m = push_key(c, "auth");
+    if (!json_is_object(v)) {
+        bad_type(c, v, "an object of verifiers by name");
+        pop(c, m);
+        return;
+    }
+    cfg->auths = calloc(json_object_size(v) ? json_object_size(v) : 1, sizeof *cfg->auths);
+    if (cfg->auths == NULL) {
+        c->oom = true;
+        pop(c, m);
+        return;
+    }
+    const char *name;
+    json_t *av;
+    json_object_foreach(v, name, av) {
+        wsg_auth_conf_t *a = &cfg->auths[cfg->nauths++];
+        size_t ma = push_key(c, name);
+        if (!valid_name(name))
+            errf(c, "expected a verifier name of letters, digits, '_', '-' and '.'");
+        a->name = xstrdup(c, name);
+        parse_auth(c, av, a);
+        pop(c, ma);
+    }
+    if (cfg->nauths > 1)
+        qsort(cfg->auths, cfg->nauths, sizeof *cfg->auths, auth_cmp);
+    pop(c, m);
+}
+
+/* Each routes[].auth names a verifier under "auth". */
+static void check_route_auth(struct ctx *c, wsg_config_t *cfg) {
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        wsg_route_conf_t *r = &cfg->routes[i];
+        if (r->auth == NULL)
+            continue;
+        const wsg_auth_conf_t *a = wsg_config_auth(cfg, r->auth);
+        if (a != NULL) {
+            r->auth_index = (size_t)(a - cfg->auths);
+            continue;
+        }
+        size_t m = push_key(c, "routes"), mi = push_index(c, i), mk = push_key(c, "auth");
+        struct sb q = {0};
+        sb_quote(&q, r->auth, QUOTE_MAX);
+        errf(c, "expected the name of a verifier under \"auth\", got %s", q.p ? q.p : "?");
+        free(q.p);
+        pop(c, mk);
+        pop(c, mi);
+        pop(c, m);
+    }
+}
+
 /* The optional top-level object <key>, whose keys are all scalars the
  * table describes: checked and read into <cfg>. */
 static void section(struct ctx *c, json_t *root, const char *key, wsg_config_t *cfg) {
@@ -1968,6 +2208,8 @@ static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     parse_routes(c, root, cfg);
     bool have_pools = parse_pools(c, root, cfg);
     check_routes(c, cfg, have_pools);
+    parse_auths(c, root, cfg);
+    check_route_auth(c, cfg);
 
     section(c, root, "timeouts", cfg);
     section(c, root, "heartbeat", cfg);
@@ -2002,7 +2244,12 @@ static const char *fmt_pattern(enum kfmt f) {
         return "^[!-~]+$";
     case KF_STICKY:
         return "^(ip|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020\\u007f&=#?"
-               "]+)$";
+               "]+|jwt:[!-~]+)$";
+    case KF_HEADER:
+        return "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+    case KF_FROM:
+        return "^(header|subprotocol|cookie:[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020"
+               "\\u007f&=#?;,]+)$";
     default:
         return NULL;
     }
@@ -2228,8 +2475,25 @@ static void config_free(wsg_config_t *cfg) {
         for (size_t k = 0; k < cfg->routes[i].norigins; k++)
             free(cfg->routes[i].origins[k]);
         free(cfg->routes[i].origins);
+        free(cfg->routes[i].auth);
     }
     free(cfg->routes);
+    for (size_t i = 0; i < cfg->nauths; i++) {
+        wsg_auth_conf_t *a = &cfg->auths[i];
+        free(a->name);
+        free(a->keys);
+        free(a->issuer);
+        free(a->audience);
+        for (size_t k = 0; k < a->nfrom; k++)
+            free(a->from[k].name);
+        free(a->from);
+        for (size_t k = 0; k < a->nclaims; k++) {
+            free(a->claims[k].claim);
+            free(a->claims[k].header);
+        }
+        free(a->claims);
+    }
+    free(cfg->auths);
     for (size_t i = 0; i < cfg->npools; i++) {
         wsg_pool_conf_t *p = &cfg->pools[i];
         free(p->name);
@@ -2491,5 +2755,21 @@ fail:
     free(d);
     free(pools);
     free(owns);
+    return NULL;
+}
+
+const wsg_auth_conf_t *wsg_config_auth(const wsg_config_t *cfg, const char *name) {
+    size_t lo = 0, hi = cfg->nauths;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *an = cfg->auths[mid].name;
+        int r = an == NULL ? 1 : strcmp(an, name);
+        if (r == 0)
+            return &cfg->auths[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }

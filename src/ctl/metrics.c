@@ -394,6 +394,11 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "Comment lines sent into Server-Sent Events responses whose backend was silent for "
            "heartbeat.interval_ms.",
            st->sse_heartbeats);
+    family(out, "wsgate_refused_total", "counter",
+           "Requests refused and WebSockets closed by the edge checks (SPEC 11), by reason.");
+    for (int k = 0; k < WSG_REFUSED_N; k++)
+        putf(out, "wsgate_refused_total{reason=\"%s\"} %" PRIu64 "\n", wsg_refused_names[k],
+             st->refused[k]);
     simple(out, "wsgate_admin_connections", "gauge", "Admin endpoint connections open now.",
            in->admin_connections);
     simple(out, "wsgate_admin_connections_shed_total", "counter",

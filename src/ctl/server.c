@@ -20,6 +20,7 @@
 #include <wsgate/balancer.h>
 #include <wsgate/health.h>
 #include <wsgate/ip_limit.h>
+#include <wsgate/rate_limit.h>
 #include <wsgate/listener.h>
 #include <wsgate/log.h>
 #include <wsgate/tls.h>
@@ -42,9 +43,11 @@ struct wsg_server_s {
     wsg_admin_conf_t admin_conf; /* what <admin> was started with (borrowed strings) */
     wsg_health_t *health;      /* active checks of the current runtime */
     wsg_ip_limit_t *ip_limit;  /* connections per client address */
+    wsg_rate_table_t *rate_table; /* handshakes_per_ip_per_s buckets, kept across reloads */
 };
 
 wsg_ip_limit_t *wsg_server_ip_limit(wsg_server_t *srv) { return srv->ip_limit; }
+wsg_rate_table_t *wsg_server_rate_table(wsg_server_t *srv) { return srv->rate_table; }
 
 static bool str_eq(const char *a, const char *b) {
     return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
@@ -131,6 +134,8 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
         out->upstream_idle += LOAD(st->upstream_idle);
         out->http_streaming += LOAD(st->http_streaming);
         out->sse_heartbeats += LOAD(st->sse_heartbeats);
+        for (int k = 0; k < WSG_REFUSED_N; k++)
+            out->refused[k] += LOAD(st->refused[k]);
         out->buffers_in_use += LOAD(st->buffers_in_use);
         out->buffers_cached += LOAD(st->buffers_cached);
     }
@@ -291,6 +296,7 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
     /* Certificates are re-read on every reload, so renewed ones are picked
      * up; a bad one fails the reload and changes nothing. */
     if (rt == NULL || wsg_runtime_load_tls(rt, err, sizeof(err)) != 0 ||
+        wsg_runtime_load_auth(rt, err, sizeof(err)) != 0 ||
         bind_new(srv, rt->cfg, srv->rt->cfg, &fds, err, sizeof(err)) != 0) {
         if (rt == NULL)
             snprintf(err, sizeof(err), "out of memory");
@@ -508,12 +514,16 @@ int wsg_server_run(wsg_config_t *cfg) {
     wsg_log_configure(cfg->log.level, cfg->log.format);
     srv.rt = wsg_runtime_new(cfg, NULL);
     srv.ip_limit = wsg_ip_limit_new();
+    /* 64 Ki slots, 512 KiB, fixed: zero pages until addresses are limited,
+     * and the same table whatever a reload turns on. */
+    srv.rate_table = wsg_rate_table_new(65536);
     char err[512];
-    if (srv.rt == NULL || srv.ip_limit == NULL) {
+    if (srv.rt == NULL || srv.ip_limit == NULL || srv.rate_table == NULL) {
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    if (wsg_runtime_load_tls(srv.rt, err, sizeof(err)) != 0)
+    if (wsg_runtime_load_tls(srv.rt, err, sizeof(err)) != 0 ||
+        wsg_runtime_load_auth(srv.rt, err, sizeof(err)) != 0)
         goto fail;
     srv.nworkers = cfg->workers ? cfg->workers : 1;
     if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0)
@@ -567,6 +577,7 @@ int wsg_server_run(wsg_config_t *cfg) {
     uv_loop_close(&srv.loop);
     free(srv.workers);
     wsg_ip_limit_free(srv.ip_limit);
+    wsg_rate_table_free(srv.rate_table);
     wsg_runtime_unref(srv.rt);
     WSG_LOG(WSG_LOG_INFO, "server", "stopped");
     return WSG_EXIT_OK;
@@ -574,6 +585,7 @@ int wsg_server_run(wsg_config_t *cfg) {
 fail:
     fprintf(stderr, "wsgate: %s\n", err);
     wsg_ip_limit_free(srv.ip_limit);
+    wsg_rate_table_free(srv.rate_table);
     if (srv.rt != NULL)
         wsg_runtime_unref(srv.rt);
     return WSG_EXIT_STARTUP;

@@ -81,6 +81,18 @@ const uint64_t wsg_hs_bucket_us[WSG_HS_BUCKETS - 1] = {
     250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000,
 };
 
+const char *const wsg_refused_names[WSG_REFUSED_N] = {
+    [WSG_REFUSED_ORIGIN] = "origin",
+    [WSG_REFUSED_NO_TOKEN] = "no_token",
+    [WSG_REFUSED_BAD_TOKEN] = "invalid_token",
+    [WSG_REFUSED_EXPIRED] = "expired_token",
+    [WSG_REFUSED_CLAIMS] = "claims",
+    [WSG_REFUSED_TWO_TOKENS] = "two_tokens",
+    [WSG_REFUSED_RATE] = "handshake_rate",
+    [WSG_REFUSED_MESSAGES] = "message_rate",
+    [WSG_REFUSED_EXPIRY_CLOSE] = "token_expired",
+};
+
 void wsg_worker_count_handshake(wsg_worker_t *w, int status, uint64_t us) {
     wsg_worker_stats_t *st = &w->stats;
     size_t b = 0;

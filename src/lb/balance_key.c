@@ -118,7 +118,7 @@ static int query_key(const char *name, const wsg_http_head_t *h, const char *buf
 }
 
 int wsg_balance_key(const wsg_balance_conf_t *bal, const wsg_http_head_t *h, const char *buf,
-                    const char *client_ip, const char **key, size_t *len) {
+                    const char *client_ip, const wsg_jwt_t *jwt, const char **key, size_t *len) {
     const char *v;
     size_t n;
 
@@ -152,6 +152,14 @@ int wsg_balance_key(const wsg_balance_conf_t *bal, const wsg_http_head_t *h, con
         if (bal->key_name == NULL)
             return 0;
         if (query_key(bal->key_name, h, buf, &v, &n) != 1)
+            return 0;
+        *key = v;
+        *len = n;
+        return 1;
+    case WSG_KEY_JWT:
+        /* Only a verified token's claims count: an unverified one is any
+         * string the client likes. */
+        if (bal->key_name == NULL || jwt == NULL || !wsg_jwt_claim(jwt, bal->key_name, &v, &n))
             return 0;
         *key = v;
         *len = n;

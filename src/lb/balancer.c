@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <wsgate/jwt.h>
 #include <wsgate/log.h>
 #include <wsgate/tls.h>
 
@@ -455,8 +456,23 @@ wsg_runtime_t *wsg_runtime_new(wsg_config_t *cfg, const wsg_runtime_t *prev) {
         free(rt);
         return NULL;
     }
+    rt->auth_keys = calloc(cfg->nauths ? cfg->nauths : 1, sizeof(*rt->auth_keys));
     rt->cfg = wsg_config_ref(cfg);
     atomic_init(&rt->refcount, 1);
+    if (rt->auth_keys == NULL) {
+        wsg_runtime_unref(rt);
+        return NULL;
+    }
+    /* The rates were range-checked by the config: init cannot fail on a
+     * non-zero one, and a zero one stays all-zero ("off"). */
+    if (cfg->limits.handshakes_per_ip_per_s)
+        wsg_rate_init(&rt->handshake_rate, (uint32_t)cfg->limits.handshakes_per_ip_per_s,
+                      (uint32_t)cfg->limits.handshake_burst);
+    if (cfg->limits.messages_per_s)
+        wsg_rate_init(&rt->message_rate, (uint32_t)cfg->limits.messages_per_s,
+                      (uint32_t)cfg->limits.message_burst);
+    if (cfg->limits.client_bytes_per_s)
+        wsg_rate_init(&rt->client_bytes_rate, (uint32_t)cfg->limits.client_bytes_per_s, 0);
     for (size_t i = 0; i < cfg->npools; i++) {
         const wsg_balancer_t *old = prev ? wsg_runtime_pool(prev, cfg->pools[i].name) : NULL;
         rt->pools[i] = wsg_balancer_new(&cfg->pools[i], old);
@@ -487,6 +503,21 @@ int wsg_runtime_load_tls(wsg_runtime_t *rt, char *err, size_t errcap) {
     return 0;
 }
 
+int wsg_runtime_load_auth(wsg_runtime_t *rt, char *err, size_t errcap) {
+    const wsg_config_t *cfg = rt->cfg;
+    for (size_t i = 0; i < cfg->nauths; i++) {
+        const wsg_auth_conf_t *a = &cfg->auths[i];
+        char why[256];
+        if (rt->auth_keys[i] != NULL)
+            continue;
+        if (wsg_jwt_keys_load(a->keys, &rt->auth_keys[i], why, sizeof(why)) != 0) {
+            snprintf(err, errcap, "auth.%s.keys: %s: %s", a->name, a->keys, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 wsg_runtime_t *wsg_runtime_ref(wsg_runtime_t *rt) {
     atomic_fetch_add_explicit(&rt->refcount, 1, memory_order_relaxed);
     return rt;
@@ -501,6 +532,9 @@ void wsg_runtime_unref(wsg_runtime_t *rt) {
     }
     for (size_t i = 0; i < rt->cfg->nlisteners; i++)
         wsg_tls_ctx_unref(rt->listener_tls[i]);
+    for (size_t i = 0; rt->auth_keys != NULL && i < rt->cfg->nauths; i++)
+        wsg_jwt_keys_free(rt->auth_keys[i]);
+    free(rt->auth_keys);
     free(rt->pools);
     free(rt->pool_tls);
     free(rt->listener_tls);

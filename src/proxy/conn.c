@@ -24,7 +24,6 @@
 
 #include <wsgate/balance_key.h>
 #include <wsgate/ip_limit.h>
-#include <wsgate/origin.h>
 #include <wsgate/proxy_proto.h>
 #include <wsgate/route.h>
 #include <wsgate/tls.h>
@@ -471,6 +470,7 @@ static void conn_free(wsg_conn_t *c) {
     if (c->counted_ip)
         wsg_ip_limit_release(wsg_server_ip_limit(w->server), &c->client_addr.sa);
     hs_free(c);
+    wsg__edge_free(c);
     for (int s = 0; s < 2; s++) {
         if (c->peer[s].rchunk != NULL)
             wsg__chunk_put(c, c->peer[s].rchunk);
@@ -633,20 +633,36 @@ void wsg_conn_going_away(wsg_conn_t *c) {
     }
 }
 
-/* Answers the client with wsgate's own HTTP error and ends the connection. */
-static void reject(wsg_conn_t *c, int status, const char *why) {
-    char buf[768];
-    size_t n;
+/* Puts the header lines <h> before the blank line that ends the head in
+ * buf[0..n); returns the new length (n when they do not fit). */
+static size_t add_headers(char *buf, size_t n, size_t cap, const char *h) {
+    size_t hl = strlen(h);
+    const char *end = memmem(buf, n, "\r\n\r\n", 4);
+    if (end == NULL || n + hl > cap)
+        return n;
+    size_t at = (size_t)(end - buf) + 2;
+    memmove(buf + at + hl, buf + at, n - at);
+    memcpy(buf + at, h, hl);
+    return n + hl;
+}
+
+/* Answers the client with wsgate's own HTTP error, with the header lines
+ * <headers> when not NULL, and ends the connection. */
+void wsg__conn_refuse(wsg_conn_t *c, int status, const char *why, const char *headers) {
+    char buf[1024];
+    size_t n, base = 768; /* the rest is room for <headers> */
 
     if (c->hs != NULL && c->hs->http) {
         /* An EventSource retries a 503 with Retry-After; anything else it
          * cannot be served ends it for good (SPEC §9). */
         if (c->hs->sse && status >= 500)
             status = 503;
-        n = wsg__http_error(c, status, why, buf, sizeof(buf));
+        n = wsg__http_error(c, status, why, buf, base);
     } else {
-        n = wsg_http_error_response(status, buf, sizeof(buf));
+        n = wsg_http_error_response(status, buf, base);
     }
+    if (headers != NULL && n > 0)
+        n = add_headers(buf, n, sizeof(buf), headers);
 
     c->status = (uint16_t)status;
     if (c->end_reason == NULL)
@@ -659,6 +675,10 @@ static void reject(wsg_conn_t *c, int status, const char *why) {
     if (n > 0)
         wsg__conn_send(c, WSG_CLIENT, buf, n);
     wsg__conn_finish(c);
+}
+
+static void reject(wsg_conn_t *c, int status, const char *why) {
+    wsg__conn_refuse(c, status, why, NULL);
 }
 
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why) { reject(c, status, why); }
@@ -782,9 +802,13 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
 
 static void start_relay(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
+
+    if (wsg__edge_answer(c) != 0) { /* it may replace the response head */
+        reject(c, 500, "out of memory");
+        return;
+    }
     size_t req_head = wsg_http_head_len(hs->req_head);
     size_t resp_head = wsg_http_head_len(hs->resp_head);
-
     c->status = 101;
     wsg_worker_count_handshake(c->w, 101, (uv_hrtime() - c->t_start_ns) / 1000);
     if (wsg__conn_send(c, WSG_CLIENT, hs->resp, resp_head) < 0) {
@@ -1028,43 +1052,6 @@ int wsg__conn_retry(wsg_conn_t *c) {
     return 0;
 }
 
-/* SPEC §11: with routes[].origins set, an upgrade from a page of another
- * site is refused before any backend hears of it (cross-site WebSocket
- * hijacking, RFC 6455 §10.2). Returns 1 when it answered 403. */
-static int origin_refused(wsg_conn_t *c, const wsg_route_conf_t *route) {
-    wsg_hs_t *hs = c->hs;
-    const char *origin = NULL;
-    size_t olen = 0, count = 0;
-
-    for (size_t i = 0, n = wsg_http_head_count(hs->req_head); i < n; i++) {
-        const char *name, *value;
-        size_t nl, vl;
-        wsg_http_head_at(hs->req_head, hs->req, i, &name, &nl, &value, &vl);
-        if (nl == 6 && strncasecmp(name, "Origin", 6) == 0) {
-            count++;
-            origin = value;
-            olen = vl;
-        }
-    }
-    if (count > 1) {
-        reject(c, 403, "more than one Origin header");
-        return 1;
-    }
-    wsg_origin_verdict_t v = wsg_origin_check((const char *const *)route->origins,
-                                              route->norigins, origin, olen);
-    if (v == WSG_ORIGIN_REFUSED) {
-        CLOG(c, WSG_LOG_INFO, "Origin %.*s is not in the route's origins",
-             (int)(olen > 200 ? 200 : olen), origin);
-        reject(c, 403, "Origin not allowed");
-        return 1;
-    }
-    if (v == WSG_ORIGIN_MISSING && !route->allow_no_origin) {
-        reject(c, 403, "no Origin header");
-        return 1;
-    }
-    return 0;
-}
-
 /* The request head is complete: route, validate, choose and connect. */
 static void on_request(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
@@ -1082,6 +1069,8 @@ static void on_request(wsg_conn_t *c) {
     bool websocket = wsg_handshake_is_websocket(hs->req_head, hs->req);
     if (!websocket)
         wsg__http_classify(c);
+    if (wsg__edge_rate(c) != 0)
+        return;
     c->route = wsg_route_match(cfg->routes, cfg->nroutes, host, host ? hostlen : 0, url, urllen);
     if (c->route < 0) {
         reject(c, 404, "no route matches the request");
@@ -1115,9 +1104,9 @@ static void on_request(wsg_conn_t *c) {
             reject(c, status, reason);
             return;
         }
-        if (route->origins != NULL && origin_refused(c, route))
-            return;
     }
+    if (wsg__edge_admit(c, route, websocket) != 0)
+        return;
 
     /* The sticky key decides the backend order. */
     const wsg_pool_conf_t *pool = &cfg->pools[c->pool];
@@ -1127,7 +1116,8 @@ static void on_request(wsg_conn_t *c) {
     uint64_t h;
     wsg__conn_client_ip(c, ip, sizeof(ip));
     c->keyed = 1;
-    if (wsg_balance_key(&pool->balance, hs->req_head, hs->req, ip, &key, &keylen))
+    if (wsg_balance_key(&pool->balance, hs->req_head, hs->req, ip, wsg__edge_jwt(c), &key,
+                        &keylen))
         h = wsg_ring_hash(key, keylen);
     else if (pool->balance.fallback == WSG_FALLBACK_RANDOM)
         h = wsg_worker_random(c->w), c->keyed = 0;

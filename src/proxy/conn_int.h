@@ -21,6 +21,7 @@
 #include <wsgate/ws_stream.h>
 
 #include "upstream.h"
+#include "edge.h"
 
 enum { WSG_CLIENT = 0, WSG_BACKEND = 1 };
 #define WSG_OTHER(side) (1 - (side))
@@ -181,6 +182,7 @@ struct wsg_conn_s {
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
     uint64_t lifetime_at;    /* RELAY: max_lifetime_ms (with its jitter) ends it then (0: never) */
     uint64_t key_hash;       /* the hash its backend was chosen by (rebalance) */
+    wsg_edge_t edge;         /* SPEC §11 state: the token, expiry, client rates (edge.c) */
     uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     union {
         struct sockaddr sa;
@@ -239,6 +241,8 @@ void wsg__conn_release_backend(wsg_conn_t *c, bool reusable);
 int wsg__conn_retry(wsg_conn_t *c);
 /* Answers the client with wsgate's own error and ends the connection. */
 void wsg__conn_reject(wsg_conn_t *c, int status, const char *why);
+/* The same with extra header lines ("Retry-After: 2\r\n"), or NULL. */
+void wsg__conn_refuse(wsg_conn_t *c, int status, const char *why, const char *headers);
 /* Writes the access line of the connection, or of its current exchange. */
 void wsg__conn_log_access(wsg_conn_t *c);
 /* Starts the next attempt: route, then connect to the first candidate. */

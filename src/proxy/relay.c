@@ -98,6 +98,7 @@ void wsg__relay_start(wsg_conn_t *c) {
         uint64_t max = cfg->timeouts.max_lifetime_ms;
         c->lifetime_at = now + max + wsg_worker_random(c->w) % (max / 10 + 1);
     }
+    wsg__edge_relay_start(c);
     for (int s = 0; s < 2; s++) {
         wsg_peer_t *p = &c->peer[s];
         wsg_ws_stream_init(&p->ws, s == WSG_CLIENT, cfg->limits.max_frame_bytes, rsv_first,
@@ -168,6 +169,7 @@ void wsg__relay_close(wsg_conn_t *c, uint16_t client_code, uint16_t backend_code
     if (c->closed_by == WSG_BY_NONE)
         c->closed_by = WSG_BY_WSGATE;
     wsg_peer_t *cl = &c->peer[WSG_CLIENT], *be = &c->peer[WSG_BACKEND];
+    wsg__edge_release(c);
     if (client_code && !cl->close_sent)
         cl->close_owed = client_code;
     if (backend_code && !be->close_sent)
@@ -233,7 +235,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     int to = WSG_OTHER(from);
     uint8_t *data = (uint8_t *)ch->data;
     size_t out = 0, keep = n;
-    int err = 0, saw_data = 0;
+    int err = 0, saw_data = 0, limited = 0;
     uint64_t frames = 0, fresh = n - p->ws.held;
     wsg_ws_seg_t seg;
 
@@ -258,7 +260,12 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         frames += seg.frame_begin;
         if (seg.kind == WSG_WS_SEG_DATA) {
             saw_data = 1;
-            fwd = forward_data(c, p, &seg);
+            /* messages_per_s counts messages: the first frame of one. Past
+             * it, no data frame is forwarded any more. */
+            if (from == WSG_CLIENT && seg.frame_begin && seg.opcode != WSG_WS_OP_CONT &&
+                c->state == WSG_CONN_RELAY && !limited && wsg__edge_message(c) != 0)
+                limited = 1;
+            fwd = !limited && forward_data(c, p, &seg);
         } else if (seg.kind == WSG_WS_SEG_CONTROL) {
             fwd = on_control(c, from, &seg) && c->state == WSG_CONN_RELAY;
         }
@@ -306,6 +313,12 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
 
     if (oom) {
         wsg_conn_abort(c, "out of memory for a partial frame header");
+        return;
+    }
+    if (limited && c->state == WSG_CONN_RELAY) {
+        /* After what went out before the refused message: the close frames
+         * follow the data the backend already has. */
+        wsg__edge_message_limited(c);
         return;
     }
     if (err < 0) {
@@ -449,6 +462,8 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
     }
     uint32_t room = p->room;
     process(c, from, p->rchunk, p->ws.held + (size_t)nread);
+    if (from == WSG_CLIENT)
+        wsg__edge_client_read(c, (size_t)nread);
     /* A read that did not fill its buffer drained the socket: if it ended
      * inside a unit, the peer may now stay silent for long. */
     if ((size_t)nread < room && p->rchunk != NULL && p->ws.held > 0 && p->open)
@@ -478,7 +493,7 @@ void wsg__relay_on_drained(wsg_conn_t *c, int to) {
     wsg_peer_t *src = &c->peer[WSG_OTHER(to)];
 
     if (src->paused && q->queued <= cfg_of(c)->limits.buffer_bytes / 2 &&
-        q->nwrites <= WSG_MAX_WRITES / 2)
+        q->nwrites <= WSG_MAX_WRITES / 2 && !wsg__edge_holds(c, WSG_OTHER(to)))
         wsg__conn_resume_read(c, WSG_OTHER(to));
 }
 
@@ -494,6 +509,7 @@ uint64_t wsg__relay_next_deadline(const wsg_conn_t *c) {
         d = c->drain_at;
     if (c->lifetime_at && c->lifetime_at < d)
         d = c->lifetime_at;
+    d = wsg__edge_deadline(c, d);
     if (cfg->timeouts.idle_ms && c->last_data + cfg->timeouts.idle_ms < d)
         d = c->last_data + cfg->timeouts.idle_ms;
     if (cfg->heartbeat.interval_ms) {
@@ -521,6 +537,8 @@ void wsg__relay_on_deadline(wsg_conn_t *c, uint64_t now) {
         wsg_conn_abort(c, "close handshake not complete within drain_ms");
         return;
     }
+    if (wsg__edge_on_deadline(c, now))
+        return;
     if (c->drain_at && now >= c->drain_at) {
         /* The backend is being drained: 1012 tells the client to reconnect,
          * which lands it on another backend (SPEC §6). */

@@ -125,6 +125,19 @@ static int note(const char **tok, size_t *tlen, int *found, const char *t, size_
     return 0;
 }
 
+/* The common end of the three finders: what the first pass found and the
+ * second wrote, handed to the caller. */
+static wsg_jwt_src_t found_tail(int found, const char *t, size_t tn, size_t rlen,
+                                const char **tok, size_t *tlen, size_t *rest_len) {
+    if (!found)
+        return WSG_JWT_SRC_NONE;
+    *tok = t;
+    *tlen = tn;
+    if (rest_len != NULL)
+        *rest_len = rlen;
+    return WSG_JWT_SRC_FOUND;
+}
+
 wsg_jwt_src_t wsg_jwt_from_subprotocol(const char *v, size_t n, const char **tok, size_t *tlen,
                                        char *rest, size_t *rest_len) {
     int found = 0, pending = 0, conflict = 0, malformed = 0;
@@ -172,11 +185,7 @@ wsg_jwt_src_t wsg_jwt_from_subprotocol(const char *v, size_t n, const char **tok
                 break;
         }
     }
-    *tok = t;
-    *tlen = tn;
-    if (rest_len != NULL)
-        *rest_len = rlen;
-    return WSG_JWT_SRC_FOUND;
+    return found_tail(found, t, tn, rlen, tok, tlen, rest_len);
 }
 
 wsg_jwt_src_t wsg_jwt_from_cookie(const char *v, size_t n, const char *name, size_t name_len,
@@ -223,13 +232,7 @@ wsg_jwt_src_t wsg_jwt_from_cookie(const char *v, size_t n, const char *name, siz
         if (pass == 0 && (!found || rest == NULL))
             break;
     }
-    if (!found)
-        return WSG_JWT_SRC_NONE;
-    *tok = t;
-    *tlen = tn;
-    if (rest_len != NULL)
-        *rest_len = rlen;
-    return WSG_JWT_SRC_FOUND;
+    return found_tail(found, t, tn, rlen, tok, tlen, rest_len);
 }
 
 wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name, size_t name_len,
@@ -272,11 +275,5 @@ wsg_jwt_src_t wsg_jwt_from_query(const char *target, size_t n, const char *name,
         if (pass == 0 && (!found || rest == NULL))
             break;
     }
-    if (!found)
-        return WSG_JWT_SRC_NONE;
-    *tok = t;
-    *tlen = tn;
-    if (rest_len != NULL)
-        *rest_len = rlen;
-    return WSG_JWT_SRC_FOUND;
+    return found_tail(found, t, tn, rlen, tok, tlen, rest_len);
 }

@@ -70,6 +70,9 @@ def certs(tmp_path_factory):
                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                     "-subj", "/CN=chat.example.com", "-keyout", str(d / "key.pem"),
                     "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    # An HMAC secret for auth.NAME.keys, made as docs/security.md says.
+    (d / "secret").write_bytes(subprocess.run(["openssl", "rand", "-base64", "48"], check=True,
+                                              capture_output=True).stdout)
     return d
 
 
@@ -85,6 +88,8 @@ def full(schema, certs):
                     v[k] = str(certs / "cert.pem")
                 elif k == "key" and isinstance(v[k], str) and v[k].endswith(".key"):
                     v[k] = str(certs / "key.pem")
+                elif k == "keys" and isinstance(v[k], str):
+                    v[k] = str(certs / "secret")
                 else:
                     files(v[k])
         elif isinstance(v, list):
@@ -171,9 +176,11 @@ def test_each_required_key_is_required_by_both(tmp_path, full, validator, schema
     says it is required."""
     tried = 0
     for path, obj in list(paths_of(full)):
-        if path == ("pools",):
-            continue  # pool names, not keys
+        if path in (("pools",), ("auth",)):
+            continue  # pool and verifier names, not keys
         for k in list(obj):
+            if path == () and k == "auth":
+                continue  # routes[].auth names one: a reference the schema cannot express
             cfg = copy.deepcopy(full)
             del at(cfg, path)[k]
             schema_ok = not list(validator.iter_errors(cfg))
@@ -190,8 +197,8 @@ def test_each_required_key_is_required_by_both(tmp_path, full, validator, schema
 
 def test_an_unknown_key_is_refused_by_both_in_every_object(tmp_path, full, validator):
     for path, obj in list(paths_of(full)):
-        if path == ("pools",):
-            continue  # any name is a pool there
+        if path in (("pools",), ("auth",)) or path[-1:] == ("claims_to_headers",):
+            continue  # any name is a pool, a verifier or a claim there
         cfg = copy.deepcopy(full)
         at(cfg, path)["colour"] = 1
         assert list(validator.iter_errors(cfg)), json_path(path)

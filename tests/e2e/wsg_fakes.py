@@ -20,6 +20,7 @@ fake behind one wsgate serves many tests:
                          "cut:N:K"    -> send the header of an N-byte binary frame and K
                                          payload bytes, then close TCP (mid-frame loss)
   ext=VALUE            the 101 carries Sec-WebSocket-Extensions: VALUE
+  proto=1              the 101 names the first Sec-WebSocket-Protocol offered
   mode=noclose         as echo, but never answers a close frame
   mode=sink            101, then read nothing until rec.resume is set; then
                        count data bytes (rec.sink_bytes) without echoing
@@ -228,6 +229,10 @@ class FakeBackend:
         extra = "X-Backend-Extra: yes\r\n" if mode == "hdr101" else ""
         if rec.query.get("ext"):
             extra += f"Sec-WebSocket-Extensions: {rec.query['ext']}\r\n"
+        if rec.query.get("proto") and headers.get("sec-websocket-protocol"):
+            # Chooses the first protocol offered, as a server speaking it would.
+            first = headers["sec-websocket-protocol"].split(",")[0].strip()
+            extra += f"Sec-WebSocket-Protocol: {first}\r\n"
         c.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
                .encode())

@@ -43,7 +43,7 @@ static const char *key_of(wsg_key_kind_t kind, const char *name, const char *tar
     req_t r = req(target, headers);
     const char *k = (const char *)&bal; /* must be overwritten */
     size_t len = 12345;
-    int found = wsg_balance_key(&bal, r.h, r.buf, "198.51.100.9", &k, &len);
+    int found = wsg_balance_key(&bal, r.h, r.buf, "198.51.100.9", NULL, &k, &len);
 
     ck_assert_int_ge(found, 0);
     ck_assert_int_le(found, 1);
@@ -80,11 +80,11 @@ START_TEST(test_balance_key_ip) {
     const char *k;
     size_t len;
 
-    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, "2001:db8::1", &k, &len), 1);
+    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, "2001:db8::1", NULL, &k, &len), 1);
     ck_assert_uint_eq(len, 11);
     ck_assert(memcmp(k, "2001:db8::1", 11) == 0);
-    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, "", &k, &len), 0);
-    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, NULL, &k, &len), 0);
+    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, "", NULL, &k, &len), 0);
+    ck_assert_int_eq(wsg_balance_key(&bal, r.h, r.buf, NULL, NULL, &k, &len), 0);
     req_free(&r);
 }
 END_TEST

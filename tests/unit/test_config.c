@@ -166,23 +166,79 @@ END_TEST
 /* Keys of SPEC sections 9-12 that this parser does not implement yet are
  * refused, with a message saying so rather than "unknown key". */
 START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
-    expect_error(CONF("", "", ", \"auth\": \"users\"", ""),
-                 "wsgate.json: routes[0].auth: not implemented yet by this wsgate (SPEC §11 "
-                 "adds it)");
     expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
                  "wsgate.json: dns: not implemented yet by this wsgate (SPEC §12 adds it)");
     expect_error(CONF("", "", "", ", \"balance\": {\"cookie\": {}}"),
                  "wsgate.json: pools.p.balance.cookie: not implemented yet by this wsgate (SPEC "
                  "§10 adds it)");
-    expect_error(CONF("\"limits\": {\"messages_per_s\": 10},", "", "", ""),
-                 "wsgate.json: limits.messages_per_s: not implemented yet by this wsgate (SPEC §11 "
-                 "adds it)");
     /* Never offered as a "did you mean" hint. */
-    expect_error(CONF("", "", ", \"athu\": 1", ""),
-                 "wsgate.json: routes[0].athu: unknown key");
+    expect_error(CONF("", "", ", \"colr\": 1", ""),
+                 "wsgate.json: routes[0].colr: unknown key");
     /* A real key is. */
     expect_error(CONF("", "", ", \"htp\": false", ""),
                  "wsgate.json: routes[0].htp: unknown key, did you mean \"http\"?");
+}
+END_TEST
+
+/* SPEC §11's verifiers: parsed, sorted, defaulted, referenced by routes;
+ * the key file itself is the runtime's (and -t's) to read. */
+START_TEST(test_config_auth_keys) {
+    wsg_config_t *cfg = expect_ok(
+        CONF("\"auth\": {\"z\": {\"keys\": \"k2\"}, \"users\": {\"keys\": \"jwks.json\", "
+             "\"issuer\": \"https://id\", \"audience\": \"chat\", \"leeway_ms\": 5, "
+             "\"from\": [\"query:t\", \"cookie:tok\"], \"claims_to_headers\": {\"sub\": "
+             "\"X-User\"}, \"close_on_expiry\": true}},"
+             "\"limits\": {\"messages_per_s\": 10, \"handshakes_per_ip_per_s\": 3},",
+             "", ", \"auth\": \"users\"", ", \"balance\": {\"key\": \"jwt:sub\"}"),
+        &noresolve);
+    ck_assert_uint_eq(cfg->nauths, 2);
+    const wsg_auth_conf_t *a = &cfg->auths[cfg->routes[0].auth_index];
+    ck_assert_str_eq(a->name, "users");
+    ck_assert_ptr_eq(a, wsg_config_auth(cfg, "users"));
+    ck_assert_str_eq(a->keys, "jwks.json");
+    ck_assert_str_eq(a->issuer, "https://id");
+    ck_assert_str_eq(a->audience, "chat");
+    ck_assert_uint_eq(a->leeway_ms, 5);
+    ck_assert(a->close_on_expiry);
+    ck_assert_uint_eq(a->nfrom, 2);
+    ck_assert_int_eq(a->from[0].kind, WSG_FROM_QUERY);
+    ck_assert_str_eq(a->from[0].name, "t");
+    ck_assert_int_eq(a->from[1].kind, WSG_FROM_COOKIE);
+    ck_assert_uint_eq(a->nclaims, 1);
+    ck_assert_str_eq(a->claims[0].claim, "sub");
+    ck_assert_str_eq(a->claims[0].header, "X-User");
+    const wsg_auth_conf_t *z = wsg_config_auth(cfg, "z");
+    ck_assert_uint_eq(z->nfrom, 2); /* the default: header, subprotocol */
+    ck_assert_int_eq(z->from[0].kind, WSG_FROM_HEADER);
+    ck_assert_int_eq(z->from[1].kind, WSG_FROM_SUBPROTOCOL);
+    ck_assert(z->issuer == NULL && z->audience == NULL && !z->close_on_expiry);
+    ck_assert_int_eq(cfg->pools[0].balance.key, WSG_KEY_JWT);
+    ck_assert_str_eq(cfg->pools[0].balance.key_name, "sub");
+    ck_assert_uint_eq(cfg->limits.messages_per_s, 10);
+    ck_assert_uint_eq(cfg->limits.handshakes_per_ip_per_s, 3);
+    ck_assert_uint_eq(cfg->limits.client_bytes_per_s, 0);
+    wsg_config_unref(cfg);
+
+    expect_error(CONF("", "", ", \"auth\": \"users\"", ""),
+                 "wsgate.json: routes[0].auth: expected the name of a verifier under \"auth\", "
+                 "got \"users\"");
+    expect_error(CONF("\"auth\": {\"a\": {}},", "", "", ""),
+                 "wsgate.json: auth.a.keys: missing, expected the path of a JWKS, PEM or secret "
+                 "file");
+    expect_error(CONF("\"auth\": {\"a\": {\"keys\": \"k\", \"from\": [\"body\"]}},", "", "", ""),
+                 "wsgate.json: auth.a.from[0]: expected \"header\", \"subprotocol\", "
+                 "\"cookie:NAME\" or \"query:NAME\", got \"body\"");
+    expect_error(CONF("\"auth\": {\"a\": {\"keys\": \"k\", \"from\": [\"cookie:a b\"]}},", "", "",
+                      ""),
+                 "wsgate.json: auth.a.from[0]: expected \"cookie:NAME\" with NAME a cookie name, "
+                 "got \"cookie:a b\"");
+    expect_error(CONF("\"auth\": {\"a\": {\"keys\": \"k\", \"from\": []}},", "", "", ""),
+                 "wsgate.json: auth.a.from: expected a non-empty array of token sources, got an "
+                 "empty array");
+    expect_error(CONF("\"auth\": {\"a\": {\"keys\": \"k\", \"claims_to_headers\": "
+                      "{\"sub\": \"X User\"}}},",
+                      "", "", ""),
+                 "wsgate.json: auth.a.claims_to_headers.sub: expected a header name, got \"X User\"");
 }
 END_TEST
 
@@ -549,7 +605,7 @@ START_TEST(test_config_bad_balance_key) {
     static const struct {
         const char *key, *msg;
     } cases[] = {
-        {"\"hedaer:x\"", "expected \"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", "
+        {"\"hedaer:x\"", "expected \"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"jwt:CLAIM\", "
                          "got \"hedaer:x\""},
         {"\"header:\"", "expected \"header:NAME\" with NAME a header name, got \"header:\""},
         {"\"header:X User\"", "expected \"header:NAME\" with NAME a header name, got "
@@ -557,9 +613,9 @@ START_TEST(test_config_bad_balance_key) {
         {"\"cookie:\"", "expected \"cookie:NAME\" with NAME a cookie name, got \"cookie:\""},
         {"\"query:a=b\"", "expected \"query:NAME\" with NAME a query parameter name, got "
                           "\"query:a=b\""},
-        {"\"IP\"", "expected \"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got "
+        {"\"IP\"", "expected \"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"jwt:CLAIM\", got "
                    "\"IP\""},
-        {"null", "expected \"ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got "
+        {"null", "expected \"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"jwt:CLAIM\", got "
                  "null"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1091,6 +1147,7 @@ Suite *wsg_config_suite(void) {
     tcase_add_test(tc, test_config_accepts_and_ignores_schema_key);
     tcase_add_test(tc, test_config_later_keys_are_refused_as_not_implemented);
     tcase_add_test(tc, test_config_http_keys);
+    tcase_add_test(tc, test_config_auth_keys);
     tcase_add_test(tc, test_config_schema_names_table_keys_only);
     tcase_add_test(tc, test_config_missing_required_keys);
     suite_add_tcase(s, tc);
