@@ -223,7 +223,7 @@ class Gate(Proc):
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout=10.0):
+    def wait_ready(self, timeout=30.0):
         binds = [lst["bind"] for lst in self.cfg["listeners"]]
         if self.cfg.get("admin"):
             binds.append(self.cfg["admin"]["bind"])
