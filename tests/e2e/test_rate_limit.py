@@ -98,13 +98,13 @@ def test_message_rate_counts_messages_not_frames_and_closes_1008(stack):
 
 
 def test_client_bytes_are_shaped_and_other_connections_are_not(stack):
-    rate = 512 * 1024
+    rate = 1024 * 1024  # the case: 10 MiB at 1 MiB/s takes 10 ± 1.5 s
     port, fake, _, g = gate(stack, {"client_bytes_per_s": rate})
     t = tag()
     up, _ = ws_connect(port, f"/?id={t}&mode=sink")
     rec = fake.wait_conn(t)
     rec.resume.set()
-    frames, size = 32, 64 * 1024  # 2 MiB
+    frames, size = 160, 64 * 1024  # 10 MiB
     total = frames * size
 
     def send():
@@ -122,11 +122,11 @@ def test_client_bytes_are_shaped_and_other_connections_are_not(stack):
         assert other.read_message() == (OP_TEXT, b"ping?")
         assert time.monotonic() - s < 0.5
     other.close()
-    wait_for(lambda: rec.sink_bytes >= total, 15, interval=0.02, what="the upload")
+    wait_for(lambda: rec.sink_bytes >= total, 25, interval=0.02, what="the upload")
     took = time.monotonic() - t0
     sender.join(5)
     assert rec.sink_ok
-    # The first second's worth goes at once, the rest at the rate: 3 s.
+    # The first second's worth goes at once, the rest at the rate: 9 s.
     want = (total - rate) / rate
-    assert want - 0.6 <= took <= want + 1.5, took
+    assert want - 0.6 <= took <= want + 1.5 and 8.5 <= took <= 11.5, took
     up.close()
