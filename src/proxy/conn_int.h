@@ -164,7 +164,8 @@ typedef struct wsg_hs_s {
                                 us so: its connection may serve another request */
     unsigned replayable : 1; /* GET, HEAD or OPTIONS without a body: may be resent */
     unsigned streaming : 1;  /* counted in http_streaming */
-    unsigned beat : 1;       /* an SSE response: comment heartbeats while the backend is silent */
+    unsigned event_stream : 1; /* an SSE response wsgate follows event by event */
+    unsigned beat : 1;       /* and sends comment heartbeats while the backend is silent */
 } wsg_hs_t;
 
 struct wsg_conn_s {

@@ -202,13 +202,10 @@ int wsg__http_send_request(wsg_conn_t *c) {
     size_t head = wsg_http_head_len(hs->req_head);
     size_t need = 2 * head + 512; /* see wsg_http_build_request */
     char stack[4096];
-    char *out = need <= sizeof(stack) ? stack : malloc(need);
 
-    if (hs->head_sent) {
-        if (out != stack)
-            free(out);
+    if (hs->head_sent)
         return resend_request(c);
-    }
+    char *out = need <= sizeof(stack) ? stack : malloc(need);
     if (out == NULL)
         return UV_ENOMEM;
     wsg_forward_info_t fi = wsg__conn_forward_info(c, ip);
@@ -309,23 +306,25 @@ static int interim(wsg_conn_t *c, size_t head) {
     return 0;
 }
 
-/* SSE heartbeats (SPEC §9) for a 200 text/event-stream whose framing lets
- * wsgate add bytes: chunked (a chunk of its own) or up to the close (plain
- * bytes). A Content-Length body has no room for them. */
-static void start_heartbeat(wsg_conn_t *c, const wsg_body_t *body) {
+/* A 200 text/event-stream whose framing lets wsgate add bytes: chunked (a
+ * chunk of its own) or up to the close (plain bytes); a Content-Length body
+ * has no room. Its events are followed, for the heartbeat (SPEC §9) and for
+ * a clean end at shutdown. */
+static void watch_event_stream(wsg_conn_t *c, const wsg_body_t *body) {
     wsg_hs_t *hs = c->hs;
     uint64_t every = cfg_of(c)->heartbeat.interval_ms;
     size_t n;
     const char *ct = wsg_http_head_get(hs->resp_head, hs->resp, "content-type", &n);
     static const char sse[] = "text/event-stream";
 
-    if (every == 0 || ct == NULL || wsg_http_head_status(hs->resp_head) != 200 ||
+    if (ct == NULL || wsg_http_head_status(hs->resp_head) != 200 ||
         (body->kind != WSG_BODY_CHUNKED && body->kind != WSG_BODY_EOF) || n < sizeof(sse) - 1 ||
         strncasecmp(ct, sse, sizeof(sse) - 1) != 0 ||
         (n > sizeof(sse) - 1 && ct[sizeof(sse) - 1] != ';' && ct[sizeof(sse) - 1] != ' '))
         return;
     wsg_http_body_track(hs->resp_head);
-    hs->beat = 1;
+    hs->event_stream = 1;
+    hs->beat = every > 0;
     hs->beat_at = uv_now(&c->w->loop) + every;
 }
 
@@ -389,7 +388,7 @@ static void response_head(wsg_conn_t *c) {
      * can be delimited and the request is all read. */
     if (body.kind == WSG_BODY_EOF || !hs->req_done)
         hs->keep = 0;
-    start_heartbeat(c, &body);
+    watch_event_stream(c, &body);
     /* Read now: the body overwrites the head's bytes. */
     if (body.kind == WSG_BODY_EOF || !wsg_http_keeps_alive(hs->resp_head, hs->resp) ||
         wsg_http_head_version(hs->resp_head) < 11)
@@ -505,6 +504,7 @@ static void exchange_done(wsg_conn_t *c, bool reusable) {
     hs->http = hs->head_sent = hs->req_done = hs->resp_started = 0;
     hs->keep = hs->head_req = hs->json = hs->sse = 0;
     hs->reused = hs->fresh_only = hs->up_keep = hs->replayable = hs->beat = 0;
+    hs->event_stream = 0;
     free(hs->replay);
     hs->replay = NULL;
     hs->kept_alive = 1;
@@ -531,10 +531,10 @@ void wsg__http_going_away(wsg_conn_t *c) {
 
     hs->keep = 0;
     c->close_deadline = uv_now(&c->w->loop) + cfg_of(c)->timeouts.drain_ms;
-    if (hs->beat) {
-        /* An event stream never ends by itself: end it between two events
-         * (the last chunk, for a chunked one), and the EventSource
-         * reconnects, to another instance. */
+    if (hs->event_stream) {
+        /* An event stream never ends by itself: end it now, with the last
+         * chunk when it is between two events and chunked, and the
+         * EventSource reconnects, to another instance. */
         c->end_reason = "wsgate is shutting down";
         if (wsg_http_body_at_event_end(hs->resp_head) && wsg_http_head_chunked(hs->resp_head))
             wsg__conn_send(c, WSG_CLIENT, "0\r\n\r\n", 5);
