@@ -8,7 +8,7 @@ MESON      ?= meson
 DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev \
             check node-llhttp python3 python3-websockets python3-pytest openssl curl chromium \
             python3-jsonschema python3-yaml man-db
-BENCH_PKGS := haproxy nginx-light procps util-linux
+BENCH_PKGS := haproxy nginx-light wrk procps util-linux
 FUZZ_PKGS  := clang-14 libclang-rt-14-dev
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
