@@ -291,7 +291,9 @@ int wsg__conn_resume_read(wsg_conn_t *c, int side) {
     p->paused = 0;
     if (p->reading || !p->open || p->eof)
         return 0;
-    int r = p->io->ops->read_start(p->io, on_alloc, on_read);
+    int r = side == WSG_BACKEND
+                ? wsg__upstream_read_start((wsg_upstream_t *)(void *)p->io, on_alloc, on_read)
+                : p->io->ops->read_start(p->io, on_alloc, on_read);
     if (r == 0)
         p->reading = 1;
     return r;
@@ -300,7 +302,8 @@ int wsg__conn_resume_read(wsg_conn_t *c, int side) {
 void wsg__conn_pause_read(wsg_conn_t *c, int side) {
     wsg_peer_t *p = &c->peer[side];
     if (p->reading && p->open)
-        p->io->ops->read_stop(p->io);
+        side == WSG_BACKEND ? wsg__upstream_read_stop((wsg_upstream_t *)(void *)p->io)
+                            : (void)p->io->ops->read_stop(p->io);
     p->reading = 0;
 }
 
@@ -932,7 +935,8 @@ static void attach_backend(wsg_conn_t *c, wsg_upstream_t *u, unsigned idx) {
 
     p->io = &u->io;
     u->io.tcp.data = c;
-    p->eof = p->shut = p->want_shut = p->paused = p->reading = 0;
+    p->eof = p->shut = p->want_shut = p->paused = 0;
+    p->reading = u->reading; /* a kept-alive one is still read */
     p->close_rx = p->close_sent = 0;
     p->close_owed = 0;
     p->open = 1;
@@ -1011,7 +1015,7 @@ void wsg__conn_release_backend(wsg_conn_t *c, bool reusable) {
         return;
     wsg_upstream_t *u = (wsg_upstream_t *)(void *)p->io;
     if (reusable && p->queued == 0 && p->nwrites == 0 && !p->eof && !p->shut && !p->want_shut) {
-        wsg__conn_pause_read(c, WSG_BACKEND);
+        /* Reading goes on: the pool watches the idle connection. */
         if (wsg__upstream_park(c->w, u, cfg->pools[c->pool].keepalive,
                                cfg->timeouts.upstream_idle_ms)) {
             p->open = 0;
@@ -1300,6 +1304,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         (c->state <= WSG_CONN_UPSTREAM || (c->state == WSG_CONN_PASSTHRU && hs->http))) {
         size_t room = buf_room(&hs->req, &hs->req_cap, hs->req_len, hs->req_max);
         *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)room);
+    } else if (c->state == WSG_CONN_PASSTHRU && side == WSG_BACKEND && hs->http &&
+               (c->peer[WSG_BACKEND].rchunk != NULL ||
+                (c->peer[WSG_BACKEND].rchunk = wsg__chunk_get(c)) != NULL)) {
+        /* A response body is read a whole chunk at a time, and that chunk
+         * goes on to the client's write queue as it is. */
+        *buf = uv_buf_init(c->peer[WSG_BACKEND].rchunk->data, (unsigned)WSG_CHUNK_DATA);
     } else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
                side == WSG_BACKEND) {
         size_t room = buf_room(&hs->resp, &hs->resp_cap, hs->resp_len, hs->resp_max);
@@ -1334,6 +1344,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (relaying(c)) {
         wsg__relay_on_read(c, side, nread);
         return;
+    }
+    if (nread <= 0 && side == WSG_BACKEND && c->peer[WSG_BACKEND].rchunk != NULL) {
+        /* Nothing came into the body chunk: it goes back to the pool. */
+        wsg__chunk_put(c, c->peer[WSG_BACKEND].rchunk);
+        c->peer[WSG_BACKEND].rchunk = NULL;
     }
     if (nread == 0)
         return;

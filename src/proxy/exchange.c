@@ -252,16 +252,38 @@ void wsg__http_client_bytes(wsg_conn_t *c, size_t n) {
 static void exchange_done(wsg_conn_t *c, bool reusable);
 
 /* Sends the response body bytes data[0..n); the message may end inside. */
-static void response_body(wsg_conn_t *c, const char *data, size_t n) {
+/* Sends the response body bytes data[0..n); the message may end inside.
+ * <ch>, when not NULL, is the read chunk holding them (data == ch->data):
+ * it goes to the client's write queue as it is, without a copy. <head>
+ * (the response head, <hlen> bytes, in a buffer of <hcap>) goes first, in
+ * the same write when the body bytes fit behind it. */
+static void response_body(wsg_conn_t *c, const char *data, size_t n, wsg_chunk_t *ch,
+                          char *head, size_t hlen, size_t hcap) {
     wsg_hs_t *hs = c->hs;
-    size_t used;
-    int r = wsg_http_body_feed_n(hs->resp_head, data, n, &used);
+    size_t used = 0;
+    int r = n > 0 || ch == NULL ? wsg_http_body_feed_n(hs->resp_head, data, n, &used) : 0;
+    int sent = 0;
 
     if (r < 0) {
+        if (ch != NULL)
+            wsg__chunk_put(c, ch);
         wsg_conn_abort(c, "malformed response body from the backend");
         return;
     }
-    if (used > 0 && wsg__conn_send(c, WSG_CLIENT, data, used) < 0) {
+    if (hlen > 0 && ch == NULL && hlen + used <= hcap) {
+        memcpy(head + hlen, data, used); /* one write for a small response */
+        sent = wsg__conn_send(c, WSG_CLIENT, head, hlen + used);
+    } else {
+        if (hlen > 0)
+            sent = wsg__conn_send(c, WSG_CLIENT, head, hlen);
+        if (ch != NULL && sent < 0)
+            wsg__chunk_put(c, ch);
+        else if (ch != NULL)
+            sent = wsg__conn_send_chunk(c, WSG_CLIENT, ch, used);
+        else if (sent == 0 && used > 0)
+            sent = wsg__conn_send(c, WSG_CLIENT, data, used);
+    }
+    if (sent < 0) {
         wsg_conn_abort(c, "client gone during the response");
         return;
     }
@@ -401,11 +423,10 @@ static void response_head(wsg_conn_t *c) {
                             : wsg_http_build_response(hs->resp_head, hs->resp, &body, hs->keep,
                                                       wsg_http_head_version(hs->req_head), out,
                                                       need);
-    int sent = n > 0 ? wsg__conn_send(c, WSG_CLIENT, out, (size_t)n) : -1;
-    if (out != stack)
-        free(out);
-    if (sent < 0) {
-        wsg_conn_abort(c, n < 0 ? "out of memory" : "client gone before the response");
+    if (n <= 0) {
+        if (out != stack)
+            free(out);
+        wsg_conn_abort(c, "out of memory");
         return;
     }
     hs->resp_started = 1;
@@ -418,7 +439,10 @@ static void response_head(wsg_conn_t *c) {
         wsg__conn_reschedule(c);
     size_t rest = hs->resp_len - head;
     hs->resp_len = 0;
-    response_body(c, hs->resp + head, rest);
+    response_body(c, hs->resp + head, rest, NULL, out, (size_t)n,
+                  out == stack ? sizeof(stack) : need);
+    if (out != stack)
+        free(out);
 }
 
 void wsg__http_backend_bytes(wsg_conn_t *c, size_t n) {
@@ -439,7 +463,10 @@ void wsg__http_backend_bytes(wsg_conn_t *c, size_t n) {
         response_head(c);
         return;
     }
-    response_body(c, hs->resp, n);
+    wsg_peer_t *be = &c->peer[WSG_BACKEND];
+    wsg_chunk_t *ch = be->rchunk;
+    be->rchunk = NULL;
+    response_body(c, ch != NULL ? ch->data : hs->resp, n, ch, NULL, 0, 0);
 }
 
 void wsg__http_backend_eof(wsg_conn_t *c) {

@@ -145,19 +145,44 @@ static void close_idle(struct wsg_upstreams_s *p, wsg_upstream_t *u, const char 
     u->io.ops->close(&u->io, on_idle_closed);
 }
 
-static void on_idle_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+/* One pair of read callbacks for the life of the socket: bytes go to the
+ * attached connection, or, while idle, mean the connection is done. */
+static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     wsg_upstream_t *u = wsg__upstream_of(h);
-    (void)suggested;
+    if (u->slot == NULL) {
+        u->alloc_cb(h, suggested, buf);
+        return;
+    }
     *buf = uv_buf_init(u->home->scratch, sizeof(u->home->scratch));
 }
 
-static void on_idle_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     wsg_upstream_t *u = wsg__upstream_of((uv_handle_t *)s);
-    (void)buf;
-    if (nread == 0 || u->slot == NULL)
+    if (u->slot == NULL) {
+        u->read_cb(s, nread, buf);
+        return;
+    }
+    if (nread == 0)
         return;
     close_idle(u->home, u, nread > 0 ? "the backend sent bytes nobody asked for"
                                      : "the backend closed it");
+}
+
+int wsg__upstream_read_start(wsg_upstream_t *u, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {
+    u->alloc_cb = alloc_cb;
+    u->read_cb = read_cb;
+    if (u->reading)
+        return 0;
+    int r = u->io.ops->read_start(&u->io, on_up_alloc, on_up_read);
+    if (r == 0)
+        u->reading = 1;
+    return r;
+}
+
+void wsg__upstream_read_stop(wsg_upstream_t *u) {
+    if (u->reading)
+        u->io.ops->read_stop(&u->io);
+    u->reading = 0;
 }
 
 bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint64_t idle_ms) {
@@ -173,16 +198,15 @@ bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint6
         s->next = p->slots;
         p->slots = s;
     }
-    void *owner = u->io.tcp.data;
-    u->io.tcp.data = u;
-    if (u->io.ops->read_start(&u->io, on_idle_alloc, on_idle_read) != 0) {
-        u->io.tcp.data = owner; /* the caller closes it as its own */
+    if (!u->reading && u->io.ops->read_start(&u->io, on_up_alloc, on_up_read) != 0) {
         if (s->n == 0) {
             p->slots = s->next;
             free(s);
         }
         return false;
     }
+    u->reading = 1;
+    u->io.tcp.data = u;
     wsg__upstream_set_busy(u, false);
     u->slot = s;
     u->sprev = NULL;
@@ -235,7 +259,6 @@ wsg_upstream_t *wsg__upstream_take(wsg_worker_t *w, wsg_backend_t *be, bool tls,
             close_idle(p, u, "the backend closed it");
         } else {
             unlink_idle(p, u);
-            u->io.ops->read_stop(&u->io);
             u->uses++;
             got = u;
         }

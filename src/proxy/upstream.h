@@ -31,9 +31,12 @@ struct wsg_upstream_s {
     wsg_upstream_t *snext, *sprev;
     wsg_upstream_t *lnext, *lprev;
     uint64_t expires;           /* idle: closed at this loop time */
+    uv_alloc_cb alloc_cb;       /* its owner's read callbacks, while attached */
+    uv_read_cb read_cb;
     uint32_t uses;              /* exchanges it carried */
     unsigned tls : 1;           /* connected through the pool's TLS */
     unsigned busy : 1;          /* counted as carrying a plain HTTP exchange */
+    unsigned reading : 1;       /* read_start is in effect on its socket */
 };
 
 /* A new upstream for <be> with an initialised, unconnected TCP side.
@@ -43,14 +46,21 @@ wsg_upstream_t *wsg__upstream_new(wsg_worker_t *w, wsg_backend_t *be, bool tls);
 /* An idle connection to <be> (plain or TLS as <tls> says), newest first, or
  * NULL. With <probe>, one that the backend closed since the loop last
  * looked (a FIN waiting in the socket) is skipped: for a request that
- * could not be retried if it failed. The upstream comes with reading
- * stopped; its handle's data is the caller's to set. */
+ * could not be retried if it failed. The upstream may still be reading
+ * (u->reading); its handle's data is the caller's to set. */
 wsg_upstream_t *wsg__upstream_take(wsg_worker_t *w, wsg_backend_t *be, bool tls, bool probe);
 
-/* Keeps <u> (connected, reading stopped, nothing queued) idle for at most
+/* Keeps <u> (connected, nothing queued) idle for at most
  * <idle_ms>, when its backend has fewer than <keep> idle connections on this
  * worker. Returns false when it was not kept: the caller closes it. */
 bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint64_t idle_ms);
+
+/* Reading, for the connection it is attached to: <alloc_cb> and <read_cb>
+ * get the bytes. The socket stays registered for reading across a park and
+ * a take (the pool reads an idle connection anyway), so that reuse costs
+ * no epoll_ctl. Returns 0 or a UV_E* code. */
+int wsg__upstream_read_start(wsg_upstream_t *u, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
+void wsg__upstream_read_stop(wsg_upstream_t *u);
 
 /* Marks <u> as carrying a plain HTTP exchange (busy in /status), or not. */
 void wsg__upstream_set_busy(wsg_upstream_t *u, bool busy);
