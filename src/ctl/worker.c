@@ -22,6 +22,7 @@
 #include <wsgate/log.h>
 
 #define POOL_MAX_FREE 32 /* cached chunks per worker: 512 KiB at most */
+#define BULK_MAX_FREE 8  /* cached bulk chunks per worker: 512 KiB at most */
 
 static void on_timer(uv_timer_t *t);
 
@@ -332,6 +333,7 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
         return r;
     wsg_timer_heap_init(&w->deadlines);
     wsg_bufpool_init(&w->bufs, WSG_CHUNK_SIZE, POOL_MAX_FREE);
+    wsg_bufpool_init(&w->bulk, WSG_BULK_SIZE, BULK_MAX_FREE);
     if ((r = wsg_upstreams_init(w)) != 0)
         return r;
     uv_timer_init(&w->loop, &w->timer);
@@ -382,6 +384,7 @@ void wsg_worker_join(wsg_worker_t *w) {
         WSG_LOG(WSG_LOG_WARN, "worker", "worker %u: loop closed with handles open", w->id);
     wsg_timer_heap_close(&w->deadlines);
     wsg_bufpool_close(&w->bufs);
+    wsg_bufpool_close(&w->bulk);
     wsg_upstreams_free(w);
     wsg_runtime_unref(w->rt);
     free(w->listeners);

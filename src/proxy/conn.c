@@ -100,13 +100,28 @@ static void publish_pool(wsg_worker_t *w) {
 
 wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c) {
     wsg_chunk_t *ch = wsg_bufpool_get(&c->w->bufs);
-    if (ch != NULL)
+    if (ch != NULL) {
         ch->conn = c;
+        ch->bulk = 0;
+    }
     publish_pool(c->w);
     return ch;
 }
 
+wsg_chunk_t *wsg__chunk_get_bulk(wsg_conn_t *c) {
+    wsg_chunk_t *ch = wsg_bufpool_get(&c->w->bulk);
+    if (ch != NULL) {
+        ch->conn = c;
+        ch->bulk = 1;
+    }
+    return ch;
+}
+
 void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch) {
+    if (ch->bulk) {
+        wsg_bufpool_put(&c->w->bulk, ch);
+        return;
+    }
     wsg_bufpool_put(&c->w->bufs, ch);
     publish_pool(c->w);
 }
@@ -1306,10 +1321,13 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         *buf = uv_buf_init(hs->req + hs->req_len, (unsigned)room);
     } else if (c->state == WSG_CONN_PASSTHRU && side == WSG_BACKEND && hs->http &&
                (c->peer[WSG_BACKEND].rchunk != NULL ||
+                (hs->bulk && (c->peer[WSG_BACKEND].rchunk = wsg__chunk_get_bulk(c)) != NULL) ||
                 (c->peer[WSG_BACKEND].rchunk = wsg__chunk_get(c)) != NULL)) {
         /* A response body is read a whole chunk at a time, and that chunk
-         * goes on to the client's write queue as it is. */
-        *buf = uv_buf_init(c->peer[WSG_BACKEND].rchunk->data, (unsigned)WSG_CHUNK_DATA);
+         * goes on to the client's write queue as it is; a body that fills
+         * one is read in bulk chunks from then on. */
+        wsg_chunk_t *ch = c->peer[WSG_BACKEND].rchunk;
+        *buf = uv_buf_init(ch->data, (unsigned)(ch->bulk ? WSG_BULK_DATA : WSG_CHUNK_DATA));
     } else if ((c->state == WSG_CONN_UPSTREAM || c->state == WSG_CONN_PASSTHRU) &&
                side == WSG_BACKEND) {
         size_t room = buf_room(&hs->resp, &hs->resp_cap, hs->resp_len, hs->resp_max);

@@ -68,10 +68,12 @@ typedef struct wsg_chunk_s {
     uv_buf_t buf;            /* what is being written */
     struct wsg_conn_s *conn;
     uint8_t to;              /* side it is written to */
+    uint8_t bulk;            /* from the worker's bulk pool (WSG_BULK_SIZE) */
     _Alignas(max_align_t) char data[];
 } wsg_chunk_t;
 
 #define WSG_CHUNK_DATA (WSG_CHUNK_SIZE - offsetof(wsg_chunk_t, data))
+#define WSG_BULK_DATA (WSG_BULK_SIZE - offsetof(wsg_chunk_t, data))
 
 /* Queued writes per direction at most, besides buffer_bytes: each holds a
  * whole chunk, so a sender trickling tiny pieces to a stalled receiver
@@ -165,6 +167,7 @@ typedef struct wsg_hs_s {
     unsigned replayable : 1; /* GET, HEAD or OPTIONS without a body: may be resent */
     unsigned streaming : 1;  /* counted in http_streaming */
     unsigned event_stream : 1; /* an SSE response wsgate follows event by event */
+    unsigned bulk : 1;       /* the response body streams: read it in bulk chunks */
     unsigned beat : 1;       /* and sends comment heartbeats while the backend is silent */
 } wsg_hs_t;
 
@@ -211,6 +214,9 @@ enum { WSG_BY_NONE = 0, WSG_BY_CLIENT, WSG_BY_BACKEND, WSG_BY_WSGATE };
 
 /* conn.c */
 wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c);
+/* A WSG_BULK_SIZE chunk (WSG_BULK_DATA bytes of data); wsg__chunk_put takes
+ * it back like any other. */
+wsg_chunk_t *wsg__chunk_get_bulk(wsg_conn_t *c);
 void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch);
 /* Sends bytes to side <to> after whatever is queued; copies what cannot be
  * written now. Returns 0 or a UV_E* code. */

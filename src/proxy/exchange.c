@@ -466,6 +466,8 @@ void wsg__http_backend_bytes(wsg_conn_t *c, size_t n) {
     wsg_peer_t *be = &c->peer[WSG_BACKEND];
     wsg_chunk_t *ch = be->rchunk;
     be->rchunk = NULL;
+    if (ch != NULL && !ch->bulk && n == WSG_CHUNK_DATA)
+        hs->bulk = 1; /* it streams: bigger reads from now on */
     response_body(c, ch != NULL ? ch->data : hs->resp, n, ch, NULL, 0, 0);
 }
 
@@ -531,7 +533,7 @@ static void exchange_done(wsg_conn_t *c, bool reusable) {
     hs->http = hs->head_sent = hs->req_done = hs->resp_started = 0;
     hs->keep = hs->head_req = hs->json = hs->sse = 0;
     hs->reused = hs->fresh_only = hs->up_keep = hs->replayable = hs->beat = 0;
-    hs->event_stream = 0;
+    hs->event_stream = hs->bulk = 0;
     free(hs->replay);
     hs->replay = NULL;
     hs->kept_alive = 1;
