@@ -806,6 +806,10 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
      * accepted sockets), which saves a setsockopt per connection. */
     if (proxy)
         c->state = WSG_CONN_PROXY;
+    /* The loop's clock is from the start of this iteration, which a burst of
+     * accepts can make stale by tens of ms: handshake_ms must not start
+     * before the connection did (a clock read from the vDSO, no syscall). */
+    uv_update_time(&w->loop);
     hs->deadline = uv_now(&w->loop) + cfg->timeouts.handshake_ms;
     if (wsg__conn_resume_read(c, WSG_CLIENT) != 0) {
         wsg_conn_abort(c, "cannot read from the client");
