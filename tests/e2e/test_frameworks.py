@@ -310,3 +310,73 @@ def test_socketio_backend_killed_mid_session_moves_its_clients_once(stack):
         else:
             assert names == {home[user]}, (user, r)
             assert r["disconnects"] == 0, (user, r.get("last_disconnect"), home[user], victim)
+
+
+# ---- SockJS over its XHR transports, kept together by the cookie -------------------
+
+class SockjsServers(Proc):
+    def __init__(self, tmpdir, n):
+        super().__init__([NODE, JS / "sockjs_servers.js", n], Path(tmpdir) / "sockjs.log",
+                         stdout_pipe=True)
+        line = self.p.stdout.readline()
+        if not line:
+            raise AssertionError(f"sockjs servers did not start: {self.log()}")
+        self.ports = json.loads(line)["ports"]
+
+
+@pytest.fixture(scope="module")
+def sockjs(mstack):
+    if not (JS / "node_modules" / "sockjs").is_dir():
+        pytest.skip("tests/js/node_modules/sockjs missing (npm ci)")
+    servers = SockjsServers(mstack.tmpdir, 3)
+    mstack.procs.append(servers)
+    port = free_port()
+    mstack.gate(make_config(port, {"sj": cookie_pool([f"127.0.0.1:{p}" for p in servers.ports])},
+                            heartbeat={"interval_ms": 0}))
+    return {"port": port}
+
+
+@pytest.mark.parametrize("transport", ["xhr-streaming", "xhr-polling"])
+def test_sockjs_xhr_sessions_kept_together_by_the_cookie(sockjs, transport):
+    r = subprocess.run([NODE, str(JS / "sockjs_clients.js"), f"http://127.0.0.1:{sockjs['port']}/echo",
+                        "20", transport], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["why"] == "done", out
+    assert out["jars"] == 20, out  # every session got wsgate's cookie
+    used = set()
+    for user, res in out["results"].items():
+        assert res["errors"] == [] and res["transport"] == transport, (user, res)
+        names = {a["name"] for a in res["answers"]}
+        assert len(names) == 1, (user, res["answers"])
+        assert [a["data"] for a in res["answers"]] == [f"{user}-{k}" for k in range(5)]
+        used |= names
+    assert len(used) > 1, used
+
+
+# ---- EventSource reconnecting to the same backend, by the cookie -------------------
+
+@pytest.fixture
+def sse_cookie(stack):
+    fakes = [stack.http(f"sse-{i}") for i in range(3)]
+    port = free_port()
+    stack.gate(make_config(port, {"web": cookie_pool([f.address for f in fakes])},
+                           heartbeat={"interval_ms": 0}))
+    return {"port": port, "fakes": fakes}
+
+
+def test_eventsource_reconnects_with_last_event_id_to_the_same_backend(sse_cookie):
+    # es_client.js keeps wsgate's cookie (as a browser does) across the
+    # reconnects the origin forces after every 3 events.
+    r = subprocess.run([NODE, str(JS / "es_client.js"),
+                        f"http://127.0.0.1:{sse_cookie['port']}/sse-id?n=3", "12", "cookies"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["why"] == "done", out
+    assert [e["id"] for e in out["got"]] == [str(i) for i in range(12)], out
+    served = [f for f in sse_cookie["fakes"] if f.requests]
+    assert len(served) == 1, [(f.name, len(f.requests)) for f in sse_cookie["fakes"]]
+    seen = [h.get("last-event-id") for _, h, _ in served[0].requests]
+    assert seen[:4] == [None, "2", "5", "8"], seen
+    assert all("cookie" not in h for _, h, _ in served[0].requests)
