@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -18,6 +19,7 @@
 #include <wsgate/hash_ring.h>
 #include <wsgate/jwt.h>
 #include <wsgate/server.h>
+#include <wsgate/sticky_cookie.h>
 #include <wsgate/tls.h>
 
 static void usage(FILE *out) {
@@ -26,6 +28,8 @@ static void usage(FILE *out) {
             "       wsgate -t -c FILE                check FILE and exit\n"
             "       wsgate --which KEY [-p POOL] -c FILE\n"
             "                                        print the backend sticky key KEY maps to\n"
+            "       wsgate --which --cookie VALUE [-p POOL] -c FILE\n"
+            "                                        print the backend a sticky cookie names\n"
             "       wsgate --schema                  print the JSON Schema of the configuration\n"
             "       wsgate -V | --version            print versions\n"
             "       wsgate -h | --help               this help\n"
@@ -114,7 +118,44 @@ static int check_auth(const wsg_config_t *cfg) {
     return bad;
 }
 
-static int which(const char *path, const char *key, const char *pool_name) {
+/* SPEC §10: the backend sticky cookie <value> names, checked as wsgate
+ * checks it (secret, pool, backend, max_age_s; all backends assumed up). */
+static int which_cookie(const char *path, const wsg_pool_conf_t *pool, const char *value) {
+    const wsg_cookie_conf_t *ck = &pool->balance.cookie;
+    wsg_sticky_status_t st = WSG_STICKY_FORGED;
+    wsg_sticky_value_t pv;
+
+    if (!ck->enabled) {
+        fprintf(stderr, "wsgate: %s: pool \"%s\" has no balance.cookie\n", path, pool->name);
+        return WSG_EXIT_USAGE;
+    }
+    if (wsg_sticky_parse(value, strlen(value), &pv) != WSG_STICKY_OK) {
+        fprintf(stderr, "wsgate: cookie \"%s\": %s\n", value,
+                wsg_sticky_status_name(WSG_STICKY_MALFORMED));
+        return WSG_EXIT_USAGE;
+    }
+    for (size_t i = 0; i < pool->nbackends; i++) {
+        st = wsg_sticky_verify(ck->secret, ck->secret_len, pool->name, pool->backends[i].address,
+                               value, strlen(value), (uint64_t)time(NULL), ck->max_age_s);
+        if (st == WSG_STICKY_OK) {
+            time_t t = (time_t)pv.issued;
+            char when[32] = "?";
+            struct tm tm;
+            if (gmtime_r(&t, &tm) != NULL)
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            printf("%s\nissued %s\n", pool->backends[i].address, when);
+            return WSG_EXIT_OK;
+        }
+        if (st == WSG_STICKY_EXPIRED)
+            break;
+    }
+    fprintf(stderr, "wsgate: cookie \"%s\": %s\n", value,
+            st == WSG_STICKY_EXPIRED ? "expired"
+                                     : "names no backend of this pool under this secret");
+    return WSG_EXIT_USAGE;
+}
+
+static int which(const char *path, const char *key, const char *cookie, const char *pool_name) {
     wsg_config_t *cfg = load(path, false);
     if (cfg == NULL)
         return WSG_EXIT_CONFIG;
@@ -124,6 +165,11 @@ static int which(const char *path, const char *key, const char *pool_name) {
         fprintf(stderr, "wsgate: %s: no pool named \"%s\"\n", path, pool_name);
         wsg_config_unref(cfg);
         return WSG_EXIT_USAGE;
+    }
+    if (cookie != NULL) {
+        int rc = which_cookie(path, pool, cookie);
+        wsg_config_unref(cfg);
+        return rc;
     }
     wsg_ring_member_t *m = calloc(pool->nbackends, sizeof(*m));
     for (size_t i = 0; m != NULL && i < pool->nbackends; i++) {
@@ -149,11 +195,23 @@ int main(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
         {"which", required_argument, NULL, 'w'},  {"pool", required_argument, NULL, 'p'},
         {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
-        {"schema", no_argument, NULL, 'S'},       {NULL, 0, NULL, 0},
+        {"schema", no_argument, NULL, 'S'},       {"cookie", required_argument, NULL, 'k'},
+        {NULL, 0, NULL, 0},
     };
-    const char *path = NULL, *key = NULL, *pool = NULL;
+    const char *path = NULL, *key = NULL, *pool = NULL, *cookie = NULL;
     bool test = false;
     int opt;
+
+    /* "--which --cookie VALUE": --which takes an argument, so the pair is
+     * read as --cookie alone before getopt would take "--cookie" for KEY. */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--which") == 0 && strncmp(argv[i + 1], "--cookie", 8) == 0) {
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof(*argv));
+            argc--;
+            argv[argc] = NULL;
+            break;
+        }
+    }
 
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":c:tp:Vh", longopts, NULL)) != -1) {
@@ -169,6 +227,9 @@ int main(int argc, char **argv) {
             break;
         case 'p':
             pool = optarg;
+            break;
+        case 'k':
+            cookie = optarg;
             break;
         case 'V':
             version();
@@ -193,6 +254,13 @@ int main(int argc, char **argv) {
         usage(stderr);
         return WSG_EXIT_USAGE;
     }
+    if (cookie != NULL && key != NULL) {
+        fprintf(stderr, "wsgate: --which takes a KEY or --cookie VALUE, not both\n");
+        usage(stderr);
+        return WSG_EXIT_USAGE;
+    }
+    if (cookie != NULL)
+        key = "";
     if ((pool != NULL && key == NULL) || (test && key != NULL)) {
         fprintf(stderr, "wsgate: -p goes with --which, and -t and --which exclude each other\n");
         usage(stderr);
@@ -201,7 +269,7 @@ int main(int argc, char **argv) {
     if (path == NULL)
         path = default_config();
     if (key != NULL)
-        return which(path, key, pool);
+        return which(path, key, cookie, pool);
 
     wsg_config_t *cfg = load(path, true);
     if (cfg == NULL)

@@ -108,6 +108,8 @@ typedef struct wsg_balancer_s {
     wsg_leaving_t *leaving;      /* owned, <nleaving> long */
     size_t nleaving;
     wsg_pool_counters_t *counters; /* owned reference */
+    uint32_t *sticky_ids;        /* owned, per backend: its sticky cookie id (SPEC §10);
+                                    NULL when the pool has no cookie */
     bool active_checks;          /* conf->health.type != NONE */
     _Atomic uint64_t active;     /* sum of the backends' active, for load_factor */
 } wsg_balancer_t;
@@ -139,6 +141,15 @@ bool wsg_balancer_moved(const wsg_balancer_t *b, uint64_t key_hash, const wsg_ba
  * healthy backend (503). <now_ms> is a monotonic clock in ms. */
 size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t now_ms,
                                unsigned *out, size_t cap);
+
+/* SPEC §10: the backend that sticky cookie value <v>[0..n) names, when it
+ * is genuine (the pool's secret, this pool, a backend it has), not older
+ * than the cookie's max_age_s at <now_s> (wall clock, seconds), and that
+ * backend is up. Returns its index, or -1 with *why saying why not (a
+ * static string): the request is then placed by its key. load_factor is
+ * not applied: a client that holds a cookie stays where it is. */
+int wsg_balancer_sticky(const wsg_balancer_t *b, const char *v, size_t n, uint64_t now_s,
+                        const char **why);
 
 /* Passive health: a connect to backend <idx> succeeded / failed (refused,
  * timed out, or no answer to the handshake in time). After conf->health.fall

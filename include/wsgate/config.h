@@ -131,11 +131,37 @@ typedef enum {
     WSG_FALLBACK_RANDOM,
 } wsg_fallback_t;
 
+/* pools.NAME.balance.cookie "secure": "auto", true or false. */
+typedef enum {
+    WSG_COOKIE_SECURE_AUTO = 0, /* Secure on TLS listeners */
+    WSG_COOKIE_SECURE_ON,
+    WSG_COOKIE_SECURE_OFF,
+} wsg_cookie_secure_t;
+
+typedef enum {
+    WSG_SAME_SITE_LAX = 0,
+    WSG_SAME_SITE_STRICT,
+    WSG_SAME_SITE_NONE, /* forces Secure */
+} wsg_same_site_t;
+
+/* The sticky cookie of SPEC §10 (sticky_cookie.h). */
+typedef struct wsg_cookie_conf_s {
+    bool enabled;           /* false when "cookie" is absent or null */
+    char *name;             /* default "wsg" */
+    char *secret;           /* the secret itself: "env:NAME" is read at load */
+    size_t secret_len;      /* at least WSG_STICKY_MIN_SECRET */
+    unsigned max_age_s;     /* 0: a session cookie, never expires here */
+    int secure;             /* wsg_cookie_secure_t */
+    int same_site;          /* wsg_same_site_t */
+    char *path;             /* default "/" */
+} wsg_cookie_conf_t;
+
 typedef struct wsg_balance_conf_s {
     wsg_key_kind_t key;     /* default WSG_KEY_IP */
     char *key_name;         /* header/cookie/query name or claim; NULL for ip */
     wsg_fallback_t fallback; /* default WSG_FALLBACK_IP */
     double load_factor;     /* 0 = unbounded */
+    wsg_cookie_conf_t cookie;
 } wsg_balance_conf_t;
 
 typedef enum {

@@ -18,6 +18,7 @@
  */
 #include <wsgate/config.h>
 #include <wsgate/origin.h>
+#include <wsgate/sticky_cookie.h>
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -25,6 +26,7 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -380,6 +382,7 @@ enum ktype {
     KT_UINT,   /* lo..hi; hi == UINT64_MAX: no upper bound */
     KT_FACTOR, /* a number: 0, or >= 1.0 */
     KT_ENUM,   /* one of enums[] */
+    KT_AUTOBOOL, /* "auto", true or false, stored as 0, 1, 2 (ST_INT) */
     KT_STRING, /* fmt says which strings the section parser accepts */
     KT_LATER,  /* a key of a later SPEC section, not implemented yet */
 };
@@ -401,6 +404,9 @@ enum kfmt {
     KF_POOLREF, /* the name of a pool under "pools" */
     KF_HEADER,  /* a header name (RFC 9110 token) */
     KF_FROM,    /* "header", "subprotocol", "cookie:NAME", "query:NAME" */
+    KF_COOKIE,  /* a cookie name (an RFC 9110 token) */
+    KF_SECRET,  /* a secret of at least WSG_STICKY_MIN_SECRET bytes, or "env:NAME" */
+    KF_CPATH,   /* a cookie Path: "/..." without spaces, controls or ';' */
 };
 
 /* Where read_fields() and set_defaults() store a scalar: the C type at
@@ -443,6 +449,8 @@ static const char *const htypes_e[] = {"tcp", "http", "websocket", NULL};
 static const int htypes_v[] = {WSG_HEALTH_TCP, WSG_HEALTH_HTTP, WSG_HEALTH_WEBSOCKET};
 static const char *const levels_e[] = {"debug", "info", "warn", "error", NULL};
 static const char *const formats_e[] = {"text", "json", NULL};
+static const char *const same_site_e[] = {"lax", "strict", "none", NULL};
+static const int same_site_v[] = {WSG_SAME_SITE_LAX, WSG_SAME_SITE_STRICT, WSG_SAME_SITE_NONE};
 
 /* The table is kept one key to a few lines, as a table reads best. */
 /* clang-format off */
@@ -546,6 +554,27 @@ static const struct key k_backend[] = {
 static const struct key k_backend_item = {.type = KT_OBJECT, .sub = k_backend,
                                           .desc = "A backend server."};
 
+#define CKIE(field) OFF(wsg_cookie_conf_t, field)
+static const struct key k_cookie[] = {
+    {.name = "name", .type = KT_STRING, .fmt = KF_COOKIE, .def = "\"wsg\"", .store = ST_STR,
+     CKIE(name), .desc = "Name of the cookie (a token)."},
+    {.name = "secret", .type = KT_STRING, .flags = KR_REQUIRED, .fmt = KF_SECRET,
+     .example = "\"change-me-to-32-random-characters\"", .store = ST_NONE,
+     .desc = "HMAC-SHA256 key the cookie is signed with, at least 16 bytes; \"env:NAME\" "
+             "reads it from the environment variable NAME."},
+    {.name = "max_age_s", .type = KT_UINT, .lo = 0, .hi = 315360000, .unit = "seconds",
+     .zero = "a session cookie", .def = "0", .store = ST_UNS, CKIE(max_age_s),
+     .desc = "Max-Age of the cookie; a cookie older than this is ignored."},
+    {.name = "secure", .type = KT_AUTOBOOL, .def = "\"auto\"", .store = ST_INT, CKIE(secure),
+     .desc = "Secure attribute: \"auto\" on TLS listeners only, true always, false never "
+             "(same_site \"none\" forces it)."},
+    {.name = "same_site", .type = KT_ENUM, .enums = same_site_e, .values = same_site_v,
+     .def = "\"lax\"", .store = ST_INT, CKIE(same_site), .desc = "SameSite attribute."},
+    {.name = "path", .type = KT_STRING, .fmt = KF_CPATH, .def = "\"/\"", .store = ST_STR,
+     CKIE(path), .desc = "Path attribute."},
+    {0},
+};
+
 static const struct key k_balance[] = {
     {.name = "key", .type = KT_STRING, .fmt = KF_STICKY, .def = "\"ip\"",
      .desc = "The sticky key: \"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or "
@@ -556,7 +585,9 @@ static const struct key k_balance[] = {
      OFF(wsg_balance_conf_t, load_factor),
      .desc = "0 = unbounded; else at least 1.0, and a backend holds at most "
              "ceil(load_factor x mean) connections."},
-    LATER("cookie", "SPEC §10"),
+    {.name = "cookie", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_cookie,
+     .desc = "A sticky cookie wsgate sets and honours before the key (SPEC §10); absent or "
+             "null: none."},
     {0},
 };
 
@@ -919,6 +950,14 @@ static void read_field(struct ctx *c, const struct key *k, json_t *v, void *base
         free(what.p);
         return;
     }
+    case KT_AUTOBOOL:
+        if (json_is_boolean(v))
+            store_int(k, base, json_is_true(v) ? 1 : 2);
+        else if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)
+            store_int(k, base, 0);
+        else
+            bad_value(c, v, "\"auto\", true or false");
+        return;
     case KT_FACTOR: {
         static const char *const what = "0 or a number >= 1.0";
         assert(k->store == ST_DBL);
@@ -969,6 +1008,9 @@ static void set_defaults(struct ctx *c, const struct key *keys, void *base) {
             break;
         case KT_BOOL:
             store_int(k, base, strcmp(d, "true") == 0);
+            break;
+        case KT_AUTOBOOL:
+            store_int(k, base, strcmp(d, "true") == 0 ? 1 : strcmp(d, "false") == 0 ? 2 : 0);
             break;
         case KT_FACTOR:
             *(double *)(void *)((char *)base + k->off) = strtod(d, NULL);
@@ -1733,6 +1775,91 @@ static bool valid_claim_name(const char *s) {
     return true;
 }
 
+/* balance.cookie.secret: the text itself, or "env:NAME", read now, so that
+ * -t refuses a missing variable as it refuses a short secret. */
+static void cookie_secret(struct ctx *c, json_t *v, wsg_cookie_conf_t *ck) {
+    static const char *const what =
+        "a string of at least 16 bytes, or \"env:NAME\" naming such an environment variable";
+    size_t m = push_key(c, "secret");
+    if (!json_is_string(v)) {
+        bad_type(c, v, what);
+        pop(c, m);
+        return;
+    }
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (strncmp(s, "env:", 4) == 0) {
+        const char *e = getenv(s + 4);
+        if (s[4] == '\0' || e == NULL) {
+            errf(c, "expected %s, got \"%s\": the environment variable is not set", what, s);
+        } else if (strlen(e) < WSG_STICKY_MIN_SECRET) {
+            errf(c, "expected %s, got \"%s\": it holds %zu bytes", what, s, strlen(e));
+        } else {
+            s = e;
+            n = strlen(e);
+        }
+        if (s != e) {
+            pop(c, m);
+            return;
+        }
+    } else if (n < WSG_STICKY_MIN_SECRET) {
+        /* The secret itself is never echoed. */
+        errf(c, "expected %s, got a string of %zu bytes", what, n);
+        pop(c, m);
+        return;
+    }
+    ck->secret = malloc(n + 1);
+    if (ck->secret == NULL) {
+        c->oom = true;
+    } else {
+        memcpy(ck->secret, s, n + 1);
+        ck->secret_len = n;
+    }
+    pop(c, m);
+}
+
+static void parse_cookie(struct ctx *c, json_t *v, wsg_cookie_conf_t *ck) {
+    if (v == NULL || json_is_null(v))
+        return;
+    if (!json_is_object(v)) {
+        bad_type(c, v, "null or an object");
+        return;
+    }
+    ck->enabled = true;
+    set_defaults(c, k_cookie, ck);
+    check_keys(c, v, k_cookie);
+    json_t *name = json_object_get(v, "name");
+    if (name != NULL) {
+        size_t m = push_key(c, "name");
+        if (!json_is_string(name) || !valid_token(json_string_value(name)) ||
+            json_string_length(name) > 64) {
+            bad_value(c, name, "a cookie name of at most 64 letters, digits and !#$%&'*+-.^_`|~");
+        } else {
+            char *d = xstrdup(c, json_string_value(name));
+            if (d != NULL) {
+                free(ck->name);
+                ck->name = d;
+            }
+        }
+        pop(c, m);
+    }
+    json_t *sec = json_object_get(v, "secret");
+    if (sec == NULL)
+        missing(c, "secret", "a string of at least 16 bytes, or \"env:NAME\"");
+    else
+        cookie_secret(c, sec, ck);
+    read_fields(c, v, k_cookie, ck);
+    json_t *path = json_object_get(v, "path");
+    if (path != NULL && json_is_string(path) &&
+        (strchr(json_string_value(path), ';') != NULL || json_string_length(path) > 512)) {
+        size_t m = push_key(c, "path");
+        bad_value(c, path, "a path of at most 512 bytes without ';'");
+        pop(c, m);
+    } else {
+        get_path(c, v, "path", false, &ck->path);
+    }
+}
+
 static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
     static const char *const key_what =
         "\"ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"jwt:CLAIM\"";
@@ -1784,6 +1911,12 @@ static void parse_balance(struct ctx *c, json_t *v, wsg_balance_conf_t *b) {
         pop(c, m);
     }
     read_fields(c, v, k_balance, b);
+    json_t *ck = json_object_get(v, "cookie");
+    if (ck != NULL) {
+        size_t m = push_key(c, "cookie");
+        parse_cookie(c, ck, &b->cookie);
+        pop(c, m);
+    }
 }
 
 static void parse_health(struct ctx *c, json_t *v, wsg_health_conf_t *h) {
@@ -2242,6 +2375,12 @@ static const char *fmt_pattern(enum kfmt f) {
         return "^/[^\\u0000-\\u0020\\u007f#?]*$";
     case KF_TOKEN:
         return "^[!-~]+$";
+    case KF_COOKIE:
+        return "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+    case KF_SECRET:
+        return "^(env:.+|.{16,})$";
+    case KF_CPATH:
+        return "^/[^\\u0000-\\u0020\\u007f;]*$";
     case KF_STICKY:
         return "^(ip|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:[^\\u0000-\\u0020\\u007f&=#?"
                "]+|jwt:[!-~]+)$";
@@ -2352,6 +2491,11 @@ static json_t *key_schema(const struct key *k) {
         if (rc == 0 && k->hi != UINT64_MAX)
             rc = json_object_set_new(o, "maximum", json_integer((json_int_t)k->hi));
         break;
+    case KT_AUTOBOOL: {
+        json_t *e = json_pack("[s, b, b]", "auto", 1, 0);
+        rc = rc ? rc : e == NULL ? -1 : json_object_set_new(o, "enum", e);
+        break;
+    }
     case KT_FACTOR: {
         /* 0, or at least 1.0: "not strictly between 0 and 1". */
         rc = rc ? rc : set_type(o, "number", nullable);
@@ -2499,6 +2643,11 @@ static void config_free(wsg_config_t *cfg) {
         free(p->name);
         free_backends(p->backends, p->nbackends);
         free(p->balance.key_name);
+        free(p->balance.cookie.name);
+        free(p->balance.cookie.path);
+        if (p->balance.cookie.secret != NULL)
+            OPENSSL_cleanse(p->balance.cookie.secret, p->balance.cookie.secret_len);
+        free(p->balance.cookie.secret);
         free(p->health.path);
         free(p->tls.ca);
         free(p->tls.server_name);

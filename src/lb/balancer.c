@@ -25,6 +25,7 @@
 
 #include <wsgate/jwt.h>
 #include <wsgate/log.h>
+#include <wsgate/sticky_cookie.h>
 #include <wsgate/tls.h>
 
 #define RANK_STACK 64
@@ -195,6 +196,55 @@ int wsg_balancer_find(const wsg_balancer_t *b, const char *address) {
     return -1;
 }
 
+/* Each backend's cookie id, computed once per configuration, so that a
+ * cookie finds its backend with one HMAC to check, not one per backend. */
+static int sticky_ids(wsg_balancer_t *b) {
+    const wsg_cookie_conf_t *ck = &b->conf->balance.cookie;
+    b->sticky_ids = calloc(b->nbackends, sizeof(*b->sticky_ids));
+    if (b->sticky_ids == NULL)
+        return -1;
+    for (size_t i = 0; i < b->nbackends; i++)
+        b->sticky_ids[i] = wsg_sticky_id(ck->secret, ck->secret_len, b->conf->name,
+                                         b->conf->backends[i].address);
+    return 0;
+}
+
+int wsg_balancer_sticky(const wsg_balancer_t *b, const char *v, size_t n, uint64_t now_s,
+                        const char **why) {
+    const wsg_cookie_conf_t *ck = &b->conf->balance.cookie;
+    wsg_sticky_value_t pv;
+    wsg_sticky_status_t st = WSG_STICKY_FORGED;
+
+    *why = "no cookie";
+    if (b->sticky_ids == NULL)
+        return -1;
+    if (wsg_sticky_parse(v, n, &pv) != WSG_STICKY_OK) {
+        *why = wsg_sticky_status_name(WSG_STICKY_MALFORMED);
+        return -1;
+    }
+    /* Ids are 32 bits: two backends may share one, so each that does is
+     * checked until the MAC says which. */
+    for (size_t i = 0; i < b->nbackends; i++) {
+        if (b->sticky_ids[i] != pv.id)
+            continue;
+        st = wsg_sticky_verify(ck->secret, ck->secret_len, b->conf->name,
+                               b->conf->backends[i].address, v, n, now_s, ck->max_age_s);
+        if (st == WSG_STICKY_EXPIRED)
+            break;
+        if (st != WSG_STICKY_OK)
+            continue;
+        if (atomic_load_explicit(&b->backends[i]->state, memory_order_relaxed) != WSG_BACKEND_UP) {
+            *why = "its backend is not up";
+            return -1;
+        }
+        *why = NULL;
+        return (int)i;
+    }
+    *why = st == WSG_STICKY_EXPIRED ? wsg_sticky_status_name(st)
+                                    : "names no backend of this pool under this secret";
+    return -1;
+}
+
 wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer_t *prev) {
     wsg_balancer_t *b = calloc(1, sizeof(*b));
     wsg_ring_member_t *members = calloc(conf->nbackends, sizeof(*members));
@@ -218,6 +268,8 @@ wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer
         members[i].id = addr;
         members[i].weight = conf->backends[i].weight;
     }
+    if (conf->balance.cookie.enabled && sticky_ids(b) != 0)
+        goto fail;
     b->ring = wsg_ring_new(members, conf->nbackends);
     if (b->ring == NULL || carry_leaving(b, prev) != 0)
         goto fail;
@@ -239,6 +291,7 @@ void wsg_balancer_free(wsg_balancer_t *b) {
         wsg_backend_unref(b->leaving[i].be);
     free(b->backends);
     free(b->added);
+    free(b->sticky_ids);
     free(b->leaving);
     counters_unref(b->counters);
     free(b);

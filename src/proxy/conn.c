@@ -617,7 +617,7 @@ void wsg_conn_drain(wsg_conn_t *c, const wsg_backend_t *backend, uint64_t at) {
 
 bool wsg_conn_placement(const wsg_conn_t *c, const char **pool, uint64_t *key_hash,
                         const wsg_backend_t **backend) {
-    if (c->state != WSG_CONN_RELAY || c->backend < 0 || !c->keyed || c->drain_at)
+    if (c->state != WSG_CONN_RELAY || c->backend < 0 || !c->keyed || c->sticky || c->drain_at)
         return false;
     *pool = c->rt->cfg->pools[c->pool].name;
     *key_hash = c->key_hash;
@@ -833,7 +833,7 @@ static void start_relay(wsg_conn_t *c) {
     size_t resp_head = wsg_http_head_len(hs->resp_head);
     c->status = 101;
     wsg_worker_count_handshake(c->w, 101, (uv_hrtime() - c->t_start_ns) / 1000);
-    if (wsg__conn_send(c, WSG_CLIENT, hs->resp, resp_head) < 0) {
+    if (wsg__sticky_send_head(c, hs->resp, resp_head) < 0) {
         wsg_conn_abort(c, "client gone before the 101 could be sent");
         return;
     }
@@ -860,6 +860,8 @@ static int send_upstream(wsg_conn_t *c) {
         return UV_ENOMEM;
     wsg_forward_info_t fi = wsg__conn_forward_info(c, ip);
     ssize_t n = wsg_handshake_build_upstream(hs->req_head, hs->req, &fi, out, need);
+    if (n > 0)
+        n = (ssize_t)wsg__sticky_filter(c, out, (size_t)n);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
     if (out != stack)
         free(out);
@@ -1152,6 +1154,7 @@ static void on_request(wsg_conn_t *c) {
         want = sizeof(hs->cand) / sizeof(hs->cand[0]);
     hs->ncand = wsg_balancer_candidates(c->rt->pools[c->pool], h, uv_now(&c->w->loop), hs->cand,
                                         want);
+    wsg__sticky_place(c, want);
     if (hs->ncand == 0) {
         reject(c, 503, "no healthy backend in the pool");
         return;

@@ -151,6 +151,7 @@ typedef struct wsg_hs_s {
     size_t replay_len;
     uint64_t beat_at;        /* SSE: loop time of the next heartbeat comment */
     char line[160];          /* "METHOD /path" for the access line (query cut) */
+    int32_t sticky_be;       /* the backend a valid sticky cookie of the request names, or -1 */
     unsigned http : 1;       /* this exchange is plain HTTP, not an upgrade */
     unsigned head_sent : 1;  /* the request head went to the backend */
     unsigned req_done : 1;   /* the whole request was forwarded */
@@ -207,6 +208,8 @@ struct wsg_conn_s {
     uint8_t logged;          /* the access line of the current exchange is written */
     uint8_t keyed;           /* key_hash comes from the sticky key or the ip fallback */
     uint8_t rebalanced;      /* drain_at was set by a rebalance, not a drain */
+    uint8_t sticky;          /* the client holds a sticky cookie for its backend: a
+                                rebalance leaves it alone (SPEC §10) */
     const char *end_reason;  /* static string for the access log */
 };
 
@@ -287,6 +290,22 @@ void wsg__http_backend_eof(wsg_conn_t *c);
 void wsg__http_client_eof(wsg_conn_t *c);
 /* The error answer for an HTTP exchange into out[0..cap). */
 size_t wsg__http_error(const wsg_conn_t *c, int status, const char *why, char *out, size_t cap);
+
+/* sticky.c: the sticky cookie (SPEC §10) */
+/* The candidates are in hs->cand by the key: a valid cookie for an up
+ * backend puts it first (keeping at most <cap>). Sets hs->sticky_be. */
+void wsg__sticky_place(wsg_conn_t *c, size_t cap);
+/* The request head <head>[0..len) built for the backend, without the
+ * cookie; returns its new length. */
+size_t wsg__sticky_filter(const wsg_conn_t *c, char *head, size_t len);
+/* The response head <head>[0..len) built for the client, with Set-Cookie
+ * when this response must set it; returns its new length (within <cap>,
+ * which should leave wsg__sticky_room() spare). */
+ssize_t wsg__sticky_response(wsg_conn_t *c, char *head, size_t len, size_t cap);
+/* Sends the backend's 101 head <head>[0..len) to the client, with
+ * Set-Cookie when it must set it. Returns as wsg__conn_send(). */
+int wsg__sticky_send_head(wsg_conn_t *c, const char *head, size_t len);
+size_t wsg__sticky_room(void);
 
 /* relay.c */
 void wsg__relay_start(wsg_conn_t *c);

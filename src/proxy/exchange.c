@@ -212,6 +212,8 @@ int wsg__http_send_request(wsg_conn_t *c) {
     wsg_http_request_body(hs->req_head, hs->req, &body);
     hs->up_keep = cfg_of(c)->pools[c->pool].keepalive > 0;
     ssize_t n = wsg_http_build_request(hs->req_head, hs->req, &fi, &body, hs->up_keep, out, need);
+    if (n > 0)
+        n = (ssize_t)wsg__sticky_filter(c, out, (size_t)n);
     int r = n < 0 ? UV_ENOBUFS : wsg__conn_send(c, WSG_BACKEND, out, (size_t)n);
     if (r == 0 && hs->replayable && (hs->replay = malloc((size_t)n)) != NULL) {
         memcpy(hs->replay, out, (size_t)n);
@@ -416,13 +418,15 @@ static void response_head(wsg_conn_t *c) {
         wsg_http_head_version(hs->resp_head) < 11)
         hs->up_keep = 0;
     c->status = (uint16_t)wsg_http_head_status(hs->resp_head);
-    size_t need = 2 * head + 512;
+    size_t need = 2 * head + 512 + wsg__sticky_room();
     char stack[4096];
     char *out = need <= sizeof(stack) ? stack : malloc(need);
     ssize_t n = out == NULL ? -1
                             : wsg_http_build_response(hs->resp_head, hs->resp, &body, hs->keep,
                                                       wsg_http_head_version(hs->req_head), out,
                                                       need);
+    if (n > 0)
+        n = wsg__sticky_response(c, out, (size_t)n, need);
     if (n <= 0) {
         if (out != stack)
             free(out);

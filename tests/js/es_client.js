@@ -9,7 +9,18 @@ const total = parseInt(process.argv[3] || "9", 10);
 const got = [];
 const errors = [];
 let opens = 0;
-const es = new EventSource(url);
+// With "cookies" as argv[4], a cookie jar plays the browser's part: the
+// Set-Cookie of a response goes back on every reconnect.
+let jar = "";
+const fetchWithJar = async (u, init) => {
+  const headers = Object.assign({}, init && init.headers);
+  if (jar) headers.cookie = jar;
+  const res = await fetch(u, Object.assign({}, init, { headers }));
+  const set = res.headers.getSetCookie();
+  if (set.length) jar = set.map((c) => c.split(";")[0]).join("; ");
+  return res;
+};
+const es = process.argv[4] === "cookies" ? new EventSource(url, { fetch: fetchWithJar }) : new EventSource(url);
 const deadline = setTimeout(() => finish("timeout"), 15000);
 
 function finish(why) {

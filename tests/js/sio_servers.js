@@ -8,6 +8,7 @@ const { Server } = require("socket.io");
 
 const n = parseInt(process.argv[2] || "3", 10);
 const ports = [];
+const servers = [];
 let ready = 0;
 for (let i = 0; i < n; i++) {
   const name = `sio-${i}`;
@@ -16,6 +17,9 @@ for (let i = 0; i < n; i++) {
     res.end(name);
   });
   const io = new Server(srv, { pingInterval: 2000, pingTimeout: 5000 });
+  const sockets = new Set();
+  srv.on("connection", (s) => { sockets.add(s); s.on("close", () => sockets.delete(s)); });
+  servers[i] = { srv, io, sockets };
   io.on("connection", (socket) => {
     const user = socket.handshake.query.user;
     socket.on("whoami", (cb) => cb({ name, user, transport: socket.conn.transport.name }));
@@ -28,4 +32,21 @@ for (let i = 0; i < n; i++) {
     if (++ready === n) process.stdout.write(JSON.stringify({ ports }) + "\n");
   });
 }
+// "kill I" on stdin: server I dies as a crashed process would, every
+// connection reset, its port closed (a backend killed mid-session).
+let input = "";
+process.stdin.on("data", (d) => {
+  input += d;
+  let nl;
+  while ((nl = input.indexOf("\n")) >= 0) {
+    const [cmd, arg] = input.slice(0, nl).trim().split(" ");
+    input = input.slice(nl + 1);
+    const s = servers[parseInt(arg, 10)];
+    if (cmd === "kill" && s) {
+      s.srv.close();
+      for (const c of s.sockets) c.destroy();
+      process.stdout.write(JSON.stringify({ event: "killed", name: `sio-${arg}` }) + "\n");
+    }
+  }
+});
 process.on("SIGTERM", () => process.exit(0));

@@ -168,9 +168,6 @@ END_TEST
 START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
     expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
                  "wsgate.json: dns: not implemented yet by this wsgate (SPEC §12 adds it)");
-    expect_error(CONF("", "", "", ", \"balance\": {\"cookie\": {}}"),
-                 "wsgate.json: pools.p.balance.cookie: not implemented yet by this wsgate (SPEC "
-                 "§10 adds it)");
     /* Never offered as a "did you mean" hint. */
     expect_error(CONF("", "", ", \"colr\": 1", ""),
                  "wsgate.json: routes[0].colr: unknown key");
@@ -289,6 +286,95 @@ START_TEST(test_config_http_keys) {
 }
 END_TEST
 
+/* SPEC §10: balance.cookie, its defaults, its secret from the file or the
+ * environment, and what -t refuses. */
+START_TEST(test_config_cookie_defaults_and_env_secret) {
+    wsg_config_t *cfg = expect_ok(
+        CONF("", "", "", ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcdef\"}}"),
+        &noresolve);
+    const wsg_cookie_conf_t *ck = &cfg->pools[0].balance.cookie;
+    ck_assert(ck->enabled);
+    ck_assert_str_eq(ck->name, "wsg");
+    ck_assert_str_eq(ck->path, "/");
+    ck_assert_uint_eq(ck->secret_len, 16);
+    ck_assert_int_eq(memcmp(ck->secret, "0123456789abcdef", 16), 0);
+    ck_assert_uint_eq(ck->max_age_s, 0);
+    ck_assert_int_eq(ck->secure, WSG_COOKIE_SECURE_AUTO);
+    ck_assert_int_eq(ck->same_site, WSG_SAME_SITE_LAX);
+    wsg_config_unref(cfg);
+
+    setenv("WSG_TEST_COOKIE_SECRET", "from-the-environment-32-bytes-ok", 1);
+    cfg = expect_ok(CONF("", "", "",
+                         ", \"balance\": {\"cookie\": {\"name\": \"lb\", \"secret\": "
+                         "\"env:WSG_TEST_COOKIE_SECRET\", \"max_age_s\": 3600, \"secure\": true, "
+                         "\"same_site\": \"none\", \"path\": \"/app\"}}"),
+                    &noresolve);
+    ck = &cfg->pools[0].balance.cookie;
+    ck_assert_str_eq(ck->name, "lb");
+    ck_assert_str_eq(ck->secret, "from-the-environment-32-bytes-ok");
+    ck_assert_uint_eq(ck->max_age_s, 3600);
+    ck_assert_int_eq(ck->secure, WSG_COOKIE_SECURE_ON);
+    ck_assert_int_eq(ck->same_site, WSG_SAME_SITE_NONE);
+    ck_assert_str_eq(ck->path, "/app");
+    wsg_config_unref(cfg);
+    cfg = expect_ok(CONF("", "", "",
+                         ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcdef\", "
+                         "\"secure\": false}}"),
+                    &noresolve);
+    ck_assert_int_eq(cfg->pools[0].balance.cookie.secure, WSG_COOKIE_SECURE_OFF);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(MINIMAL, &noresolve);
+    ck_assert(!cfg->pools[0].balance.cookie.enabled);
+    wsg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(test_config_cookie_refuses_short_or_missing_secret) {
+    static const char what[] =
+        "expected a string of at least 16 bytes, or \"env:NAME\" naming such an environment "
+        "variable";
+    char want[512];
+    expect_error(CONF("", "", "", ", \"balance\": {\"cookie\": {}}"),
+                 "wsgate.json: pools.p.balance.cookie.secret: missing, expected a string of at "
+                 "least 16 bytes, or \"env:NAME\"");
+    snprintf(want, sizeof want,
+             "wsgate.json: pools.p.balance.cookie.secret: %s, got a string of 15 bytes", what);
+    expect_error(CONF("", "", "", ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcde\"}}"),
+                 want);
+    unsetenv("WSG_TEST_NO_SUCH_SECRET");
+    snprintf(want, sizeof want,
+             "wsgate.json: pools.p.balance.cookie.secret: %s, got \"env:WSG_TEST_NO_SUCH_SECRET\": "
+             "the environment variable is not set",
+             what);
+    expect_error(CONF("", "", "",
+                      ", \"balance\": {\"cookie\": {\"secret\": \"env:WSG_TEST_NO_SUCH_SECRET\"}}"),
+                 want);
+    setenv("WSG_TEST_SHORT_SECRET", "short", 1);
+    snprintf(want, sizeof want,
+             "wsgate.json: pools.p.balance.cookie.secret: %s, got \"env:WSG_TEST_SHORT_SECRET\": it "
+             "holds 5 bytes",
+             what);
+    expect_error(CONF("", "", "",
+                      ", \"balance\": {\"cookie\": {\"secret\": \"env:WSG_TEST_SHORT_SECRET\"}}"),
+                 want);
+    expect_error(CONF("", "", "",
+                      ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcdef\", "
+                      "\"secure\": \"yes\"}}"),
+                 "wsgate.json: pools.p.balance.cookie.secure: expected \"auto\", true or false, "
+                 "got \"yes\"");
+    expect_error(CONF("", "", "",
+                      ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcdef\", "
+                      "\"path\": \"/a;b\"}}"),
+                 "wsgate.json: pools.p.balance.cookie.path: expected a path of at most 512 bytes "
+                 "without ';', got \"/a;b\"");
+    expect_error(CONF("", "", "",
+                      ", \"balance\": {\"cookie\": {\"secret\": \"0123456789abcdef\", "
+                      "\"name\": \"a b\"}}"),
+                 "wsgate.json: pools.p.balance.cookie.name: expected a cookie name of at most 64 "
+                 "letters, digits and !#$%&'*+-.^_`|~, got \"a b\"");
+}
+END_TEST
+
 START_TEST(test_config_schema_names_table_keys_only) {
     char *s = wsg_config_schema();
     ck_assert_ptr_nonnull(s);
@@ -297,7 +383,7 @@ START_TEST(test_config_schema_names_table_keys_only) {
     ck_assert_ptr_nonnull(strstr(s, "\"additionalProperties\": false"));
     ck_assert_ptr_nonnull(strstr(s, "\"keepalive\""));
     /* A key not implemented yet is left out. */
-    ck_assert_ptr_null(strstr(s, "\"cookie\""));
+    ck_assert_ptr_nonnull(strstr(s, "\"same_site\""));
     ck_assert_ptr_null(strstr(s, "\"resolve_ms\""));
     ck_assert_int_ne(s[strlen(s) - 1], '\n');
     free(s);
@@ -1149,6 +1235,8 @@ Suite *wsg_config_suite(void) {
     tcase_add_test(tc, test_config_http_keys);
     tcase_add_test(tc, test_config_auth_keys);
     tcase_add_test(tc, test_config_schema_names_table_keys_only);
+    tcase_add_test(tc, test_config_cookie_defaults_and_env_secret);
+    tcase_add_test(tc, test_config_cookie_refuses_short_or_missing_secret);
     tcase_add_test(tc, test_config_missing_required_keys);
     suite_add_tcase(s, tc);
 
