@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from wsg_browser import CHROMIUM, Browser
+
 from conftest import Proc, free_port, make_config, pool
 
 JS = Path(__file__).resolve().parent.parent / "js"
@@ -380,3 +382,40 @@ def test_eventsource_reconnects_with_last_event_id_to_the_same_backend(sse_cooki
     seen = [h.get("last-event-id") for _, h, _ in served[0].requests]
     assert seen[:4] == [None, "2", "5", "8"], seen
     assert all("cookie" not in h for _, h, _ in served[0].requests)
+
+
+# ---- a Socket.IO page in Chromium ----------------------------------------------------------
+
+SIO_WAIT_JS = """
+const until = async (cond, ms, what) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("timed out after " + ms + " ms: " + what + " " +
+                                          JSON.stringify(window.sio));
+    await new Promise(r => setTimeout(r, 20));
+  }
+};
+await until(() => window.sio && sio.upgraded, 10000, "the upgrade");
+return sio;
+"""
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is not installed")
+def test_socketio_page_in_chromium_stays_on_one_backend_across_a_reload(sio_cookie, tmp_path):
+    port = sio_cookie["port"]
+    b = Browser(tmp_path / "chromium.log")
+    try:
+        seen = []
+        for _ in range(3):  # the first load, then two reloads of the page
+            b.navigate(f"http://127.0.0.1:{port}/page")
+            r = b.evaluate(SIO_WAIT_JS)
+            assert r["error"] is None, r
+            # Long polling first, then the upgrade to a WebSocket: the page,
+            # every poll and the WebSocket on the backend of the cookie.
+            assert r["transports"] == ["polling", "websocket"], r
+            assert r["page"] == r["backend"] == r["upgraded"]["name"], r
+            assert r["upgraded"]["transport"] == "websocket", r
+            seen.append(r["page"])
+        assert len(set(seen)) == 1, seen
+    finally:
+        b.close()

@@ -7,12 +7,37 @@ const http = require("http");
 const { Server } = require("socket.io");
 
 const n = parseInt(process.argv[2] || "3", 10);
+const PAGE = `<!doctype html><meta charset="utf-8"><title>sio</title>
+<script src="/socket.io/socket.io.js"></script>
+<script>
+  window.sio = { page: "@NAME@", transports: [], backend: null, error: null };
+  const socket = io();
+  // The engine's first transport, then its upgrade, watched from the start
+  // (the upgrade may come before the "connect" handlers run).
+  socket.io.on("open", () => {
+    const engine = socket.io.engine;
+    window.sio.transports.push(engine.transport.name);
+    engine.on("upgrade", (t) => {
+      window.sio.transports.push(t.name);
+      socket.emit("whoami", (r) => { window.sio.upgraded = r; });
+    });
+  });
+  socket.on("connect", () => socket.emit("whoami", (r) => { window.sio.backend = r.name; }));
+  socket.on("connect_error", (e) => { window.sio.error = String(e); });
+</script>`;
 const ports = [];
 const servers = [];
 let ready = 0;
 for (let i = 0; i < n; i++) {
   const name = `sio-${i}`;
   const srv = http.createServer((req, res) => {
+    if (req.url === "/page") {
+      // A browser page of the application: the socket.io client from this
+      // very server, default transports (polling, then the upgrade).
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+      res.end(PAGE.replace("@NAME@", name));
+      return;
+    }
     res.writeHead(200, { "Content-Type": "text/plain" });
     res.end(name);
   });
