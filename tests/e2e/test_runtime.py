@@ -290,3 +290,48 @@ def test_without_rebalance_an_add_closes_nothing(stack):
     finally:
         for c in clients:
             c.close()
+
+
+def test_rebalance_leaves_cookie_holders_alone(stack, tmp_path):
+    """SPEC §12 with §10: a connection that holds the pool's sticky cookie,
+    one that came with it or one its 101 just gave it, stays put after an
+    add, even when its key now maps to the new backend: its next connection
+    would carry the cookie back to the same backend anyway."""
+    g = _gate(stack, rebalance={"max_per_s": 50}, fallback="random")
+    new = g.echos[2].address
+    cfg2 = json.loads(json.dumps(g.cfg))
+    cfg2["pools"]["p"]["backends"].append({"address": new})
+    want = _which(g, cfg2, [f"ck-{i}" for i in range(100)], tmp_path)
+    moving = [u for u, a in want.items() if a == new][:6]
+    assert len(moving) == 6, want
+    # The same gate again, with a cookie on the pool.
+    g.stop()
+    g.cfg["pools"]["p"]["balance"]["cookie"] = {"secret": "rebalance-test-secret-0123456789"}
+    g2 = stack.gate(g.cfg)
+    g2.aport = g.aport
+    came_with, given = moving[:3], moving[3:]
+    cookies = {}
+    for u in came_with:
+        c, hdrs = ws_connect(g2.port, f"/?user={u}")
+        cookies[u] = hdrs["set-cookie"].split(";", 1)[0]
+        c.close()
+    conns = {u: ws_connect(g2.port, f"/?user={u}", headers={"Cookie": cookies[u]})[0]
+             for u in came_with}
+    for u in given:
+        c, hdrs = ws_connect(g2.port, f"/?user={u}")
+        assert "set-cookie" in hdrs, hdrs
+        conns[u] = c
+    try:
+        before = {}
+        for u, c in conns.items():
+            c.send_frame(OP_TEXT, "whoami")
+            before[u] = c.read_message()[1].decode()
+        assert _add(g2, {"address": new})[0] == 201
+        time.sleep(0.5)  # at 50/s, long enough for every one of them to be closed
+        for u, c in conns.items():
+            c.send_frame(OP_TEXT, "whoami")
+            assert c.read_message()[1].decode() == before[u], u
+        assert scrape(g.aport, TOKEN).value("wsgate_rebalanced_total", pool="p") == 0
+    finally:
+        for c in conns.values():
+            c.close()
