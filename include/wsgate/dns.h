@@ -30,7 +30,7 @@
 typedef enum {
     WSG_DNS_OK = 0,
     WSG_DNS_NXDOMAIN, /* no such name, or no A/AAAA record: no record at all */
-    WSG_DNS_SERVFAIL, /* the servers failed (SERVFAIL) */
+    WSG_DNS_SERVFAIL, /* every server failed: SERVFAIL, REFUSED, or refused the packet */
     WSG_DNS_TIMEOUT,  /* no answer in time */
     WSG_DNS_ERROR,    /* anything else (refused, malformed, out of memory) */
     WSG_DNS_NRESULTS,

@@ -224,6 +224,10 @@ static wsg_dns_result_t result_of(int status) {
     case ARES_ENONAME:
         return WSG_DNS_NXDOMAIN;
     case ARES_ESERVFAIL:
+    case ARES_EREFUSED:
+    case ARES_ECONNREFUSED:
+        /* c-ares passes over a server that answers SERVFAIL or REFUSED to
+         * the next one, and when none is left says "could not contact". */
         return WSG_DNS_SERVFAIL;
     case ARES_ETIMEOUT:
         return WSG_DNS_TIMEOUT;
@@ -241,6 +245,8 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         free(q);
         return;
     }
+    if (status != ARES_SUCCESS)
+        WSG_LOG(WSG_LOG_DEBUG, "dns", "lookup of %s: c-ares: %s", q->name, ares_strerror(status));
     wsg_dns_answer_t *a = malloc(sizeof(*a));
     if (a != NULL) {
         wsg_dns_answer_reset(a, result_of(status));
