@@ -5,7 +5,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 MESON      ?= meson
 # Debian bookworm packages the build, the tests and the demo need.
-DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev \
+DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev libc-ares-dev \
             check node-llhttp python3 python3-websockets python3-pytest openssl curl chromium \
             python3-jsonschema python3-yaml man-db
 BENCH_PKGS := haproxy nginx-light wrk procps util-linux

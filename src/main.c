@@ -10,14 +10,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ares.h>
 #include <jansson.h>
 #include <llhttp.h>
 #include <openssl/crypto.h>
 #include <uv.h>
 
 #include <wsgate/config.h>
+#include <wsgate/dns.h>
 #include <wsgate/hash_ring.h>
 #include <wsgate/jwt.h>
+#include <wsgate/log.h>
 #include <wsgate/server.h>
 #include <wsgate/sticky_cookie.h>
 #include <wsgate/tls.h>
@@ -45,6 +48,7 @@ static void version(void) {
     printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
     printf("jansson %s\n", JANSSON_VERSION);
+    printf("c-ares %s\n", ares_version(NULL));
 }
 
 /* --schema: the JSON Schema generated from the parser's key table. */
@@ -155,10 +159,33 @@ static int which_cookie(const char *path, const wsg_pool_conf_t *pool, const cha
     return WSG_EXIT_USAGE;
 }
 
+/* The file's resolve entries looked up now (with its dns.servers), so
+ * that --which answers with the backends DNS gives today. NULL on ENOMEM;
+ * failures are logged and leave their entry without addresses. */
+static wsg_config_t *resolved(wsg_config_t *file) {
+    size_t n = wsg_dns_nentries(file);
+    if (n == 0)
+        return wsg_config_ref(file);
+    wsg_dns_answer_t *answers = calloc(n, sizeof(*answers));
+    if (answers == NULL)
+        return NULL;
+    wsg_dns_lookup_all(file, answers, NULL);
+    wsg_config_t *cfg = wsg_dns_expand(file, answers);
+    free(answers);
+    return cfg;
+}
+
 static int which(const char *path, const char *key, const char *cookie, const char *pool_name) {
-    wsg_config_t *cfg = load(path, false);
-    if (cfg == NULL)
+    wsg_config_t *file = load(path, false);
+    if (file == NULL)
         return WSG_EXIT_CONFIG;
+    wsg_log_configure(WSG_LOG_WARN, WSG_LOG_TEXT); /* failed lookups only */
+    wsg_config_t *cfg = resolved(file);
+    wsg_config_unref(file);
+    if (cfg == NULL) {
+        fprintf(stderr, "wsgate: out of memory\n");
+        return WSG_EXIT_STARTUP;
+    }
     const wsg_pool_conf_t *pool =
         pool_name ? wsg_config_pool(cfg, pool_name) : &cfg->pools[cfg->routes[0].pool_index];
     if (pool == NULL) {
@@ -170,6 +197,12 @@ static int which(const char *path, const char *key, const char *cookie, const ch
         int rc = which_cookie(path, pool, cookie);
         wsg_config_unref(cfg);
         return rc;
+    }
+    if (pool->nbackends == 0) {
+        fprintf(stderr, "wsgate: %s: pool \"%s\" has no backend now: its names did not resolve\n",
+                path, pool->name);
+        wsg_config_unref(cfg);
+        return WSG_EXIT_STARTUP;
     }
     wsg_ring_member_t *m = calloc(pool->nbackends, sizeof(*m));
     for (size_t i = 0; m != NULL && i < pool->nbackends; i++) {

@@ -113,9 +113,13 @@ typedef struct wsg_auth_conf_s {
 } wsg_auth_conf_t;
 
 typedef struct wsg_backend_conf_s {
-    char *address; /* as written: the identity used for hashing */
+    char *address; /* as written: the identity used for hashing; for an
+                      address found by DNS, "NAME#IP:PORT" (SPEC §12) */
     wsg_sockaddr_t addr;
     unsigned weight; /* 1..256, default 1 */
+    bool resolve;    /* an entry of the file that stands for every address of its name */
+    size_t from;     /* found by DNS: 1 + the index of its entry in the pool's
+                        resolves; 0: written in the file or added over the API */
 } wsg_backend_conf_t;
 
 typedef enum {
@@ -200,6 +204,13 @@ typedef struct wsg_pool_conf_s {
     struct {
         unsigned max_per_s; /* 0: "rebalance" absent or null, off */
     } rebalance;
+    /* The entries with "resolve": true, apart from <backends> (which holds
+     * the other entries, then the addresses DNS found for these, once the
+     * server has looked them up): address "NAME:PORT" as written, addr
+     * unresolved. Shared by every config derived from this one. */
+    wsg_backend_conf_t *resolves;
+    size_t nresolves;
+    uint64_t resolve_ms; /* 5000; 0 = looked up only at start and reload */
 } wsg_pool_conf_t;
 
 typedef enum {
@@ -265,6 +276,11 @@ typedef struct wsg_config_s {
         uint64_t message_burst;
         uint64_t client_bytes_per_s;
     } limits;
+
+    struct {
+        char **servers; /* "ip:port" as written, <nservers> of them; 0: the system's resolver */
+        size_t nservers;
+    } dns;
 
     struct {
         wsg_log_level_t level;   /* info */
@@ -349,8 +365,14 @@ void wsg_config_backend_clear(wsg_backend_conf_t *b);
  * -1. */
 int wsg_config_find_backend(const wsg_pool_conf_t *p, const char *address);
 
+/* The "host:port" backend <address> is reached as, for a Host header or a
+ * TLS server name: <address> itself, or for one found by DNS
+ * ("NAME#IP:PORT") "NAME:PORT". Writes at most <cap> bytes to <out>. */
+void wsg_config_backend_authority(const char *address, char *out, size_t cap);
+
 /* A new configuration (refcount 1) equal to <cfg> but for pool <pool> (an
- * index), whose backends become the <n> >= 1 entries of <bs> (copied).
+ * index), whose backends become the <n> entries of <bs> (copied; n >= 1
+ * unless the pool has resolve entries, whose addresses may be none yet).
  * Everything else is shared with <cfg>, so the copy costs the pools array
  * and the changed backends, however large the file. NULL on ENOMEM. */
 wsg_config_t *wsg_config_with_backends(wsg_config_t *cfg, size_t pool,

@@ -59,6 +59,9 @@ typedef struct wsg_metrics_input_s {
      * the counts of those closed to admit a new one at the cap (shed) and
      * of new ones closed at accept because none could be (refused). */
     uint64_t admin_connections, admin_shed, admin_refused;
+    /* DNS discovery's lookups by result (WSG_DNS_NRESULTS counters, in the
+     * order of wsg_dns_result_t); NULL: none shown. */
+    const uint64_t *dns_lookups;
 } wsg_metrics_input_t;
 
 /* Appends the whole exposition for <in> to <out>. Returns 0, or UV_ENOMEM

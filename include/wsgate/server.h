@@ -92,6 +92,13 @@ wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
 wsg_change_t wsg_server_remove_backend(wsg_server_t *srv, const char *pool, const char *address,
                                        uint64_t spread_ms);
 
+/* DNS discovery (SPEC §12): the lookups of the running file's resolve
+ * entries (NULL when it has none), and the lookups done since start by
+ * result, WSG_DNS_NRESULTS counters (see wsgate/dns.h). */
+typedef struct wsg_dns_s wsg_dns_t;
+wsg_dns_t *wsg_server_dns(wsg_server_t *srv);
+const uint64_t *wsg_server_dns_lookups(const wsg_server_t *srv);
+
 /* Runs wsgate with <cfg> (borrowed; the server takes its own reference)
  * until a graceful shutdown completes. Returns the process exit status. */
 int wsg_server_run(wsg_config_t *cfg);

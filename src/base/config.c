@@ -548,7 +548,11 @@ static const struct key k_backend[] = {
              "the admin API."},
     {.name = "weight", .type = KT_UINT, .lo = 1, .hi = 256, .def = "1", .store = ST_UNS,
      OFF(wsg_backend_conf_t, weight), .desc = "Share of the keys."},
-    LATER("resolve", "SPEC §12"),
+    {.name = "resolve", .type = KT_BOOL, .def = "false", .store = ST_BOOL,
+     OFF(wsg_backend_conf_t, resolve),
+     .desc = "The address's host name stands for every address it resolves to (A and AAAA), "
+             "each a backend \"NAME#IP:PORT\" with this weight, looked up again every "
+             "resolve_ms."},
     {0},
 };
 static const struct key k_backend_item = {.type = KT_OBJECT, .sub = k_backend,
@@ -648,7 +652,11 @@ static const struct key k_pool[] = {
      .def = "32", .store = ST_UNS, OFF(wsg_pool_conf_t, keepalive),
      .desc = "Idle backend connections kept for reuse by plain HTTP requests, per worker "
              "and backend."},
-    LATER("resolve_ms", "SPEC §12"),
+    {.name = "resolve_ms", .type = KT_UINT, .lo = 0, .hi = DUR_MAX, .unit = MS,
+     .zero = "only at start and reload", .def = "5000", .store = ST_U64,
+     OFF(wsg_pool_conf_t, resolve_ms),
+     .desc = "How often the names of backends with \"resolve\": true are looked up again "
+             "(sooner when the answer's TTL is shorter, but not under a second)."},
     {.name = "rebalance", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_rebalance,
      .desc = "After a backend is added, close with 1012 the live connections whose key now maps "
              "to it; absent or null: off."},
@@ -781,6 +789,17 @@ static const struct key k_log[] = {
     {0},
 };
 
+static const struct key k_dns_server_item = {
+    .type = KT_STRING, .fmt = KF_ADDR, .example = "\"127.0.0.1:53\"",
+    .desc = "A DNS server: \"ip:port\" or \"[v6]:port\" (an address, not a name)."};
+
+static const struct key k_dns[] = {
+    {.name = "servers", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
+     .sub = &k_dns_server_item, .example = "[\"127.0.0.1:5353\"]",
+     .desc = "The servers that resolve backends with \"resolve\": true, tried in order."},
+    {0},
+};
+
 static const struct key k_root[] = {
     {.name = "$schema", .type = KT_STRING, .example = "\"./wsgate.schema.json\"",
      .desc = "Ignored by wsgate: the JSON Schema that editors check this file against."},
@@ -801,7 +820,9 @@ static const struct key k_root[] = {
     {.name = "log", .type = KT_OBJECT, .sub = k_log, .desc = "Logging on stderr."},
     {.name = "auth", .type = KT_MAP, .fmt = KF_NAME, .sub = &k_auth_item,
      .desc = "JWT verifiers by name, for routes[].auth."},
-    LATER("dns", "SPEC §12"),
+    {.name = "dns", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_dns,
+     .desc = "Where backends with \"resolve\": true are looked up; absent or null: the "
+             "system's resolver (/etc/resolv.conf, /etc/hosts)."},
     {0},
 };
 
@@ -1988,8 +2009,44 @@ static void parse_backend(struct ctx *c, json_t *v, wsg_backend_conf_t *b) {
         return;
     }
     check_keys(c, v, k_backend);
+    /* A name that DNS discovery looks up is not resolved here: its
+     * addresses come from the server's lookups (dns.servers), and one that
+     * does not resolve now is not an error of the file (SPEC §12). */
+    bool want = json_is_true(json_object_get(v, "resolve"));
+    bool resolve = c->resolve;
+    c->resolve = resolve && !want;
     req_addr(c, v, "address", &b->address, &b->addr);
+    c->resolve = resolve;
     read_fields(c, v, k_backend, b);
+    if (b->resolve && b->address != NULL && b->addr.ss.ss_family != AF_UNSPEC) {
+        size_t m = push_key(c, "address");
+        errf(c, "expected a host name with \"resolve\": true, got the IP address \"%s\"",
+             b->address);
+        pop(c, m);
+    }
+}
+
+/* Moves the entries with "resolve": true of <p>'s backends to its
+ * resolves, keeping the order of each. */
+static void split_resolves(struct ctx *c, wsg_pool_conf_t *p) {
+    size_t n = 0;
+    for (size_t i = 0; i < p->nbackends; i++)
+        n += p->backends[i].resolve;
+    if (n == 0)
+        return;
+    p->resolves = calloc(n, sizeof(*p->resolves));
+    if (p->resolves == NULL) {
+        c->oom = true;
+        return;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < p->nbackends; i++) {
+        if (p->backends[i].resolve)
+            p->resolves[p->nresolves++] = p->backends[i];
+        else
+            p->backends[kept++] = p->backends[i];
+    }
+    p->nbackends = kept;
 }
 
 static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
@@ -2042,6 +2099,7 @@ static void parse_pool(struct ctx *c, json_t *v, wsg_pool_conf_t *p) {
                 }
                 pop(c, mi);
             }
+            split_resolves(c, p);
         }
         pop(c, m);
     }
@@ -2319,6 +2377,58 @@ static void section(struct ctx *c, json_t *root, const char *key, wsg_config_t *
     pop(c, m);
 }
 
+/* dns.servers: addresses, since a name would itself need a resolver. */
+static void parse_dns_servers(struct ctx *c, json_t *v, wsg_config_t *cfg) {
+    static const char *const what = "a non-empty array of \"ip:port\"";
+    if (v == NULL) {
+        missing(c, "servers", what);
+        return;
+    }
+    size_t m = push_key(c, "servers");
+    if (!json_is_array(v) || json_array_size(v) == 0) {
+        bad_type(c, v, what);
+        pop(c, m);
+        return;
+    }
+    size_t n = json_array_size(v);
+    if ((cfg->dns.servers = calloc(n, sizeof(*cfg->dns.servers))) == NULL) {
+        c->oom = true;
+        pop(c, m);
+        return;
+    }
+    bool resolve = c->resolve;
+    c->resolve = false;
+    for (size_t i = 0; i < n; i++) {
+        size_t mi = push_index(c, i);
+        char *text = NULL;
+        wsg_sockaddr_t addr;
+        parse_addr(c, json_array_get(v, i), &text, &addr);
+        if (text != NULL && addr.ss.ss_family == AF_UNSPEC) {
+            bad_value(c, json_array_get(v, i), "\"ip:port\" with an IP address, not a name");
+            free(text);
+        } else if (text != NULL) {
+            cfg->dns.servers[cfg->dns.nservers++] = text;
+        }
+        pop(c, mi);
+    }
+    c->resolve = resolve;
+    pop(c, m);
+}
+
+static void parse_dns(struct ctx *c, json_t *root, wsg_config_t *cfg) {
+    json_t *v = json_object_get(root, "dns");
+    if (v == NULL || json_is_null(v))
+        return;
+    size_t m = push_key(c, "dns");
+    if (!json_is_object(v)) {
+        bad_type(c, v, "null or an object with \"servers\"");
+    } else {
+        check_keys(c, v, k_dns);
+        parse_dns_servers(c, json_object_get(v, "servers"), cfg);
+    }
+    pop(c, m);
+}
+
 static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     check_keys(c, root, k_root);
     read_fields(c, root, k_root, cfg);
@@ -2348,6 +2458,7 @@ static void parse_root(struct ctx *c, json_t *root, wsg_config_t *cfg) {
     section(c, root, "heartbeat", cfg);
     section(c, root, "limits", cfg);
     section(c, root, "log", cfg);
+    parse_dns(c, root, cfg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2642,6 +2753,7 @@ static void config_free(wsg_config_t *cfg) {
         wsg_pool_conf_t *p = &cfg->pools[i];
         free(p->name);
         free_backends(p->backends, p->nbackends);
+        free_backends(p->resolves, p->nresolves);
         free(p->balance.key_name);
         free(p->balance.cookie.name);
         free(p->balance.cookie.path);
@@ -2653,6 +2765,9 @@ static void config_free(wsg_config_t *cfg) {
         free(p->tls.server_name);
     }
     free(cfg->pools);
+    for (size_t i = 0; i < cfg->dns.nservers; i++)
+        free(cfg->dns.servers[i]);
+    free(cfg->dns.servers);
     free(cfg->path);
     free(cfg);
 }
@@ -2846,6 +2961,15 @@ int wsg_config_find_backend(const wsg_pool_conf_t *p, const char *address) {
     return -1;
 }
 
+void wsg_config_backend_authority(const char *address, char *out, size_t cap) {
+    const char *hash = strchr(address, '#');
+    const char *colon = strrchr(address, ':');
+    if (hash == NULL || colon == NULL || colon < hash)
+        snprintf(out, cap, "%s", address);
+    else
+        snprintf(out, cap, "%.*s%s", (int)(hash - address), address, colon);
+}
+
 static wsg_backend_conf_t *copy_backends(const wsg_backend_conf_t *bs, size_t n) {
     wsg_backend_conf_t *out = calloc(n ? n : 1, sizeof(*out));
     if (out == NULL)
@@ -2862,7 +2986,7 @@ static wsg_backend_conf_t *copy_backends(const wsg_backend_conf_t *bs, size_t n)
 
 wsg_config_t *wsg_config_with_backends(wsg_config_t *cfg, size_t pool,
                                        const wsg_backend_conf_t *bs, size_t n) {
-    if (pool >= cfg->npools || n == 0)
+    if (pool >= cfg->npools || (n == 0 && cfg->pools[pool].nresolves == 0))
         return NULL;
     wsg_config_t *d = malloc(sizeof(*d));
     wsg_pool_conf_t *pools = malloc(cfg->npools * sizeof(*pools));

@@ -37,6 +37,7 @@
 
 #include <wsgate/balancer.h>
 #include <wsgate/dashboard.h>
+#include <wsgate/dns.h>
 #include <wsgate/handshake.h>
 #include <wsgate/log.h>
 #include <wsgate/metrics.h>
@@ -406,6 +407,32 @@ static json_t *pool_json(const wsg_balancer_t *b) {
                      "backends", arr);
 }
 
+/* The resolve entries of pool <pool> (SPEC §12): the name, the addresses
+ * in use and the last lookup. NULL when the pool has none. */
+static json_t *resolve_json(wsg_server_t *srv, const char *pool) {
+    wsg_dns_t *d = wsg_server_dns(srv);
+    json_t *arr = NULL;
+    for (size_t k = 0; k < wsg_dns_count(d); k++) {
+        wsg_dns_status_t st;
+        wsg_dns_status(d, k, &st);
+        if (strcmp(st.pool, pool) != 0)
+            continue;
+        json_t *addrs = json_array();
+        for (size_t i = 0; i < st.current->naddrs; i++) {
+            char ip[64];
+            if (wsg_dns_addr_format(&st.current->addrs[i], ip, sizeof(ip)) == 0)
+                json_array_append_new(addrs, json_string(ip));
+        }
+        if (arr == NULL)
+            arr = json_array();
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:o,s:{s:I,s:s}}", "name", st.name,
+                                             "weight", (json_int_t)st.weight, "addresses", addrs,
+                                             "last_lookup", "at_ms", (json_int_t)st.at_ms,
+                                             "result", wsg_dns_result_name(st.result)));
+    }
+    return arr;
+}
+
 static void get_status(aconn_t *c, bool keepalive) {
     wsg_server_t *srv = c->a->srv;
     wsg_runtime_t *rt = wsg_server_runtime(srv);
@@ -419,8 +446,13 @@ static void get_status(aconn_t *c, bool keepalive) {
         return;
     }
     wsg_server_stats(srv, st);
-    for (size_t p = 0; p < rt->cfg->npools; p++)
-        json_object_set_new(pools, rt->pools[p]->conf->name, pool_json(rt->pools[p]));
+    for (size_t p = 0; p < rt->cfg->npools; p++) {
+        json_t *pj = pool_json(rt->pools[p]);
+        json_t *res = resolve_json(srv, rt->pools[p]->conf->name);
+        if (res != NULL)
+            json_object_set_new(pj, "resolve", res);
+        json_object_set_new(pools, rt->pools[p]->conf->name, pj);
+    }
     json_t *listeners = json_array();
     for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
         const wsg_listener_conf_t *l = &rt->cfg->listeners[i];
@@ -476,6 +508,7 @@ static void get_metrics(aconn_t *c, bool keepalive) {
         .admin_connections = c->a->nconns - c->a->nclosing,
         .admin_shed = shed_total,
         .admin_refused = refused_total,
+        .dns_lookups = wsg_server_dns_lookups(srv),
     };
     int r = wsg_metrics_render(&b, &in);
     free(st);
@@ -661,6 +694,15 @@ static void post_add_backend(aconn_t *c, const char *pool, bool keepalive) {
                               arr);
         wsg_config_errors_free(&errs);
         send_json(c, 400, j, "", keepalive);
+        return;
+    }
+    if (bc.resolve) {
+        /* Its addresses would need lookups of their own, which follow the
+         * file; a name that DNS discovers is written there. */
+        json_error(c, 400, "", keepalive,
+                   "request body: resolve: a name to look up is added in the file (and a "
+                   "reload), not over the API");
+        wsg_config_backend_clear(&bc);
         return;
     }
     wsg_change_t r = wsg_server_add_backend(c->a->srv, pool, &bc);

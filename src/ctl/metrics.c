@@ -17,6 +17,8 @@
  */
 #include <wsgate/metrics.h>
 
+#include <wsgate/dns.h>
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -408,6 +410,14 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            "New admin connections closed at accept: the cap was reached and every connection "
            "was answering.",
            in->admin_refused);
+    if (in->dns_lookups != NULL) {
+        family(out, "wsgate_dns_lookups_total", "counter",
+               "Lookups of backend names with \"resolve\": true, by result (ok, nxdomain, "
+               "servfail, timeout, error).");
+        for (int r = 0; r < WSG_DNS_NRESULTS; r++)
+            putf(out, "wsgate_dns_lookups_total{result=\"%s\"} %" PRIu64 "\n",
+                 wsg_dns_result_name((wsg_dns_result_t)r), in->dns_lookups[r]);
+    }
     if (in->rt != NULL)
         backends(out, in->rt);
     return out->oom ? UV_ENOMEM : 0;

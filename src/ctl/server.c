@@ -18,6 +18,7 @@
 
 #include <wsgate/admin.h>
 #include <wsgate/balancer.h>
+#include <wsgate/dns.h>
 #include <wsgate/health.h>
 #include <wsgate/ip_limit.h>
 #include <wsgate/rate_limit.h>
@@ -44,7 +45,12 @@ struct wsg_server_s {
     wsg_health_t *health;      /* active checks of the current runtime */
     wsg_ip_limit_t *ip_limit;  /* connections per client address */
     wsg_rate_table_t *rate_table; /* handshakes_per_ip_per_s buckets, kept across reloads */
+    wsg_dns_t *dns;            /* lookups of the file's resolve entries; NULL: none */
+    uint64_t dns_lookups[WSG_DNS_NRESULTS]; /* by result, since start (server thread) */
 };
+
+wsg_dns_t *wsg_server_dns(wsg_server_t *srv) { return srv->dns; }
+const uint64_t *wsg_server_dns_lookups(const wsg_server_t *srv) { return srv->dns_lookups; }
 
 wsg_ip_limit_t *wsg_server_ip_limit(wsg_server_t *srv) { return srv->ip_limit; }
 wsg_rate_table_t *wsg_server_rate_table(wsg_server_t *srv) { return srv->rate_table; }
@@ -89,6 +95,8 @@ static void server_reconfigured(wsg_server_t *srv) {
 static void server_stopping(wsg_server_t *srv) {
     wsg_health_stop(srv->health);
     srv->health = NULL;
+    wsg_dns_stop(srv->dns);
+    srv->dns = NULL;
 }
 
 uv_loop_t *wsg_server_loop(wsg_server_t *srv) { return &srv->loop; }
@@ -238,15 +246,16 @@ static void post_rebalances(wsg_server_t *srv, wsg_runtime_t *rt) {
 
 /* Makes <rt> (taken) the runtime of new connections on every worker: with
  * the listeners in <fds> (nworkers x listeners, -1 = keep; NULL: all
- * kept), after draining <rm> (may be NULL), then rebalancing. Workers
+ * kept), after draining the <nrm> backends of <rm>, then rebalancing. Workers
  * take their messages in order, so a drained backend is still alive in
  * the runtime they hold when they drain it. */
-static void install(wsg_server_t *srv, wsg_runtime_t *rt, const int *fds, const removal_t *rm) {
+static void install(wsg_server_t *srv, wsg_runtime_t *rt, const int *fds, const removal_t *rm,
+                    size_t nrm) {
     size_t n = rt->cfg->nlisteners;
-    if (rm != NULL) {
-        wsg_balancer_add_leaving(rt->pools[rm->pool], rm->be, rm->weight);
-        wsg_worker_msg_t proto = {.kind = WSG_MSG_DRAIN, .backend = rm->be,
-                                  .spread_ms = rm->spread_ms};
+    for (size_t i = 0; i < nrm; i++) {
+        wsg_balancer_add_leaving(rt->pools[rm[i].pool], rm[i].be, rm[i].weight);
+        wsg_worker_msg_t proto = {.kind = WSG_MSG_DRAIN, .backend = rm[i].be,
+                                  .spread_ms = rm[i].spread_ms};
         if (!srv->stopping)
             post_all(srv, &proto);
     }
@@ -270,6 +279,50 @@ static void install(wsg_server_t *srv, wsg_runtime_t *rt, const int *fds, const 
     wsg_runtime_unref(old);
 }
 
+static void on_resolved(void *arg, size_t p, size_t e, const wsg_dns_answer_t *ans);
+
+/* The configuration to run for the file's <file>: its resolve entries
+ * looked up now (blocking this thread, bounded by the lookups' timeouts),
+ * a failed one keeping the addresses the running lookups last found
+ * (none at start). *answers (new, wsg_dns_nentries() long) gets what was
+ * used, for the lookups that follow. NULL on ENOMEM. */
+static wsg_config_t *resolve_file(wsg_server_t *srv, wsg_config_t *file,
+                                  wsg_dns_answer_t **answers) {
+    size_t n = wsg_dns_nentries(file);
+    *answers = calloc(n ? n : 1, sizeof(**answers));
+    if (*answers == NULL)
+        return NULL;
+    if (n == 0)
+        return wsg_config_ref(file);
+    wsg_dns_lookup_all(file, *answers, srv->dns_lookups);
+    size_t k = 0;
+    for (size_t p = 0; p < file->npools; p++) {
+        for (size_t e = 0; e < file->pools[p].nresolves; e++, k++) {
+            const wsg_dns_answer_t *last =
+                wsg_dns_current(srv->dns, file->pools[p].name, file->pools[p].resolves[e].address);
+            if ((*answers)[k].result != WSG_DNS_OK && last != NULL) {
+                wsg_dns_result_t r = (*answers)[k].result;
+                (*answers)[k] = *last;
+                (*answers)[k].result = r; /* the lookup failed; its last addresses stay */
+            }
+        }
+    }
+    return wsg_dns_expand(file, *answers);
+}
+
+/* The lookups follow the file's configuration <file>, started from the
+ * <answers> it was installed with. */
+static void restart_dns(wsg_server_t *srv, wsg_config_t *file, const wsg_dns_answer_t *answers) {
+    wsg_dns_stop(srv->dns);
+    srv->dns = NULL;
+    if (srv->stopping || wsg_dns_nentries(file) == 0)
+        return;
+    srv->dns = wsg_dns_start(&srv->loop, file, answers, srv->dns_lookups, on_resolved, srv);
+    if (srv->dns == NULL)
+        WSG_LOG(WSG_LOG_ERROR, "dns", "cannot start the lookups: names are resolved again only "
+                "at the next reload");
+}
+
 int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
     const char *path = srv->rt->cfg->path;
     char err[512];
@@ -280,18 +333,20 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
         return -1;
     }
     WSG_LOG(WSG_LOG_INFO, "server", "reloading %s", path);
-    wsg_config_t *cfg = wsg_config_load(path, NULL, errs);
-    if (cfg == NULL) {
+    wsg_config_t *file = wsg_config_load(path, NULL, errs);
+    if (file == NULL) {
         for (size_t i = 0; i < errs->count; i++)
             WSG_LOG(WSG_LOG_ERROR, "config", "%s", errs->msgs[i]);
         WSG_LOG(WSG_LOG_ERROR, "server", "reload of %s failed: the running configuration stays",
                 path);
         return -1;
     }
-    if (cfg->workers != srv->nworkers)
+    if (file->workers != srv->nworkers)
         WSG_LOG(WSG_LOG_WARN, "server", "workers: %u -> %u takes effect only after a restart",
-                srv->nworkers, cfg->workers);
-    wsg_runtime_t *rt = wsg_runtime_new(cfg, srv->rt);
+                srv->nworkers, file->workers);
+    wsg_dns_answer_t *answers = NULL;
+    wsg_config_t *cfg = resolve_file(srv, file, &answers);
+    wsg_runtime_t *rt = cfg ? wsg_runtime_new(cfg, srv->rt) : NULL;
     wsg_config_unref(cfg); /* the runtime holds its own reference */
     /* Certificates are re-read on every reload, so renewed ones are picked
      * up; a bad one fails the reload and changes nothing. */
@@ -304,13 +359,18 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
         WSG_LOG(WSG_LOG_ERROR, "server", "reload of %s failed: %s; the running configuration stays",
                 path, err);
         wsg_runtime_unref(rt);
+        wsg_config_unref(file);
+        free(answers);
         return -1;
     }
     size_t n = rt->cfg->nlisteners;
     /* <path> is the old configuration's: once the workers have taken the
      * new runtime, this may be the old one's last reference. */
     path = rt->cfg->path;
-    install(srv, rt, fds, NULL);
+    install(srv, rt, fds, NULL, 0);
+    restart_dns(srv, file, answers);
+    wsg_config_unref(file);
+    free(answers);
     free(fds);
     WSG_LOG(WSG_LOG_INFO, "server", "reloaded %s: %zu listener%s, %zu route%s, %zu pool%s", path,
             n, n == 1 ? "" : "s", srv->rt->cfg->nroutes, srv->rt->cfg->nroutes == 1 ? "" : "s",
@@ -363,7 +423,7 @@ wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
     free(bs); /* shallow: derive() copied the entries */
     if (rt == NULL)
         return WSG_CHANGE_NOMEM;
-    install(srv, rt, NULL, NULL);
+    install(srv, rt, NULL, NULL, 0);
     WSG_LOG(WSG_LOG_INFO, "server", "pool %s: backend %s added (weight %u), %zu backends", pool,
             bc->address, bc->weight, srv->rt->pools[p]->nbackends);
     return WSG_CHANGE_OK;
@@ -397,12 +457,59 @@ wsg_change_t wsg_server_remove_backend(wsg_server_t *srv, const char *pool, cons
         wsg_backend_unref(rm.be);
         return WSG_CHANGE_NOMEM;
     }
-    install(srv, rt, NULL, &rm);
+    install(srv, rt, NULL, &rm, 1);
     WSG_LOG(WSG_LOG_INFO, "server",
             "pool %s: backend %s removed, its connections drained over %llu ms, %zu backends "
             "left", pool, address, (unsigned long long)spread_ms, n);
     wsg_backend_unref(rm.be);
     return WSG_CHANGE_OK;
+}
+
+/* A periodic lookup of entry <e> of pool <p> answered <ans> (OK): applied
+ * like a runtime change when the set changed. The removed addresses'
+ * connections get 1012 spread over drain_ms, as a drain spreads them:
+ * the servers behind them are leaving. */
+static void on_resolved(void *arg, size_t p, size_t e, const wsg_dns_answer_t *ans) {
+    wsg_server_t *srv = arg;
+    if (srv->stopping || p >= srv->rt->cfg->npools || e >= srv->rt->cfg->pools[p].nresolves)
+        return;
+    const wsg_pool_conf_t *pc = &srv->rt->cfg->pools[p];
+    /* Strings of the file's configuration, which the lookups hold. */
+    const char *pool = pc->name, *name = pc->resolves[e].address;
+    uint64_t spread = srv->rt->cfg->timeouts.drain_ms;
+    wsg_dns_merge_t m;
+    if (wsg_dns_merge(pc->backends, pc->nbackends, e, &pc->resolves[e], ans, &m) != 0) {
+        WSG_LOG(WSG_LOG_ERROR, "dns", "pool %s: %s: out of memory: its backends stay", pool, name);
+        return;
+    }
+    if (m.nadded == 0 && m.nremoved == 0) {
+        wsg_dns_merge_free(&m);
+        return;
+    }
+    removal_t *rm = calloc(m.nremoved + 1, sizeof(*rm));
+    wsg_runtime_t *rt = rm ? derive(srv, p, m.backends, m.n) : NULL;
+    if (rt == NULL) {
+        WSG_LOG(WSG_LOG_ERROR, "dns", "pool %s: %s: out of memory: its backends stay", pool, name);
+        free(rm);
+        wsg_dns_merge_free(&m);
+        return;
+    }
+    for (size_t i = 0; i < m.nremoved; i++) {
+        size_t idx = m.removed[i];
+        rm[i] = (removal_t){.pool = p, .be = wsg_backend_ref(srv->rt->pools[p]->backends[idx]),
+                            .weight = pc->backends[idx].weight, .spread_ms = spread};
+    }
+    size_t nrm = m.nremoved, nadd = m.nadded;
+    install(srv, rt, NULL, rm, nrm);
+    WSG_LOG(WSG_LOG_INFO, "dns",
+            "pool %s: %s resolves to %zu address%s: %zu backend%s added, %zu removed (drained "
+            "over %llu ms), %zu backends",
+            pool, name, ans->naddrs, ans->naddrs == 1 ? "" : "es", nadd, nadd == 1 ? "" : "s", nrm,
+            (unsigned long long)spread, srv->rt->pools[p]->nbackends);
+    for (size_t i = 0; i < nrm; i++)
+        wsg_backend_unref(rm[i].be);
+    free(rm);
+    wsg_dns_merge_free(&m);
 }
 
 static int find_backend(wsg_server_t *srv, const char *pool, const char *address,
@@ -455,6 +562,8 @@ static void on_done(uv_async_t *a) {
     srv->admin = NULL;
     wsg_health_stop(srv->health);
     srv->health = NULL;
+    wsg_dns_stop(srv->dns);
+    srv->dns = NULL;
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sig_hup, NULL);
@@ -512,7 +621,10 @@ int wsg_server_run(wsg_config_t *cfg) {
     memset(&srv, 0, sizeof(srv));
     signal(SIGPIPE, SIG_IGN); /* a peer gone mid-write is an error code, not a death */
     wsg_log_configure(cfg->log.level, cfg->log.format);
-    srv.rt = wsg_runtime_new(cfg, NULL);
+    wsg_dns_answer_t *answers = NULL;
+    wsg_config_t *run = resolve_file(&srv, cfg, &answers);
+    srv.rt = run ? wsg_runtime_new(run, NULL) : NULL;
+    wsg_config_unref(run);
     srv.ip_limit = wsg_ip_limit_new();
     /* 64 Ki slots, 512 KiB, fixed: zero pages until addresses are limited,
      * and the same table whatever a reload turns on. */
@@ -548,6 +660,9 @@ int wsg_server_run(wsg_config_t *cfg) {
         _exit(WSG_EXIT_STARTUP);
     }
     srv.health = wsg_health_start(&srv, srv.rt);
+    restart_dns(&srv, cfg, answers);
+    free(answers);
+    answers = NULL;
     for (unsigned i = 0; i < srv.nworkers; i++) {
         int r = wsg_worker_init(&srv.workers[i], &srv, i, srv.rt, fds + i * cfg->nlisteners);
         if (r != 0) {
@@ -584,6 +699,7 @@ int wsg_server_run(wsg_config_t *cfg) {
 
 fail:
     fprintf(stderr, "wsgate: %s\n", err);
+    free(answers);
     wsg_ip_limit_free(srv.ip_limit);
     wsg_rate_table_free(srv.rate_table);
     if (srv.rt != NULL)

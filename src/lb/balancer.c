@@ -185,6 +185,8 @@ int wsg_balancer_add_leaving(wsg_balancer_t *b, wsg_backend_t *be, unsigned weig
 
 bool wsg_balancer_moved(const wsg_balancer_t *b, uint64_t key_hash,
                         const wsg_backend_t *current) {
+    if (b->ring == NULL)
+        return false;
     unsigned first = wsg_ring_lookup(b->ring, key_hash);
     return b->added[first] && b->backends[first] != current;
 }
@@ -247,14 +249,17 @@ int wsg_balancer_sticky(const wsg_balancer_t *b, const char *v, size_t n, uint64
 
 wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer_t *prev) {
     wsg_balancer_t *b = calloc(1, sizeof(*b));
-    wsg_ring_member_t *members = calloc(conf->nbackends, sizeof(*members));
+    /* A pool may have no backend yet: its only entries are names that DNS
+     * has not resolved (SPEC §12). It has no ring then, and answers 503. */
+    size_t cap = conf->nbackends ? conf->nbackends : 1;
+    wsg_ring_member_t *members = calloc(cap, sizeof(*members));
     if (b == NULL || members == NULL)
         goto fail;
     b->conf = conf;
     b->nbackends = conf->nbackends;
     b->active_checks = conf->health.type != WSG_HEALTH_NONE;
-    b->backends = calloc(conf->nbackends, sizeof(*b->backends));
-    b->added = calloc(conf->nbackends, sizeof(*b->added));
+    b->backends = calloc(cap, sizeof(*b->backends));
+    b->added = calloc(cap, sizeof(*b->added));
     b->counters = counters_take(prev);
     if (b->backends == NULL || b->added == NULL || b->counters == NULL)
         goto fail;
@@ -270,8 +275,8 @@ wsg_balancer_t *wsg_balancer_new(const wsg_pool_conf_t *conf, const wsg_balancer
     }
     if (conf->balance.cookie.enabled && sticky_ids(b) != 0)
         goto fail;
-    b->ring = wsg_ring_new(members, conf->nbackends);
-    if (b->ring == NULL || carry_leaving(b, prev) != 0)
+    b->ring = conf->nbackends ? wsg_ring_new(members, conf->nbackends) : NULL;
+    if ((b->ring == NULL && conf->nbackends > 0) || carry_leaving(b, prev) != 0)
         goto fail;
     free(members);
     return b;
@@ -313,7 +318,7 @@ size_t wsg_balancer_candidates(wsg_balancer_t *b, uint64_t key_hash, uint64_t no
     unsigned *order = stack;
     size_t n = b->nbackends, found = 0, usable = 0;
 
-    if (cap == 0)
+    if (cap == 0 || n == 0)
         return 0;
     /* Fast path: the key's own backend is up and no load bound applies, and
      * the caller wants only one answer. */

@@ -403,12 +403,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void build_request(check_t *c) {
     const char *path = c->pc->health.path ? c->pc->health.path : "/";
+    char host[320]; /* a backend found by DNS is asked for by its name */
     int n;
+    wsg_config_backend_authority(c->bc->address, host, sizeof(host));
     if (c->type == WSG_HEALTH_HTTP) {
         n = snprintf(c->req, c->reqcap,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: wsgate-health/%s\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n",
-                     path, c->bc->address, WSG_VERSION);
+                     path, host, WSG_VERSION);
     } else {
         /* RFC 6455 §4.1: a fresh random 16-byte nonce, base64-encoded. */
         uint8_t nonce[16];
@@ -420,7 +422,7 @@ static void build_request(check_t *c) {
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: wsgate-health/%s\r\n"
                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     path, c->bc->address, WSG_VERSION, key);
+                     path, host, WSG_VERSION, key);
     }
     c->reqlen = n > 0 && (size_t)n < c->reqcap ? (size_t)n : 0;
 }

@@ -941,9 +941,10 @@ static void on_connect(uv_connect_t *req, int status) {
     }
     /* TLS to the backend: a certificate that fails verification is a failed
      * connect like any other (next backend, passive health). */
-    char host[256];
+    char host[256], addr[320];
     uint16_t port;
-    const char *addr = cfg_of(c)->pools[c->pool].backends[c->backend].address;
+    wsg_config_backend_authority(cfg_of(c)->pools[c->pool].backends[c->backend].address, addr,
+                                 sizeof(addr));
     if (wsg_config_split_hostport(addr, host, sizeof(host), &port) != 0 ||
         wsg_side_start_tls(p->io, tls, 0, host, NULL, 0) != 0 ||
         wsg_tls_handshake(p->io, on_backend_tls) != 0)

@@ -186,9 +186,9 @@ class Proc:
 class Echo(Proc):
     """The C echo backend. `name` answers "whoami"."""
 
-    def __init__(self, log_dir, name, port=0, args=()):
+    def __init__(self, log_dir, name, port=0, args=(), host="127.0.0.1"):
         self.name = name
-        super().__init__([ECHO_BIN, "--port", port, "--name", name, *args],
+        super().__init__([ECHO_BIN, "--port", port, "--name", name, "--host", host, *args],
                          Path(log_dir) / f"echo-{name}-{port}.log", stdout_pipe=True)
         line = b""
         deadline = time.monotonic() + 10
@@ -206,7 +206,8 @@ class Echo(Proc):
         text = line.decode().strip()
         assert text.startswith("listening "), text
         self.port = int(text.rsplit(":", 1)[1])
-        self.address = f"127.0.0.1:{self.port}"
+        self.host = host
+        self.address = f"{host}:{self.port}"
 
 
 class Gate(Proc):
@@ -290,7 +291,7 @@ class Stack:
         self.fakes = []
         self.n = 0
 
-    def echo(self, name, port=0, args=()):
+    def echo(self, name, port=0, args=(), host="127.0.0.1"):
         """An echo backend; on a given <port> (a backend coming back where
         wsgate expects it), retried while the port is briefly held: wsgate's
         own connects to the other backends take their source ports from the
@@ -298,7 +299,7 @@ class Stack:
         deadline = time.monotonic() + 5
         while True:
             try:
-                e = Echo(self.tmpdir, name, port, args)
+                e = Echo(self.tmpdir, name, port, args, host)
                 break
             except AssertionError as err:
                 if not port or "in use" not in str(err) or time.monotonic() > deadline:

@@ -166,8 +166,6 @@ END_TEST
 /* Keys of SPEC sections 9-12 that this parser does not implement yet are
  * refused, with a message saying so rather than "unknown key". */
 START_TEST(test_config_later_keys_are_refused_as_not_implemented) {
-    expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
-                 "wsgate.json: dns: not implemented yet by this wsgate (SPEC §12 adds it)");
     /* Never offered as a "did you mean" hint. */
     expect_error(CONF("", "", ", \"colr\": 1", ""),
                  "wsgate.json: routes[0].colr: unknown key");
@@ -329,6 +327,70 @@ START_TEST(test_config_cookie_defaults_and_env_secret) {
 }
 END_TEST
 
+/* As CONF, with the pool's backends array given. */
+#define CONF_B(TOP, BACKENDS, POOL)                                                                \
+    "{" TOP "\"listeners\": [{\"name\": \"public\", \"bind\": \"127.0.0.1:8080\"}],"                \
+    "\"routes\": [{\"pool\": \"p\"}],"                                                           \
+    "\"pools\": {\"p\": {\"backends\": [" BACKENDS "]" POOL "}}}"
+
+/* SPEC §12's DNS discovery keys: entries with "resolve" kept apart from
+ * the pool's backends and never resolved by the parser, dns.servers. */
+START_TEST(test_config_dns_keys) {
+    wsg_config_t *cfg = expect_ok(MINIMAL, &noresolve);
+    ck_assert_uint_eq(cfg->pools[0].resolve_ms, 5000);
+    ck_assert_uint_eq(cfg->pools[0].nresolves, 0);
+    ck_assert_uint_eq(cfg->dns.nservers, 0);
+    wsg_config_unref(cfg);
+    /* A name under .invalid never resolves: with resolve it is no error. */
+    cfg = expect_ok(CONF_B("\"dns\": {\"servers\": [\"127.0.0.1:5353\", \"[::1]:53\"]},",
+                           "{\"address\": \"127.0.0.1:9001\"},"
+                           " {\"address\": \"app.invalid:9000\", \"resolve\": true, \"weight\": 3},"
+                           " {\"address\": \"other.invalid:9000\", \"resolve\": true}",
+                           ", \"resolve_ms\": 0"),
+                    &resolve);
+    const wsg_pool_conf_t *p = &cfg->pools[0];
+    ck_assert_uint_eq(p->resolve_ms, 0);
+    ck_assert_uint_eq(p->nbackends, 1);
+    ck_assert_str_eq(p->backends[0].address, "127.0.0.1:9001");
+    ck_assert_uint_eq(p->nresolves, 2);
+    ck_assert_str_eq(p->resolves[0].address, "app.invalid:9000");
+    ck_assert_uint_eq(p->resolves[0].weight, 3);
+    ck_assert(p->resolves[0].resolve);
+    ck_assert_str_eq(p->resolves[1].address, "other.invalid:9000");
+    ck_assert_uint_eq(cfg->dns.nservers, 2);
+    ck_assert_str_eq(cfg->dns.servers[1], "[::1]:53");
+    /* A pool of names only may have no backend yet. */
+    wsg_config_t *d = wsg_config_with_backends(cfg, 0, NULL, 0);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_uint_eq(d->pools[0].nbackends, 0);
+    ck_assert_uint_eq(d->pools[0].nresolves, 2);
+    wsg_config_unref(d);
+    wsg_config_unref(cfg);
+    expect_error(CONF_B("", "{\"address\": \"10.0.0.1:9\", \"resolve\": true}", ""),
+                 "wsgate.json: pools.p.backends[0].address: expected a host name with "
+                 "\"resolve\": true, got the IP address \"10.0.0.1:9\"");
+    expect_error(CONF_B("", "{\"address\": \"a.test:9\", \"resolve\": 1}", ""),
+                 "wsgate.json: pools.p.backends[0].resolve: expected true or false, got 1");
+    expect_error(CONF_B("", "{\"address\": \"a.test:9\", \"resolve\": true},"
+                        " {\"address\": \"A.test:9\", \"resolve\": true}", ""),
+                 "wsgate.json: pools.p.backends[1].address: expected a unique backend address, "
+                 "got \"A.test:9\" (also backends[0])");
+    expect_error(CONF("\"dns\": {\"servers\": [\"ns.example.com:53\"]},", "", "", ""),
+                 "wsgate.json: dns.servers[0]: expected \"ip:port\" with an IP address, not a "
+                 "name, got \"ns.example.com:53\"");
+    expect_error(CONF("\"dns\": {\"servers\": []},", "", "", ""),
+                 "wsgate.json: dns.servers: expected a non-empty array of \"ip:port\", got an empty "
+                 "array");
+    expect_error(CONF("\"dns\": {},", "", "", ""),
+                 "wsgate.json: dns.servers: missing, expected a non-empty array of \"ip:port\"");
+    expect_error(CONF("\"dns\": {\"servers\": [\"127.0.0.1\"]},", "", "", ""),
+                 "wsgate.json: dns.servers[0]: expected \"host:port\", got \"127.0.0.1\"");
+    cfg = expect_ok(CONF("\"dns\": null,", "", "", ""), &noresolve);
+    ck_assert_uint_eq(cfg->dns.nservers, 0);
+    wsg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(test_config_cookie_refuses_short_or_missing_secret) {
     static const char what[] =
         "expected a string of at least 16 bytes, or \"env:NAME\" naming such an environment "
@@ -375,6 +437,20 @@ START_TEST(test_config_cookie_refuses_short_or_missing_secret) {
 }
 END_TEST
 
+/* The name a backend found by DNS is reached as (Host, TLS server name). */
+START_TEST(test_config_backend_authority) {
+    char out[64];
+    wsg_config_backend_authority("app.svc#10.0.0.7:9000", out, sizeof(out));
+    ck_assert_str_eq(out, "app.svc:9000");
+    wsg_config_backend_authority("app.svc#[fd00::7]:9000", out, sizeof(out));
+    ck_assert_str_eq(out, "app.svc:9000");
+    wsg_config_backend_authority("10.0.0.7:9000", out, sizeof(out));
+    ck_assert_str_eq(out, "10.0.0.7:9000");
+    wsg_config_backend_authority("[fd00::7]:9000", out, sizeof(out));
+    ck_assert_str_eq(out, "[fd00::7]:9000");
+}
+END_TEST
+
 START_TEST(test_config_schema_names_table_keys_only) {
     char *s = wsg_config_schema();
     ck_assert_ptr_nonnull(s);
@@ -384,7 +460,7 @@ START_TEST(test_config_schema_names_table_keys_only) {
     ck_assert_ptr_nonnull(strstr(s, "\"keepalive\""));
     /* A key not implemented yet is left out. */
     ck_assert_ptr_nonnull(strstr(s, "\"same_site\""));
-    ck_assert_ptr_null(strstr(s, "\"resolve_ms\""));
+    ck_assert_ptr_nonnull(strstr(s, "\"resolve_ms\""));
     ck_assert_int_ne(s[strlen(s) - 1], '\n');
     free(s);
 }
@@ -1232,6 +1308,8 @@ Suite *wsg_config_suite(void) {
     tcase_add_test(tc, test_config_odd_keys_are_quoted_in_paths);
     tcase_add_test(tc, test_config_accepts_and_ignores_schema_key);
     tcase_add_test(tc, test_config_later_keys_are_refused_as_not_implemented);
+    tcase_add_test(tc, test_config_dns_keys);
+    tcase_add_test(tc, test_config_backend_authority);
     tcase_add_test(tc, test_config_http_keys);
     tcase_add_test(tc, test_config_auth_keys);
     tcase_add_test(tc, test_config_schema_names_table_keys_only);
