@@ -9,9 +9,28 @@ import http.client
 import json
 import math
 import re
+import subprocess
 import time
 
 from wsg_raw import OP_CLOSE, OP_TEXT, close_payload, ws_connect
+
+# ---- where keys land ----------------------------------------------------------
+
+def which(cfg, users, tmp, pool="p"):
+    """{user: backend address} as `wsgate --which` computes it for <cfg> (a
+    dict, written to <tmp>), so that a test can choose keys whose outcome is
+    certain whatever its ports make of the ring."""
+    from conftest import WSGATE_BIN
+    path = tmp / "which.json"
+    path.write_text(json.dumps(cfg))
+    out = {}
+    for u in users:
+        r = subprocess.run([WSGATE_BIN, "--which", u, "-p", pool, "-c", str(path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        out[u] = r.stdout.strip()
+    return out
+
 
 # ---- admin client ----------------------------------------------------------
 

@@ -18,12 +18,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
 from conftest import WSGATE_BIN, free_port, make_config, wait_for
-from opshelpers import Client, landing, scrape, status
+from opshelpers import Client, landing, scrape, status, which
 from wsg_dns import DnsServer
 from wsg_raw import ws_connect
 
@@ -75,20 +74,6 @@ def _addresses(g):
     return [b["address"] for b in status(g.aport)["pools"]["p"]["backends"]]
 
 
-def _which(cfg, users, tmp):
-    """{user: backend} as `wsgate --which` computes it with the DNS server's
-    records of now."""
-    path = tmp / "which.json"
-    path.write_text(json.dumps(cfg))
-    out = {}
-    for u in users:
-        r = subprocess.run([WSGATE_BIN, "--which", u, "-p", "p", "-c", str(path)],
-                           capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, r.stderr
-        out[u] = r.stdout.strip()
-    return out
-
-
 def _lookups(g, result):
     return scrape(g.aport).value("wsgate_dns_lookups_total", result=result)
 
@@ -120,7 +105,7 @@ def test_a_growing_name_adds_a_backend_and_rebalances_exactly_the_moved(stack, d
     # address, 10 that stay.
     candidates = [f"g-{i}" for i in range(150)]
     dns.records[NAME] = IPS[:3]
-    want3 = _which(cfg, candidates, tmp_path)
+    want3 = which(cfg, candidates, tmp_path)
     dns.records[NAME] = IPS[:2]
     moving = [u for u in candidates if want3[u] == _ident(echos[2])][:10]
     staying = [u for u in candidates if want3[u] != _ident(echos[2])][:10]

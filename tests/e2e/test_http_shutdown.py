@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import free_port, make_config, pool, wait_for
+from conftest import free_port, make_config, pool
 from wsg_raw import Conn
 
 

@@ -12,14 +12,13 @@ others, and those placed at random (no key), stay.
 
 import json
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import WSGATE_BIN, free_port, make_config, pool, wait_for
-from opshelpers import Client, admin, admin_json, landing, scrape, status
+from conftest import free_port, make_config, pool, wait_for
+from opshelpers import Client, admin_json, landing, scrape, status, which
 from wsg_raw import OP_TEXT, ws_connect
 
 TOKEN = "rt-t0ken"
@@ -42,19 +41,6 @@ def _add(g, body, token=TOKEN, pool_name="p"):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return admin_json(g.aport, "POST", f"/pools/{pool_name}/backends", token, body=data,
                       headers={"Content-Type": "application/json"})
-
-
-def _which(g, cfg, users, tmp):
-    """{user: backend address} as `wsgate --which` computes it for <cfg>."""
-    path = tmp / "which.json"
-    path.write_text(json.dumps(cfg))
-    out = {}
-    for u in users:
-        r = subprocess.run([WSGATE_BIN, "--which", u, "-p", "p", "-c", str(path)],
-                           capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, r.stderr
-        out[u] = r.stdout.strip()
-    return out
 
 
 def _names(g):
@@ -150,7 +136,7 @@ def test_add_moves_only_the_new_backends_keys_and_keeps_counters(stack, tmp_path
     assert st == 201, j
     cfg2 = json.loads(json.dumps(g.cfg))
     cfg2["pools"]["p"]["backends"].append({"address": new})
-    want = _which(g, cfg2, USERS, tmp_path)
+    want = which(cfg2, USERS, tmp_path)
     after = landing(g.port, USERS)
     assert after == {u: names[a] for u, a in want.items()}, (after, want)
     moved = [u for u in USERS if after[u] != before[u]]
@@ -226,7 +212,7 @@ def test_rebalance_closes_exactly_the_moved_keys_at_the_rate(stack, tmp_path):
     # move and 10 that stay (of 150 candidates about 50 move).
     cfg2 = json.loads(json.dumps(g.cfg))
     cfg2["pools"]["p"]["backends"].append({"address": new})
-    want = _which(g, cfg2, [f"rb-{i}" for i in range(150)], tmp_path)
+    want = which(cfg2, [f"rb-{i}" for i in range(150)], tmp_path)
     moving = [u for u, a in want.items() if a == new][:10]
     staying = [u for u, a in want.items() if a != new][:10]
     assert len(moving) == len(staying) == 10, want
@@ -301,7 +287,7 @@ def test_rebalance_leaves_cookie_holders_alone(stack, tmp_path):
     new = g.echos[2].address
     cfg2 = json.loads(json.dumps(g.cfg))
     cfg2["pools"]["p"]["backends"].append({"address": new})
-    want = _which(g, cfg2, [f"ck-{i}" for i in range(100)], tmp_path)
+    want = which(cfg2, [f"ck-{i}" for i in range(100)], tmp_path)
     moving = [u for u, a in want.items() if a == new][:6]
     assert len(moving) == 6, want
     # The same gate again, with a cookie on the pool.

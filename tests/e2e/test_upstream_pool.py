@@ -8,12 +8,11 @@ import http.client
 import json
 import signal
 import socket
-import subprocess
 import threading
 import time
 
-from conftest import WSGATE_BIN, free_port, make_config, pool, wait_for
-from opshelpers import scrape, status
+from conftest import free_port, make_config, pool, wait_for
+from opshelpers import scrape, status, which
 
 
 def gate_for(stack, fake, pool_kw=None, **sections):
@@ -271,26 +270,13 @@ def test_a_long_poll_held_30_s_is_answered_and_its_connection_reused(stack):
     assert fake.connections == 1
 
 
-def which(cfg, users, tmp, pool_name="web"):
-    """{user: backend address} as `wsgate --which` computes it for <cfg>."""
-    path = tmp / "which.json"
-    path.write_text(json.dumps(cfg))
-    out = {}
-    for u in users:
-        r = subprocess.run([WSGATE_BIN, "--which", u, "-p", pool_name, "-c", str(path)],
-                           capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0, r.stderr
-        out[u] = r.stdout.strip()
-    return out
-
-
 def test_a_get_whose_backend_closes_without_answering_goes_to_the_next_backend(stack, tmp_path):
     bad = stack.http("bad", drop_nth=1)   # reads every request, answers none
     good = stack.http("good")
     port, aport = free_port(), free_port()
     cfg = make_config(port, {"web": pool([bad.address, good.address], key="query:user")},
                       heartbeat={"interval_ms": 0}, admin={"bind": f"127.0.0.1:{aport}"})
-    land = which(cfg, [f"u{i}" for i in range(40)], tmp_path)
+    land = which(cfg, [f"u{i}" for i in range(40)], tmp_path, pool="web")
     user = next(u for u, a in land.items() if a == bad.address)
     other = next(u for u, a in land.items() if a == bad.address and u != user)
     g = stack.gate(cfg)
