@@ -222,7 +222,13 @@ class Gate(Proc):
         self.port = split_bind(cfg["listeners"][0]["bind"])[1]
         self.drain_ms = cfg.get("timeouts", {}).get("drain_ms", 10000)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                # Not handed to the stack yet: stop it here, or it outlives the run.
+                self.p.kill()
+                self.p.wait(10)
+                raise
 
     def wait_ready(self, timeout=30.0):
         binds = [lst["bind"] for lst in self.cfg["listeners"]]
