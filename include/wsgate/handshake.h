@@ -40,6 +40,14 @@ enum {
  * bytes (request line + headers + blank line). Returns NULL on ENOMEM. */
 wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes);
 void wsg_http_head_free(wsg_http_head_t *h);
+/* Makes <h> a new parser, as wsg_http_head_new() would, in place: the next
+ * message of a keep-alive connection needs no allocation. */
+void wsg_http_head_reset(wsg_http_head_t *h, wsg_http_kind_t kind, size_t max_bytes);
+/* The bytes a head takes, for a caller that keeps heads in its own
+ * allocator (a worker's slab): wsg_http_head_reset() makes such memory,
+ * suitably aligned for pointers and 64-bit integers, a head; it is freed
+ * by that allocator, never by wsg_http_head_free(). */
+size_t wsg_http_head_size(void);
 
 /* Parses the bytes of <buf>[0..len) not yet seen (<len> only grows between
  * calls). Bytes after the end of the head are not consumed: they are early
@@ -51,6 +59,10 @@ int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len);
 /* Length of the head in bytes, including the final CRLF CRLF (valid after
  * WSG_HEAD_COMPLETE). */
 size_t wsg_http_head_len(const wsg_http_head_t *h);
+/* Whether a complete head holds a control byte other than HTAB, CR and LF
+ * (the strict pass of the feed notes it; wsg_http_check_message() refuses
+ * such a head). */
+bool wsg_http_head_has_ctl(const wsg_http_head_t *h);
 
 /* Fields of a complete head. Pointers are into the <buf> passed to the last
  * wsg_http_head_feed() and valid while it is. */
@@ -61,10 +73,49 @@ int wsg_http_head_status(const wsg_http_head_t *h);  /* responses only */
 size_t wsg_http_head_count(const wsg_http_head_t *h);
 void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const char **name,
                       size_t *namelen, const char **value, size_t *valuelen);
+/* The headers wsgate itself reads, named once as each header is parsed:
+ * a later look-up compares small integers instead of names. */
+typedef enum {
+    WSG_H_OTHER = 0,
+    WSG_H_ACCEPT,
+    WSG_H_CONNECTION,
+    WSG_H_CONTENT_LENGTH,
+    WSG_H_CONTENT_TYPE,
+    WSG_H_HOST,
+    WSG_H_KEEP_ALIVE,
+    WSG_H_PROXY_CONNECTION,
+    WSG_H_SEC_WEBSOCKET_ACCEPT,
+    WSG_H_SEC_WEBSOCKET_KEY,
+    WSG_H_SEC_WEBSOCKET_VERSION,
+    WSG_H_TE,
+    WSG_H_TRAILER,
+    WSG_H_TRANSFER_ENCODING,
+    WSG_H_UPGRADE,
+    WSG_H_X_FORWARDED_FOR,
+    WSG_H_X_FORWARDED_HOST,
+    WSG_H_X_FORWARDED_PROTO,
+    WSG_H_X_REAL_IP,
+    WSG_H_COUNT
+} wsg_http_hdr_t;
+
+/* The id of the header name <name>[0..n) (case-insensitive), WSG_H_OTHER
+ * for any name not in the list. */
+wsg_http_hdr_t wsg_http_header_id(const char *name, size_t n);
+/* The id of header <i> of a complete head, and how many headers have <id>. */
+wsg_http_hdr_t wsg_http_head_id(const wsg_http_head_t *h, size_t i);
+size_t wsg_http_head_has(const wsg_http_head_t *h, wsg_http_hdr_t id);
+/* The index of the first header with <id>, wsg_http_head_count() when none:
+ * a walk over the headers of one id starts there and ends after
+ * wsg_http_head_has() of them, not at the last header. */
+size_t wsg_http_head_first_id(const wsg_http_head_t *h, wsg_http_hdr_t id);
+
 /* First header named <name> (case-insensitive), value with surrounding
  * whitespace trimmed; NULL when absent. */
 const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const char *name,
                               size_t *valuelen);
+/* The same for a known header: no name compared. */
+const char *wsg_http_head_get_id(const wsg_http_head_t *h, const char *buf, wsg_http_hdr_t id,
+                                 size_t *valuelen);
 
 /* Feeds body bytes of a response whose head is complete (non-101 answers
  * are relayed with their body). Returns 1 once the message is complete,
@@ -131,6 +182,11 @@ typedef struct wsg_forward_info_s {
     const char *client_ip; /* textual client address, e.g. "127.0.0.1" or "::1" */
     const char *proto;     /* "http" or "https" */
 } wsg_forward_info_t;
+
+/* The dotted quad of the IPv4 address <in_addr> (a struct in_addr, network
+ * order) at <out>, NUL-terminated; what inet_ntop() writes, without its
+ * sprintf (this runs for every forwarded request). */
+void wsg_ipv4_text(const void *in_addr, char out[16]);
 
 /* Writes the request head to send to the backend into <out>: request line
  * and every header unchanged except that the client's address is appended to

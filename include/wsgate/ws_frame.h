@@ -96,6 +96,20 @@ void wsg_ws_parser_init(wsg_ws_parser_t *p, int from_client, uint64_t max_payloa
 int wsg_ws_parse(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *consumed,
                  wsg_ws_frame_t *frame);
 
+/* The stateless form of wsg_ws_parse(), for a caller that keeps the bytes
+ * of a split header itself and presents them again, from the header's first
+ * byte, with the next read (ws_stream.c): judges the header at
+ * <data>[0..len) by the rules of its direction (<from_client>, the largest
+ * payload <max_payload>, 0 = unlimited) and the message state
+ * <in_message> (a fragmented data message is open). Returns WSG_WS_OK with
+ * the header in *frame (it is frame->header_len bytes long), WSG_WS_INCOMPLETE
+ * when more bytes are needed and those present are valid so far, or the
+ * error as soon as the bytes present prove it (as wsg_ws_parse() would
+ * report it at the same point). Tracks nothing: after a valid data frame
+ * header the caller's message is open exactly when frame->fin is 0. */
+int wsg_ws_parse_header(const uint8_t *data, size_t len, int from_client, int in_message,
+                        uint64_t max_payload, wsg_ws_frame_t *frame);
+
 /* True while the parser holds part of a header (not at a frame boundary). */
 static inline int wsg_ws_parser_mid_header(const wsg_ws_parser_t *p) { return p->have != 0; }
 

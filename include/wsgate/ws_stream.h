@@ -21,8 +21,11 @@
  * When a buffer ends inside a header or inside a control frame, the walk
  * ends with seg.start < len: the caller keeps buf[start..len) (at most
  * 14 + 125 bytes) and puts it, unchanged, at the front of the next buffer,
- * whose walk then resumes after it. The header parser has already seen
- * those bytes; the walker only skips them.
+ * whose walk starts over at those bytes: the header is parsed again from its
+ * first byte (which has no side effect until it is whole) and a control
+ * frame is judged once it is all there. The walker keeps no copy of them:
+ * its state is what must survive between reads and nothing else, since a
+ * relay holds one per direction of every idle connection.
  */
 #ifndef WSGATE_WS_STREAM_H
 #define WSGATE_WS_STREAM_H
@@ -48,18 +51,18 @@ typedef struct wsg_ws_seg_s {
 } wsg_ws_seg_t;
 
 typedef struct wsg_ws_stream_s {
-    wsg_ws_parser_t parser;
-    uint64_t payload_left;  /* of the current frame, not yet walked */
-    size_t pos;             /* cursor in the current buffer */
-    size_t unit;            /* start of the header or control frame being completed */
-    uint32_t held;          /* bytes the next buffer starts with, walked already */
-    int err;                /* once failed, every later walk returns it */
-    uint8_t phase;          /* private: header, data payload, control payload, closed */
-    uint8_t rsv_first;      /* RSV bits allowed on the first frame of a data message */
-    uint8_t rsv_other;      /* ... on continuations and control frames */
-    uint8_t opcode;         /* of the current frame */
-    uint8_t ctl_hlen, ctl_masked;
-    uint8_t ctl_mask[4];
+    uint64_t payload_left;  /* of the current data frame, not yet walked */
+    uint64_t max_payload;   /* the largest payload accepted (0: no limit) */
+    uint32_t pos;           /* cursor in the current buffer (which is at most
+                               UINT32_MAX bytes long) */
+    uint8_t held;           /* bytes the next buffer starts with (at most 14 + 125) */
+    int8_t err;             /* once failed, every later walk returns it */
+    unsigned phase : 2;     /* private: header, data payload, closed */
+    unsigned opcode : 4;    /* of the current frame */
+    unsigned from_client : 1; /* its frames must be masked (else must not be) */
+    unsigned in_message : 1;  /* a fragmented data message is open */
+    unsigned rsv_first : 3; /* RSV bits allowed on the first frame of a data message */
+    unsigned rsv_other : 3; /* ... on continuations and control frames */
 } wsg_ws_stream_t;
 
 /* Prepares the walk of the frames one side sends (<from_client>: they must
@@ -72,7 +75,7 @@ void wsg_ws_stream_init(wsg_ws_stream_t *s, int from_client, uint64_t max_payloa
  * previous walk asked to keep. */
 void wsg_ws_stream_begin(wsg_ws_stream_t *s);
 
-/* Walks buf[0..len). Returns 1 with the next segment in *seg; 0 when the
+/* Walks buf[0..len), len <= UINT32_MAX. Returns 1 with the next segment in *seg; 0 when the
  * buffer is done, with seg->start the offset of the bytes to keep (len when
  * none); or a negative WSG_WS_ERR_* when the stream is broken (everything
  * before the error was returned as segments). */

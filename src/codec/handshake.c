@@ -23,11 +23,15 @@
 #include "head_writer.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <llhttp.h>
 #include <openssl/evp.h>
@@ -46,6 +50,7 @@ typedef struct header_s {
     span_t name;
     span_t value;
     bool value_started;
+    uint8_t id; /* wsg_http_hdr_t */
 } header_t;
 
 typedef enum {
@@ -70,10 +75,15 @@ struct wsg_http_head_s {
     bool url_started;
     header_t hdrs[WSG_HTTP_MAX_HEADERS];
     size_t nhdrs;
+    /* Per wsg_http_hdr_t: how many headers have it (WSG_HTTP_MAX_HEADERS
+     * fits), and the index of the first one. */
+    uint8_t id_count[WSG_H_COUNT];
+    uint8_t id_first[WSG_H_COUNT];
     in_span_t in;
     bool too_many;
 
     bool headers_done; /* on_headers_complete has run: we are past the head */
+    bool has_ctl;      /* the head holds a control byte other than HTAB, CR, LF */
     bool body_done;    /* the whole message has been seen */
     bool body_error;
     bool no_body;      /* a response to HEAD: no body whatever its framing says */
@@ -150,6 +160,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 static int on_header_field_complete(llhttp_t *p) {
     wsg_http_head_t *h = p->data;
 
+    if (h->in == IN_FIELD) {
+        size_t i = h->nhdrs - 1;
+        header_t *hd = &h->hdrs[i];
+        hd->id = (uint8_t)wsg_http_header_id(h->cur + hd->name.off, hd->name.len);
+        if (h->id_count[hd->id]++ == 0)
+            h->id_first[hd->id] = (uint8_t)i;
+    }
     h->in = IN_NONE;
     return 0;
 }
@@ -276,11 +293,83 @@ static bool eq_nocase(const char *a, size_t alen, const char *b) {
     return alen == blen && strncasecmp(a, b, blen) == 0;
 }
 
-/* RFC 9110 §5.6.2 token characters. */
+/* RFC 9110 §5.6.2 token characters: "!#$%&'*+-.^_`|~", digits, letters. */
 static bool is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    static const uint32_t bits[8] = {
+        0x00000000, 0x03ff6cfa, /* 0x20-0x3f: ! # $ % & ' * + - . 0-9 */
+        0xc7fffffe, 0x57ffffff, /* 0x40-0x7f: A-Z ^ _ ` a-z | ~ */
+    };
+    return (bits[c >> 5] >> (c & 31)) & 1;
+}
+
+static unsigned char lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+/* <a>[0..n) equals the lower-case literal <lit> of the same length,
+ * ignoring case. */
+static bool is_name(const char *a, const char *lit, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != (unsigned char)lit[i])
+            return false;
+    return true;
+}
+
+wsg_http_hdr_t wsg_http_header_id(const char *name, size_t n) {
+    /* By length, then the first letter where two names share one. */
+#define IS(lit, id) (is_name(name, lit, sizeof(lit) - 1) ? (id) : WSG_H_OTHER)
+    switch (n) {
+    case 2:
+        return IS("te", WSG_H_TE);
+    case 4:
+        return IS("host", WSG_H_HOST);
+    case 6:
+        return IS("accept", WSG_H_ACCEPT);
+    case 7:
+        return lower((unsigned char)name[0]) == 't' ? IS("trailer", WSG_H_TRAILER)
+                                                     : IS("upgrade", WSG_H_UPGRADE);
+    case 9:
+        return IS("x-real-ip", WSG_H_X_REAL_IP);
+    case 10:
+        return lower((unsigned char)name[0]) == 'c' ? IS("connection", WSG_H_CONNECTION)
+                                                     : IS("keep-alive", WSG_H_KEEP_ALIVE);
+    case 12:
+        return IS("content-type", WSG_H_CONTENT_TYPE);
+    case 14:
+        return IS("content-length", WSG_H_CONTENT_LENGTH);
+    case 15:
+        return IS("x-forwarded-for", WSG_H_X_FORWARDED_FOR);
+    case 16:
+        return lower((unsigned char)name[0]) == 'p' ? IS("proxy-connection", WSG_H_PROXY_CONNECTION)
+                                                     : IS("x-forwarded-host", WSG_H_X_FORWARDED_HOST);
+    case 17:
+        switch (lower((unsigned char)name[0])) {
+        case 's':
+            return IS("sec-websocket-key", WSG_H_SEC_WEBSOCKET_KEY);
+        case 't':
+            return IS("transfer-encoding", WSG_H_TRANSFER_ENCODING);
+        default:
+            return IS("x-forwarded-proto", WSG_H_X_FORWARDED_PROTO);
+        }
+    case 20:
+        return IS("sec-websocket-accept", WSG_H_SEC_WEBSOCKET_ACCEPT);
+    case 21:
+        return IS("sec-websocket-version", WSG_H_SEC_WEBSOCKET_VERSION);
+    default:
+        return WSG_H_OTHER;
+    }
+#undef IS
+}
+
+wsg_http_hdr_t wsg_http_head_id(const wsg_http_head_t *h, size_t i) {
+    assert(i < h->nhdrs);
+    return (wsg_http_hdr_t)h->hdrs[i].id;
+}
+
+size_t wsg_http_head_has(const wsg_http_head_t *h, wsg_http_hdr_t id) {
+    return id < WSG_H_COUNT ? h->id_count[id] : 0;
+}
+
+size_t wsg_http_head_first_id(const wsg_http_head_t *h, wsg_http_hdr_t id) {
+    return wsg_http_head_has(h, id) > 0 ? h->id_first[id] : h->nhdrs;
 }
 
 /* Whether the comma-separated list <v> holds <token> (case-insensitive),
@@ -302,41 +391,37 @@ static bool list_has_token(const char *v, size_t n, const char *token) {
     return false;
 }
 
-/* Whether any header named <name> holds <token> in its list; several
- * Connection headers are one list (RFC 9110 §5.3). */
-static bool headers_have_token(const wsg_http_head_t *h, const char *buf, const char *name,
+/* Whether any header <id> holds <token> in its list; several Connection
+ * headers are one list (RFC 9110 §5.3). */
+static bool headers_have_token(const wsg_http_head_t *h, const char *buf, wsg_http_hdr_t id,
                                const char *token, size_t *count) {
     bool found = false;
 
-    *count = 0;
-    for (size_t i = 0; i < h->nhdrs; i++) {
+    *count = h->id_count[id];
+    for (size_t i = *count ? h->id_first[id] : h->nhdrs, left = *count; left > 0 && i < h->nhdrs;
+         i++) {
         const header_t *hd = &h->hdrs[i];
-        if (!eq_nocase(buf + hd->name.off, hd->name.len, name))
+        if (hd->id != id)
             continue;
-        (*count)++;
+        left--;
         if (list_has_token(buf + hd->value.off, hd->value.len, token))
             found = true;
     }
     return found;
 }
 
-static size_t header_count(const wsg_http_head_t *h, const char *buf, const char *name) {
-    size_t n = 0;
-
-    for (size_t i = 0; i < h->nhdrs; i++) {
-        if (eq_nocase(buf + h->hdrs[i].name.off, h->hdrs[i].name.len, name))
-            n++;
-    }
-    return n;
-}
+static size_t header_count(const wsg_http_head_t *h, wsg_http_hdr_t id) { return h->id_count[id]; }
 
 /* ---- head parsing ------------------------------------------------------------ */
 
 wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
     wsg_http_head_t *h = malloc(sizeof(*h));
-    if (h == NULL)
-        return NULL;
+    if (h != NULL)
+        wsg_http_head_reset(h, kind, max_bytes);
+    return h;
+}
 
+void wsg_http_head_reset(wsg_http_head_t *h, wsg_http_kind_t kind, size_t max_bytes) {
     /* The header table is written entry by entry as headers arrive; zeroing
      * its 100 slots for every handshake would be most of the cost. */
     memset(h, 0, offsetof(struct wsg_http_head_s, hdrs));
@@ -346,11 +431,57 @@ wsg_http_head_t *wsg_http_head_new(wsg_http_kind_t kind, size_t max_bytes) {
     h->result = WSG_HEAD_INCOMPLETE;
     llhttp_init(&h->parser, kind == WSG_HTTP_RESPONSE ? HTTP_RESPONSE : HTTP_REQUEST, &settings);
     h->parser.data = h;
-    return h;
 }
+
+size_t wsg_http_head_size(void) { return sizeof(wsg_http_head_t); }
 
 void wsg_http_head_free(wsg_http_head_t *h) {
     free(h);
+}
+
+/* The bytes of <x> below 0x20 or equal to DEL, as the high bit of each:
+ * those are the only bytes the strict pass has to look at, about one in
+ * thirty in a head (each line's CR LF), so it tests 16 bytes at a time
+ * where SSE2 is there (every x86-64) and a word at a time else. The
+ * lowest marked byte is exact (a borrow only runs upwards, from a byte that
+ * is itself marked); the marks above it may be wrong, so the caller takes
+ * the lowest and loads the next word after it. */
+static uint64_t ctl_bytes(uint64_t x) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t y = x ^ (ones * 0x7f);
+    return (((x - ones * 0x20) & ~x) | ((y - ones) & ~y)) & highs;
+}
+
+/* The offset of the first byte at or after <i> that is below 0x20 or DEL,
+ * or <len>. */
+static size_t next_ctl(const char *buf, size_t i, size_t len) {
+#if defined(__SSE2__)
+    /* 16 at a time: x <= 0x1f unsigned is min(x, 0x1f) == x. The mask is
+     * exact for every byte. */
+    const __m128i c1f = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+    for (; i + 16 <= len; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(buf + i));
+        __m128i ctl = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, c1f), x), _mm_cmpeq_epi8(x, del));
+        unsigned m = (unsigned)_mm_movemask_epi8(ctl);
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+    }
+#endif
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, buf + i, 8);
+        uint64_t m = ctl_bytes(x);
+        if (m != 0)
+            return i + ((size_t)__builtin_ctzll(m) >> 3);
+    }
+#endif
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c < 0x20 || c == 0x7f)
+            break;
+    }
+    return i;
 }
 
 /* The strict pass over a complete head (RFC 9112 §2.2, §5.1, §5.2): every
@@ -358,27 +489,37 @@ void wsg_http_head_free(wsg_http_head_t *h) {
  * whitespace (obs-fold, which a server must reject or rewrite; we forward
  * headers, so we reject), and field names are tokens with no whitespace
  * before the colon. */
-static bool head_is_strict(const wsg_http_head_t *h, const char *buf) {
+static bool head_is_strict(wsg_http_head_t *h, const char *buf) {
+    size_t len = h->head_len;
     /* llhttp also takes HTTP/0.9 request lines and HTTP/2.0 ones. */
     if (h->parser.http_major != 1)
         return false;
-    for (size_t i = 0; i < h->head_len; i++) {
+    for (size_t i = next_ctl(buf, 0, len); i < len; i = next_ctl(buf, i + 1, len)) {
+        unsigned char c = (unsigned char)buf[i];
         /* llhttp (loose mode) takes any byte after the CR that ends the
          * head for its LF: "\r\n\r," would end the head and leave the
          * LF that follows it as the first byte of the body or frames. */
-        if (buf[i] == '\r' && (i + 1 >= h->head_len || buf[i + 1] != '\n'))
-            return false;
-        if (buf[i] != '\n')
+        if (c == '\r') {
+            if (i + 1 >= len || buf[i + 1] != '\n')
+                return false;
             continue;
+        }
+        if (c != '\n') {
+            h->has_ctl |= c != '\t';
+            continue;
+        }
         if (i == 0 || buf[i - 1] != '\r')
             return false;
-        if (i + 1 < h->head_len && is_ows(buf[i + 1]))
+        if (i + 1 < len && is_ows(buf[i + 1]))
             return false;
     }
     for (size_t i = 0; i < h->nhdrs; i++) {
         const header_t *hd = &h->hdrs[i];
         if (hd->name.len == 0)
             return false;
+        /* A name with an id matched one of the literals, all tokens. */
+        if (hd->id != WSG_H_OTHER)
+            continue;
         for (size_t j = 0; j < hd->name.len; j++) {
             if (!is_tchar((unsigned char)buf[hd->name.off + j]))
                 return false;
@@ -438,6 +579,8 @@ int wsg_http_head_feed(wsg_http_head_t *h, const char *buf, size_t len) {
     return h->result;
 }
 
+bool wsg_http_head_has_ctl(const wsg_http_head_t *h) { return h->has_ctl; }
+
 size_t wsg_http_head_len(const wsg_http_head_t *h) {
     return h->result == WSG_HEAD_COMPLETE ? h->head_len : 0;
 }
@@ -474,17 +617,33 @@ void wsg_http_head_at(const wsg_http_head_t *h, const char *buf, size_t i, const
     *valuelen = h->hdrs[i].value.len;
 }
 
+/* The trimmed value of header <i>. */
+static const char *value_of(const wsg_http_head_t *h, const char *buf, size_t i, size_t *valuelen) {
+    const char *v = buf + h->hdrs[i].value.off;
+    size_t n = h->hdrs[i].value.len;
+    wsg_http_trim(&v, &n);
+    *valuelen = n;
+    return v;
+}
+
+const char *wsg_http_head_get_id(const wsg_http_head_t *h, const char *buf, wsg_http_hdr_t id,
+                                 size_t *valuelen) {
+    if (id != WSG_H_OTHER && id < WSG_H_COUNT && h->id_count[id] > 0)
+        return value_of(h, buf, h->id_first[id], valuelen);
+    *valuelen = 0;
+    return NULL;
+}
+
 const char *wsg_http_head_get(const wsg_http_head_t *h, const char *buf, const char *name,
                               size_t *valuelen) {
+    size_t len = strlen(name);
+    wsg_http_hdr_t id = wsg_http_header_id(name, len);
+    if (id != WSG_H_OTHER)
+        return wsg_http_head_get_id(h, buf, id, valuelen);
     for (size_t i = 0; i < h->nhdrs; i++) {
         const header_t *hd = &h->hdrs[i];
-        if (!eq_nocase(buf + hd->name.off, hd->name.len, name))
-            continue;
-        const char *v = buf + hd->value.off;
-        size_t n = hd->value.len;
-        wsg_http_trim(&v, &n);
-        *valuelen = n;
-        return v;
+        if (hd->name.len == len && strncasecmp(buf + hd->name.off, name, len) == 0)
+            return value_of(h, buf, i, valuelen);
     }
     *valuelen = 0;
     return NULL;
@@ -679,7 +838,7 @@ static bool target_valid(const wsg_http_head_t *h, const char *buf) {
 
 bool wsg_handshake_is_websocket(const wsg_http_head_t *h, const char *buf) {
     size_t count;
-    return headers_have_token(h, buf, "Upgrade", "websocket", &count);
+    return headers_have_token(h, buf, WSG_H_UPGRADE, "websocket", &count);
 }
 
 int wsg_http_check_request(const wsg_http_head_t *h, const char *buf, const char **reason) {
@@ -692,7 +851,7 @@ int wsg_http_check_request(const wsg_http_head_t *h, const char *buf, const char
     }
     /* RFC 9112 §3.2: a 1.1 request has exactly one Host; a 1.0 one may
      * have none, but never two. */
-    count = header_count(h, buf, "Host");
+    count = header_count(h, WSG_H_HOST);
     if (count > 1) {
         *reason = "duplicate Host";
         return 400;
@@ -701,7 +860,7 @@ int wsg_http_check_request(const wsg_http_head_t *h, const char *buf, const char
         *reason = "missing Host";
         return 400;
     }
-    v = wsg_http_head_get(h, buf, "Host", &n);
+    v = wsg_http_head_get_id(h, buf, WSG_H_HOST, &n);
     if (count == 1 && !wsg_http_host_valid(v, n)) {
         *reason = "invalid Host";
         return 400;
@@ -719,7 +878,7 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
         return 400;
     }
 
-    bool websocket = headers_have_token(h, buf, "Upgrade", "websocket", &count);
+    bool websocket = headers_have_token(h, buf, WSG_H_UPGRADE, "websocket", &count);
     if (count == 0) {
         /* Plain HTTP is not proxied yet (SPEC §9): 426 tells the client
          * what we do speak. */
@@ -742,12 +901,12 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
         *reason = "not HTTP/1.1";
         return 400;
     }
-    if (!headers_have_token(h, buf, "Connection", "upgrade", &count)) {
+    if (!headers_have_token(h, buf, WSG_H_CONNECTION, "upgrade", &count)) {
         *reason = "Connection lacks upgrade";
         return 400;
     }
 
-    count = header_count(h, buf, "Sec-WebSocket-Key");
+    count = header_count(h, WSG_H_SEC_WEBSOCKET_KEY);
     if (count == 0) {
         *reason = "missing Sec-WebSocket-Key";
         return 400;
@@ -757,7 +916,7 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
         *reason = "duplicate Sec-WebSocket-Key";
         return 400;
     }
-    v = wsg_http_head_get(h, buf, "Sec-WebSocket-Key", &n);
+    v = wsg_http_head_get_id(h, buf, WSG_H_SEC_WEBSOCKET_KEY, &n);
     if (!key_is_valid(v, n)) {
         *reason = "invalid Sec-WebSocket-Key";
         return 400;
@@ -765,11 +924,11 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
 
     /* RFC 6455 §4.2.2: an unsupported version is answered with 426 and the
      * versions we support. */
-    if (header_count(h, buf, "Sec-WebSocket-Version") > 1) {
+    if (header_count(h, WSG_H_SEC_WEBSOCKET_VERSION) > 1) {
         *reason = "duplicate Sec-WebSocket-Version";
         return 400;
     }
-    v = wsg_http_head_get(h, buf, "Sec-WebSocket-Version", &n);
+    v = wsg_http_head_get_id(h, buf, WSG_H_SEC_WEBSOCKET_VERSION, &n);
     if (v == NULL) {
         *reason = "missing Sec-WebSocket-Version";
         return 426;
@@ -787,7 +946,7 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
     }
 
     /* RFC 9112 §3.2: a 1.1 request has exactly one Host. */
-    count = header_count(h, buf, "Host");
+    count = header_count(h, WSG_H_HOST);
     if (count == 0) {
         *reason = "missing Host";
         return 400;
@@ -796,7 +955,7 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
         *reason = "duplicate Host";
         return 400;
     }
-    v = wsg_http_head_get(h, buf, "Host", &n);
+    v = wsg_http_head_get_id(h, buf, WSG_H_HOST, &n);
     if (!wsg_http_host_valid(v, n)) {
         *reason = "invalid Host";
         return 400;
@@ -808,11 +967,22 @@ int wsg_handshake_validate(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- accept key ----------------------------------------------------------------------- */
 
+/* SHA-1 fetched from the default provider once per process and never
+ * changed after: OpenSSL 3 would otherwise fetch it by name for every
+ * handshake (EVP_sha1() is a legacy handle), which costs more than the
+ * digest of 60 bytes itself. */
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha1_md;
+
+static void fetch_sha1(void) { sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL); }
+
 void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 1]) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
+    pthread_once(&sha1_once, fetch_sha1);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+    int ok = ctx != NULL &&
+             EVP_DigestInit_ex(ctx, sha1_md != NULL ? sha1_md : EVP_sha1(), NULL) == 1 &&
              EVP_DigestUpdate(ctx, key, keylen) == 1 &&
              EVP_DigestUpdate(ctx, WS_GUID, sizeof(WS_GUID) - 1) == 1 &&
              EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20;
@@ -830,13 +1000,26 @@ void wsg_ws_accept(const char *key, size_t keylen, char out[WSG_WS_ACCEPT_LEN + 
     out[WSG_WS_ACCEPT_LEN] = '\0';
 }
 
+void wsg_ipv4_text(const void *in_addr, char out[16]) {
+    const unsigned char *b = in_addr;
+    size_t k = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            out[k++] = (char)('0' + v / 100);
+        if (v >= 10)
+            out[k++] = (char)('0' + v / 10 % 10);
+        out[k++] = (char)('0' + v % 10);
+        out[k++] = i < 3 ? '.' : '\0';
+    }
+}
+
 /* ---- upstream request (SPEC §3.4) ------------------------------------------------------- */
 
 /* Headers that wsgate sets itself: whatever the client sent under these names
  * is dropped, or a client could claim any address to the backend. */
-static bool is_replaced(const char *name, size_t n) {
-    return eq_nocase(name, n, "X-Forwarded-Proto") || eq_nocase(name, n, "X-Forwarded-Host") ||
-           eq_nocase(name, n, "X-Real-IP");
+static bool is_replaced(wsg_http_hdr_t id) {
+    return id == WSG_H_X_FORWARDED_PROTO || id == WSG_H_X_FORWARDED_HOST || id == WSG_H_X_REAL_IP;
 }
 
 ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
@@ -844,19 +1027,20 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
     wsg_head_writer_t w = {.out = out, .cap = cap};
     const char *url, *host;
     size_t urllen, hostlen;
-    char version[16];
+    /* llhttp reads one digit for each of the major and minor version. */
+    char version[] = " HTTP/1.1\r\n";
     size_t last_xff = SIZE_MAX;
 
     wsg_http_head_url(h, buf, &url, &urllen);
     hw_put_str(&w, wsg_http_head_method(h));
     hw_put(&w, " ", 1);
     hw_put(&w, url, urllen);
-    snprintf(version, sizeof(version), " HTTP/%u.%u\r\n", (unsigned)h->parser.http_major,
-             (unsigned)h->parser.http_minor);
-    hw_put_str(&w, version);
+    version[6] = (char)('0' + h->parser.http_major % 10);
+    version[8] = (char)('0' + h->parser.http_minor % 10);
+    hw_put(&w, version, sizeof(version) - 1);
 
-    for (size_t i = 0; i < h->nhdrs; i++) {
-        if (eq_nocase(buf + h->hdrs[i].name.off, h->hdrs[i].name.len, "X-Forwarded-For"))
+    for (size_t i = 0; h->id_count[WSG_H_X_FORWARDED_FOR] && i < h->nhdrs; i++) {
+        if (h->hdrs[i].id == WSG_H_X_FORWARDED_FOR)
             last_xff = i;
     }
 
@@ -866,7 +1050,7 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
         const char *value = buf + h->hdrs[i].value.off;
         size_t valuelen = h->hdrs[i].value.len;
 
-        if (is_replaced(name, namelen))
+        if (is_replaced((wsg_http_hdr_t)h->hdrs[i].id))
             continue;
         wsg_http_trim(&value, &valuelen);
         if (i == last_xff) {
@@ -888,7 +1072,7 @@ ssize_t wsg_handshake_build_upstream(const wsg_http_head_t *h, const char *buf,
     if (last_xff == SIZE_MAX)
         hw_put_header(&w, "X-Forwarded-For", 15, info->client_ip, strlen(info->client_ip));
     hw_put_header(&w, "X-Forwarded-Proto", 17, info->proto, strlen(info->proto));
-    host = wsg_http_head_get(h, buf, "Host", &hostlen);
+    host = wsg_http_head_get_id(h, buf, WSG_H_HOST, &hostlen);
     if (host != NULL)
         hw_put_header(&w, "X-Forwarded-Host", 16, host, hostlen);
     hw_put_header(&w, "X-Real-IP", 9, info->client_ip, strlen(info->client_ip));
@@ -910,11 +1094,11 @@ int wsg_handshake_check_response(const wsg_http_head_t *resp, const char *buf,
 
     /* Towards the backend wsgate is the client, and a client must fail the
      * connection when any of these is wrong (RFC 6455 §4.1, items 2-4). */
-    if (!headers_have_token(resp, buf, "Upgrade", "websocket", &count))
+    if (!headers_have_token(resp, buf, WSG_H_UPGRADE, "websocket", &count))
         return WSG_RESP_BAD_ACCEPT;
-    if (!headers_have_token(resp, buf, "Connection", "upgrade", &count))
+    if (!headers_have_token(resp, buf, WSG_H_CONNECTION, "upgrade", &count))
         return WSG_RESP_BAD_ACCEPT;
-    v = wsg_http_head_get(resp, buf, "Sec-WebSocket-Accept", &n);
+    v = wsg_http_head_get_id(resp, buf, WSG_H_SEC_WEBSOCKET_ACCEPT, &n);
     if (v == NULL || n != WSG_WS_ACCEPT_LEN || memcmp(v, expected_accept, n) != 0)
         return WSG_RESP_BAD_ACCEPT;
     return WSG_RESP_UPGRADE;

@@ -64,14 +64,21 @@ static bool elem_type_is(const char *e, size_t n, void *lit) {
     return eq_nocase(e, k, lit);
 }
 
-static bool any_header_has(const wsg_http_head_t *h, const char *buf, const char *name,
+/* Whether an element of any header <id> (several are one list) makes <fn>
+ * return true. */
+static bool any_header_has(const wsg_http_head_t *h, const char *buf, wsg_http_hdr_t id,
                            elem_fn fn, void *arg) {
-    for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
+    size_t n = wsg_http_head_count(h);
+    for (size_t i = wsg_http_head_first_id(h, id), left = wsg_http_head_has(h, id);
+         left > 0 && i < n; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
+        if (wsg_http_head_id(h, i) != id)
+            continue;
+        left--;
         wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
         trim(&hv, &hvl);
-        if (eq_nocase(hn, hnl, name) && each_elem(hv, hvl, fn, arg))
+        if (each_elem(hv, hvl, fn, arg))
             return true;
     }
     return false;
@@ -79,25 +86,14 @@ static bool any_header_has(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- the smuggling rules ----------------------------------------------------- */
 
-/* Bytes of the head: field values may hold HTAB, SP, VCHAR and obs-text; CR
- * only before LF and LF only after CR; a line may not start with
- * whitespace (obs-fold). */
+/* A control byte other than HTAB, CR and LF in a head the feed's strict
+ * pass accepted (so its CRs and LFs are line ends already checked). */
 static const char *check_head_bytes(const char *buf, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)buf[i];
-        if (c == '\r') {
-            if (i + 1 >= n || buf[i + 1] != '\n')
-                return "bare CR in the head";
-            continue;
-        }
-        if (c == '\n') {
-            if (i == 0 || buf[i - 1] != '\r')
-                return "bare LF in the head";
-            if (i + 1 < n && is_ows(buf[i + 1]))
-                return "obsolete line folding";
-            continue;
-        }
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
+        if (c >= 0x20 && c != 0x7f)
+            continue; /* nearly every byte */
+        if (c != '\t' && c != '\r' && c != '\n')
             return "control character in the head";
     }
     return NULL;
@@ -144,12 +140,16 @@ static bool parse_length(const char *v, size_t n, uint64_t *out) {
 static const char *scan_lengths(const wsg_http_head_t *h, const char *buf, bool *has,
                                 uint64_t *len) {
     *has = false;
-    for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
+    wsg_http_hdr_t id = WSG_H_CONTENT_LENGTH;
+    size_t n = wsg_http_head_count(h);
+    for (size_t i = wsg_http_head_first_id(h, id), left = wsg_http_head_has(h, id);
+         left > 0 && i < n; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
-        wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
-        if (!eq_nocase(hn, hnl, "Content-Length"))
+        if (wsg_http_head_id(h, i) != id)
             continue;
+        left--;
+        wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
         trim(&hv, &hvl);
         size_t a = 0;
         do {
@@ -175,34 +175,24 @@ static const char *scan_lengths(const wsg_http_head_t *h, const char *buf, bool 
 static void scan_te(const wsg_http_head_t *h, const char *buf, te_scan_t *t) {
     t->count = t->chunked_n = 0;
     t->chunked_at = -1;
-    any_header_has(h, buf, "Transfer-Encoding", te_elem, t);
+    any_header_has(h, buf, WSG_H_TRANSFER_ENCODING, te_elem, t);
 }
 
 int wsg_http_check_message(const wsg_http_head_t *h, const char *buf, const char **reason) {
     int bad = wsg_http_head_status(h) != 0 ? 502 : 400;
-    const char *why = check_head_bytes(buf, wsg_http_head_len(h));
+    /* The feed's strict pass has already refused bare CR and LF, obs-fold
+     * and names that are not tokens (so no whitespace around a name); it
+     * noted whether a control byte is there, the one thing left to find. */
+    const char *why = wsg_http_head_has_ctl(h) ? check_head_bytes(buf, wsg_http_head_len(h)) : NULL;
     bool has_len;
     uint64_t len;
     te_scan_t te;
 
-    for (size_t i = 0, n = wsg_http_head_count(h); why == NULL && i < n; i++) {
-        const char *hn, *hv;
-        size_t hnl, hvl;
-        wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
-        if (hnl == 0 || is_ows(hn[hnl - 1]) || is_ows(hn[0]))
-            why = "whitespace around a header name";
-    }
     if (why == NULL)
         why = scan_lengths(h, buf, &has_len, &len);
     if (why == NULL) {
         scan_te(h, buf, &te);
-        bool has_te = false;
-        for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
-            const char *hn, *hv;
-            size_t hnl, hvl;
-            wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
-            has_te |= eq_nocase(hn, hnl, "Transfer-Encoding");
-        }
+        bool has_te = wsg_http_head_has(h, WSG_H_TRANSFER_ENCODING) > 0;
         if (has_te && has_len)
             why = "both Content-Length and Transfer-Encoding";
         else if (has_te && wsg_http_head_status(h) == 0 &&
@@ -223,17 +213,6 @@ int wsg_http_check_message(const wsg_http_head_t *h, const char *buf, const char
 
 /* ---- framing ------------------------------------------------------------------ */
 
-static bool has_header(const wsg_http_head_t *h, const char *buf, const char *name) {
-    for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
-        const char *hn, *hv;
-        size_t hnl, hvl;
-        wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
-        if (eq_nocase(hn, hnl, name))
-            return true;
-    }
-    return false;
-}
-
 static void framing(const wsg_http_head_t *h, const char *buf, bool response, wsg_body_t *out) {
     bool has_len;
     uint64_t len = 0;
@@ -241,7 +220,7 @@ static void framing(const wsg_http_head_t *h, const char *buf, bool response, ws
 
     out->kind = WSG_BODY_NONE;
     out->length = 0;
-    if (has_header(h, buf, "Transfer-Encoding")) {
+    if (wsg_http_head_has(h, WSG_H_TRANSFER_ENCODING)) {
         scan_te(h, buf, &te);
         /* A response whose codings do not end in chunked runs to the close
          * (RFC 9112 §6.3 item 4); a request like that was refused. */
@@ -273,18 +252,48 @@ void wsg_http_response_body(const wsg_http_head_t *resp, const char *buf, bool h
 }
 
 bool wsg_http_keeps_alive(const wsg_http_head_t *h, const char *buf) {
-    if (any_header_has(h, buf, "Connection", elem_is, "close"))
+    if (any_header_has(h, buf, WSG_H_CONNECTION, elem_is, "close"))
         return false;
     if (wsg_http_head_version(h) >= 11)
         return true;
-    return any_header_has(h, buf, "Connection", elem_is, "keep-alive");
+    return any_header_has(h, buf, WSG_H_CONNECTION, elem_is, "keep-alive");
 }
 
 bool wsg_http_accepts(const wsg_http_head_t *h, const char *buf, const char *type) {
-    return any_header_has(h, buf, "Accept", elem_type_is, (void *)type);
+    return any_header_has(h, buf, WSG_H_ACCEPT, elem_type_is, (void *)type);
 }
 
 /* ---- heads wsgate writes ---------------------------------------------------------- */
+
+/* The options of a head's Connection headers, gathered once per head
+ * written rather than once per header. */
+#define MAX_OPTIONS 16
+
+typedef struct {
+    size_t n;
+    bool overflow; /* more than MAX_OPTIONS: look in the head itself */
+    struct {
+        const char *s;
+        size_t n;
+    } opt[MAX_OPTIONS];
+} options_t;
+
+static bool add_option(const char *e, size_t n, void *arg) {
+    options_t *o = arg;
+    if (o->n == MAX_OPTIONS) {
+        o->overflow = true;
+        return true;
+    }
+    o->opt[o->n].s = e;
+    o->opt[o->n++].n = n;
+    return false;
+}
+
+static void connection_options(const wsg_http_head_t *h, const char *buf, options_t *o) {
+    o->n = 0;
+    o->overflow = false;
+    any_header_has(h, buf, WSG_H_CONNECTION, add_option, o);
+}
 
 static bool elem_names(const char *e, size_t n, void *arg) {
     const char **name = arg; /* {name, (const char *)len} */
@@ -292,28 +301,53 @@ static bool elem_names(const char *e, size_t n, void *arg) {
 }
 
 /* RFC 9110 §7.6.1: headers meant for one hop, and any the sender's
- * Connection header names. */
-static bool is_hop_by_hop(const wsg_http_head_t *h, const char *buf, const char *name, size_t n) {
-    static const char *const fixed[] = {"Connection", "Keep-Alive", "Proxy-Connection", "TE",
-                                        "Trailer",    "Transfer-Encoding", "Upgrade"};
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        if (eq_nocase(name, n, fixed[i]))
-            return true;
+ * Connection header names (<o>). Header <i> is named <name>[0..n). */
+static bool is_hop_by_hop(const wsg_http_head_t *h, const char *buf, const options_t *o,
+                          size_t i, const char *name, size_t n) {
+    switch (wsg_http_head_id(h, i)) {
+    case WSG_H_CONNECTION:
+    case WSG_H_KEEP_ALIVE:
+    case WSG_H_PROXY_CONNECTION:
+    case WSG_H_TE:
+    case WSG_H_TRAILER:
+    case WSG_H_TRANSFER_ENCODING:
+    case WSG_H_UPGRADE:
+        return true;
+    default:
+        break;
+    }
+    if (!o->overflow) {
+        for (size_t k = 0; k < o->n; k++)
+            if (o->opt[k].n == n && strncasecmp(o->opt[k].s, name, n) == 0)
+                return true;
+        return false;
     }
     const char *arg[2] = {name, (const char *)(uintptr_t)n};
-    return any_header_has(h, buf, "Connection", elem_names, arg);
+    return any_header_has(h, buf, WSG_H_CONNECTION, elem_names, arg);
 }
 
-static bool is_forwarding(const char *name, size_t n) {
-    return eq_nocase(name, n, "X-Forwarded-For") || eq_nocase(name, n, "X-Forwarded-Proto") ||
-           eq_nocase(name, n, "X-Forwarded-Host") || eq_nocase(name, n, "X-Real-IP");
+static bool is_forwarding(wsg_http_hdr_t id) {
+    return id == WSG_H_X_FORWARDED_FOR || id == WSG_H_X_FORWARDED_PROTO ||
+           id == WSG_H_X_FORWARDED_HOST || id == WSG_H_X_REAL_IP;
+}
+
+/* <v> in decimal at <out> (20 bytes suffice); returns the length. */
+static size_t put_u64(char *out, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 static void put_framing(wsg_head_writer_t *w, const wsg_body_t *body) {
-    char num[32];
+    char num[20];
     if (body->kind == WSG_BODY_LENGTH) {
-        int k = snprintf(num, sizeof(num), "%llu", (unsigned long long)body->length);
-        hw_put_header(w, "Content-Length", 14, num, (size_t)k);
+        hw_put_header(w, "Content-Length", 14, num, put_u64(num, body->length));
     } else if (body->kind == WSG_BODY_CHUNKED) {
         hw_put_str(w, "Transfer-Encoding: chunked\r\n");
     }
@@ -326,6 +360,9 @@ ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
     const char *url, *host = NULL, *xff = NULL;
     size_t urllen, hostlen = 0, xfflen = 0;
 
+    options_t opts;
+
+    connection_options(h, buf, &opts);
     wsg_http_head_url(h, buf, &url, &urllen);
     hw_put_str(&w, wsg_http_head_method(h));
     hw_put(&w, " ", 1);
@@ -334,18 +371,18 @@ ssize_t wsg_http_build_request(const wsg_http_head_t *h, const char *buf,
     for (size_t i = 0, n = wsg_http_head_count(h); i < n; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
+        wsg_http_hdr_t id = wsg_http_head_id(h, i);
         wsg_http_head_at(h, buf, i, &hn, &hnl, &hv, &hvl);
         trim(&hv, &hvl);
-        if (eq_nocase(hn, hnl, "X-Forwarded-For")) {
+        if (id == WSG_H_X_FORWARDED_FOR) {
             xff = hv; /* the last one is the list proxies append to */
             xfflen = hvl;
         }
-        if (eq_nocase(hn, hnl, "Host") && host == NULL) {
+        if (id == WSG_H_HOST && host == NULL) {
             host = hv;
             hostlen = hvl;
         }
-        if (is_hop_by_hop(h, buf, hn, hnl) || is_forwarding(hn, hnl) ||
-            eq_nocase(hn, hnl, "Content-Length"))
+        if (is_hop_by_hop(h, buf, &opts, i, hn, hnl) || is_forwarding(id) || id == WSG_H_CONTENT_LENGTH)
             continue; /* Content-Length is restated below */
         hw_put_header(&w, hn, hnl, hv, hvl);
     }
@@ -390,14 +427,20 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
                                 const wsg_body_t *body, bool keep_alive, int client_version,
                                 char *out, size_t cap) {
     wsg_head_writer_t w = {.out = out, .cap = cap};
-    char line[32];
+    char line[] = "HTTP/1.1 000 ";
     const char *reason;
     size_t rlen;
     int st = wsg_http_head_status(resp);
 
+    options_t opts;
+
+    connection_options(resp, buf, &opts);
     status_reason(buf, wsg_http_head_len(resp), &reason, &rlen);
-    snprintf(line, sizeof(line), "HTTP/1.1 %03d ", st);
-    hw_put_str(&w, line);
+    /* llhttp takes exactly three digits for a status. */
+    line[9] = (char)('0' + st / 100 % 10);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    hw_put(&w, line, sizeof(line) - 1);
     if (rlen > 0)
         hw_put(&w, reason, rlen);
     else
@@ -408,12 +451,12 @@ ssize_t wsg_http_build_response(const wsg_http_head_t *resp, const char *buf,
         size_t hnl, hvl;
         wsg_http_head_at(resp, buf, i, &hn, &hnl, &hv, &hvl);
         trim(&hv, &hvl);
-        if (is_hop_by_hop(resp, buf, hn, hnl))
+        if (is_hop_by_hop(resp, buf, &opts, i, hn, hnl))
             continue;
         /* Content-Length is restated for a body; the answer to HEAD and a
          * 304 keep the backend's, which describes the representation
          * (RFC 9110 §8.6); 1xx and 204 may not carry one. */
-        if (eq_nocase(hn, hnl, "Content-Length") &&
+        if (wsg_http_head_id(resp, i) == WSG_H_CONTENT_LENGTH &&
             (body->kind != WSG_BODY_NONE || st / 100 == 1 || st == 204))
             continue;
         hw_put_header(&w, hn, hnl, hv, hvl);

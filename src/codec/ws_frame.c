@@ -69,11 +69,23 @@ static unsigned header_len(uint8_t b1) {
     return 2 + ext_len(b1) + ((b1 & 0x80u) ? 4 : 0);
 }
 
+/* What a header is judged by: the direction's settings and its message
+ * state. The parser keeps them; wsg_ws_parse_header() gets them passed. */
+typedef struct {
+    uint64_t max_payload;
+    uint8_t from_client;
+    uint8_t in_message;
+} rules_t;
+
+static rules_t rules_of(const wsg_ws_parser_t *p) {
+    return (rules_t){p->max_payload, p->from_client, p->in_message};
+}
+
 /* Decodes and validates everything the first two bytes tell. It depends on
- * nothing but those bytes and p's settings and message state, and that state
- * changes only when a header completes, so the slow path may call it again
- * on every read of a split header. */
-static int check_head(const wsg_ws_parser_t *p, uint8_t b0, uint8_t b1, wsg_ws_frame_t *f) {
+ * nothing but those bytes and the rules, and the message state changes only
+ * when a header completes, so the slow path may call it again on every read
+ * of a split header. */
+static int check_head(const rules_t *p, uint8_t b0, uint8_t b1, wsg_ws_frame_t *f) {
     unsigned len7 = b1 & 0x7Fu;
 
     f->fin = (uint8_t)(b0 >> 7);
@@ -114,7 +126,7 @@ static int check_head(const wsg_ws_parser_t *p, uint8_t b0, uint8_t b1, wsg_ws_f
 /* Validates the extended payload length; <hdr> holds at least 2 + ext_len
  * bytes. §5.2: "the minimal number of bytes MUST be used to encode the
  * length", and the most significant bit of the 64-bit form MUST be 0. */
-static int check_len(const wsg_ws_parser_t *p, const uint8_t *hdr, wsg_ws_frame_t *f) {
+static int check_len(const rules_t *p, const uint8_t *hdr, wsg_ws_frame_t *f) {
     unsigned len7 = hdr[1] & 0x7Fu;
     uint64_t v;
 
@@ -136,21 +148,28 @@ static int check_len(const wsg_ws_parser_t *p, const uint8_t *hdr, wsg_ws_frame_
     return WSG_WS_OK;
 }
 
-/* Decodes a complete header and, when it is valid, advances the message
- * state. Data frames leave a message open exactly when FIN is clear: a
- * first fragment opens it, a final continuation closes it (§5.4). */
-static int finish(wsg_ws_parser_t *p, const uint8_t *hdr, wsg_ws_frame_t *f) {
-    int rc = check_head(p, hdr[0], hdr[1], f);
+/* Decodes and validates a complete header. */
+static int decode(const rules_t *r, const uint8_t *hdr, wsg_ws_frame_t *f) {
+    int rc = check_head(r, hdr[0], hdr[1], f);
     if (rc != WSG_WS_OK)
         return rc;
-    rc = check_len(p, hdr, f);
+    rc = check_len(r, hdr, f);
     if (rc != WSG_WS_OK)
         return rc;
     if (f->masked)
         memcpy(f->mask, hdr + 2 + ext_len(hdr[1]), 4);
-    if (!IS_CONTROL(f->opcode))
-        p->in_message = (uint8_t)!f->fin;
     return WSG_WS_OK;
+}
+
+/* Decodes a complete header and, when it is valid, advances the message
+ * state. Data frames leave a message open exactly when FIN is clear: a
+ * first fragment opens it, a final continuation closes it (§5.4). */
+static int finish(wsg_ws_parser_t *p, const uint8_t *hdr, wsg_ws_frame_t *f) {
+    rules_t r = rules_of(p);
+    int rc = decode(&r, hdr, f);
+    if (rc == WSG_WS_OK && !IS_CONTROL(f->opcode))
+        p->in_message = (uint8_t)!f->fin;
+    return rc;
 }
 
 /* The slow path: the header is split across reads, or the parser already
@@ -178,7 +197,8 @@ static int gather(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *c
         }
     }
 
-    rc = check_head(p, p->buf[0], p->buf[1], f);
+    rules_t r = rules_of(p);
+    rc = check_head(&r, p->buf[0], p->buf[1], f);
     if (rc != WSG_WS_OK) {
         *consumed = used;
         return rc;
@@ -194,7 +214,7 @@ static int gather(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *c
     used += take;
 
     if (p->have >= 2 + ext_len(p->buf[1])) {
-        rc = check_len(p, p->buf, f);
+        rc = check_len(&r, p->buf, f);
         if (rc != WSG_WS_OK) {
             *consumed = used;
             return rc;
@@ -227,6 +247,25 @@ int wsg_ws_parse(wsg_ws_parser_t *p, const uint8_t *data, size_t len, size_t *co
         }
     }
     return gather(p, data, len, consumed, frame);
+}
+
+/* The same checks as gather() makes, in the same order, on bytes that are
+ * all in one place: a split header fails as soon as the bytes that prove it
+ * are there, and a whole one exactly as wsg_ws_parse() would fail it. */
+int wsg_ws_parse_header(const uint8_t *data, size_t len, int from_client, int in_message,
+                        uint64_t max_payload, wsg_ws_frame_t *frame) {
+    rules_t r = {max_payload, (uint8_t)(from_client != 0), (uint8_t)(in_message != 0)};
+
+    if (len < 2)
+        return WSG_WS_INCOMPLETE;
+    if (len >= header_len(data[1]))
+        return decode(&r, data, frame);
+    int rc = check_head(&r, data[0], data[1], frame);
+    if (rc != WSG_WS_OK)
+        return rc;
+    if (len >= 2 + ext_len(data[1]) && (rc = check_len(&r, data, frame)) != WSG_WS_OK)
+        return rc;
+    return WSG_WS_INCOMPLETE;
 }
 
 uint16_t wsg_ws_error_close_code(int err) {

@@ -2,32 +2,32 @@
  * The frame walk of one relayed direction (see ws_stream.h).
  *
  * The walk is a small state machine over one buffer at a time: a phase
- * (header, data payload, control payload, closed) and a cursor. A control
- * frame is never cut into segments: if its payload is not all there, the
- * whole unit from its first header byte is kept for the next buffer, and the
- * walk of that buffer resumes after the kept bytes with the phase unchanged,
- * so the frame is judged once, whole, however the reads fell.
+ * (header, data payload, closed) and a cursor. A header and a control frame
+ * are units: one that is not all in the buffer is kept, from its first byte,
+ * for the next buffer, whose walk starts over at it with the phase
+ * unchanged. Parsing a header again is cheap (at most 14 bytes, and a
+ * header changes no state until it is whole and is a data frame's) and
+ * means nothing of a split unit lives in the walker: a control frame is
+ * judged once, whole, however the reads fell.
  */
 #include "wsgate/ws_stream.h"
 
 #include <string.h>
 
-enum { PH_HEADER, PH_DATA, PH_CONTROL, PH_CLOSED };
-
-#define AGAIN 2 /* a control header was parsed: its payload may be in this buffer */
+enum { PH_HEADER, PH_DATA, PH_CLOSED };
 
 void wsg_ws_stream_init(wsg_ws_stream_t *s, int from_client, uint64_t max_payload,
                         uint8_t rsv_first, uint8_t rsv_other) {
     memset(s, 0, sizeof(*s));
-    wsg_ws_parser_init(&s->parser, from_client, max_payload);
+    s->max_payload = max_payload;
+    s->from_client = from_client != 0;
     s->phase = PH_HEADER;
     s->rsv_first = rsv_first & WSG_WS_RSV_ALL;
     s->rsv_other = rsv_other & WSG_WS_RSV_ALL;
 }
 
 void wsg_ws_stream_begin(wsg_ws_stream_t *s) {
-    s->pos = s->held;
-    s->unit = 0; /* what was kept is the start of the unit in progress */
+    s->pos = 0; /* what was kept is the start of the unit in progress */
     s->held = 0;
 }
 
@@ -36,18 +36,14 @@ int wsg_ws_stream_closed(const wsg_ws_stream_t *s) { return s->phase == PH_CLOSE
 int wsg_ws_stream_mid_data(const wsg_ws_stream_t *s) { return s->phase == PH_DATA; }
 
 static int fail(wsg_ws_stream_t *s, int err) {
-    s->err = err;
+    s->err = (int8_t)err;
     return err;
 }
 
-/* The buffer is done: keep the unit in progress, if any. */
-static int end(wsg_ws_stream_t *s, size_t len, wsg_ws_seg_t *seg) {
-    size_t keep = len;
-
-    if (s->phase == PH_CONTROL || (s->phase == PH_HEADER && wsg_ws_parser_mid_header(&s->parser)))
-        keep = s->unit;
-    s->held = (uint32_t)(len - keep);
-    s->pos = len;
+/* The buffer is done: buf[keep..len) is the unit in progress, if any. */
+static int end(wsg_ws_stream_t *s, size_t len, size_t keep, wsg_ws_seg_t *seg) {
+    s->held = (uint8_t)(len - keep);
+    s->pos = (uint32_t)len;
     seg->start = keep;
     seg->end = len;
     return 0;
@@ -58,32 +54,38 @@ static void data_seg(wsg_ws_stream_t *s, size_t start, size_t len, int begin, ws
 
     if (take > s->payload_left)
         take = (size_t)s->payload_left;
-    s->pos += take;
+    s->pos += (uint32_t)take;
     s->payload_left -= take;
     seg->kind = WSG_WS_SEG_DATA;
     seg->start = start;
     seg->end = s->pos;
     seg->frame_begin = (uint8_t)begin;
     seg->frame_end = s->payload_left == 0;
-    seg->opcode = s->opcode;
-    s->phase = s->payload_left > 0 ? PH_DATA : PH_HEADER;
+    seg->opcode = (uint8_t)s->opcode;
+    /* The fields are bits: a write is a read-modify-write, and in a run of
+     * whole small frames the phase stays what it is. */
+    unsigned phase = s->payload_left > 0 ? PH_DATA : PH_HEADER;
+    if (s->phase != phase)
+        s->phase = phase;
 }
 
-/* The control frame at buf[unit..) is whole: unmask, judge, report. */
-static int control_seg(wsg_ws_stream_t *s, const uint8_t *buf, wsg_ws_seg_t *seg) {
-    size_t plen = s->pos - s->unit - s->ctl_hlen;
+/* The control frame <f> at buf[start..s->pos) is whole: unmask, judge,
+ * report. */
+static int control_seg(wsg_ws_stream_t *s, const uint8_t *buf, size_t start,
+                       const wsg_ws_frame_t *f, wsg_ws_seg_t *seg) {
+    size_t plen = (size_t)f->payload_len;
 
-    memcpy(seg->payload, buf + s->unit + s->ctl_hlen, plen);
-    if (s->ctl_masked)
-        wsg_ws_unmask(seg->payload, plen, s->ctl_mask, 0);
+    memcpy(seg->payload, buf + start + f->header_len, plen);
+    if (f->masked)
+        wsg_ws_unmask(seg->payload, plen, f->mask, 0);
     seg->kind = WSG_WS_SEG_CONTROL;
-    seg->start = s->unit;
+    seg->start = start;
     seg->end = s->pos;
     seg->frame_begin = seg->frame_end = 1;
-    seg->opcode = s->opcode;
+    seg->opcode = f->opcode;
     seg->plen = (uint8_t)plen;
     s->phase = PH_HEADER;
-    if (s->opcode == WSG_WS_OP_CLOSE) {
+    if (f->opcode == WSG_WS_OP_CLOSE) {
         int r = wsg_ws_check_close(seg->payload, plen);
         if (r != WSG_WS_OK)
             return fail(s, r);
@@ -92,69 +94,82 @@ static int control_seg(wsg_ws_stream_t *s, const uint8_t *buf, wsg_ws_seg_t *seg
     return 1;
 }
 
-static int header(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
-    wsg_ws_frame_t f;
-    size_t used;
+/* The frame nearly every message is: the first (or only) frame of a text
+ * or binary message, a 7-bit length, masked as its sender must, no RSV bit
+ * but those allowed, header whole in the buffer. For it the checks of
+ * wsg_ws_parse_header() come down to these tests, so it is walked here
+ * without decoding a frame struct; any other frame returns 0 and takes the
+ * general path, which decides it alike. */
+static int simple_frame(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
+    size_t start = s->pos;
+    if (len - start < 2 || s->in_message)
+        return 0;
+    unsigned b0 = buf[start], b1 = buf[start + 1], len7 = b1 & 0x7fu, op = b0 & 0xfu;
+    unsigned hlen = 2u + ((b1 >> 7) ? 4u : 0u);
+    if ((op != WSG_WS_OP_TEXT && op != WSG_WS_OP_BINARY) || len7 >= 126 ||
+        (b1 >> 7) != s->from_client || ((b0 >> 4) & 0x7u & ~s->rsv_first) != 0 ||
+        len - start < hlen || (s->max_payload != 0 && len7 > s->max_payload))
+        return 0;
+    if (!(b0 >> 7))
+        s->in_message = 1;
+    s->pos = (uint32_t)(start + hlen);
+    s->payload_left = len7;
+    if (s->opcode != op)
+        s->opcode = op;
+    data_seg(s, start, len, 1, seg);
+    return 1;
+}
 
-    if (!wsg_ws_parser_mid_header(&s->parser))
-        s->unit = s->pos;
-    int r = wsg_ws_parse(&s->parser, buf + s->pos, len - s->pos, &used, &f);
+/* A unit starts at s->pos: a data frame's header, or a control frame. */
+static int header(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
+    size_t start = s->pos;
+    wsg_ws_frame_t f;
+
+    if (simple_frame(s, buf, len, seg))
+        return 1;
+
+    int r = wsg_ws_parse_header(buf + start, len - start, s->from_client, s->in_message,
+                                s->max_payload, &f);
     if (r == WSG_WS_INCOMPLETE)
-        return end(s, len, seg);
+        return end(s, len, start, seg);
     if (r < 0)
         return fail(s, r);
-    s->pos += used;
     int first = !(f.opcode & 0x8) && f.opcode != WSG_WS_OP_CONT;
     if (f.rsv & ~(first ? s->rsv_first : s->rsv_other))
         return fail(s, WSG_WS_ERR_RSV);
+    if (f.opcode & 0x8) {
+        size_t whole = f.header_len + (size_t)f.payload_len; /* payload <= 125 */
+        if (len - start < whole)
+            return end(s, len, start, seg); /* kept; judged whole next time */
+        s->pos = (uint32_t)(start + whole);
+        return control_seg(s, buf, start, &f, seg);
+    }
+    s->in_message = !f.fin;
+    s->pos = (uint32_t)(start + f.header_len);
     s->payload_left = f.payload_len;
     s->opcode = f.opcode;
-    if (f.opcode & 0x8) {
-        s->phase = PH_CONTROL;
-        s->ctl_hlen = f.header_len;
-        s->ctl_masked = f.masked;
-        memcpy(s->ctl_mask, f.mask, 4);
-        return AGAIN;
-    }
-    data_seg(s, s->unit, len, 1, seg);
+    data_seg(s, start, len, 1, seg);
     return 1;
 }
 
 int wsg_ws_stream_next(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
     if (s->err)
         return s->err;
-    for (;;) {
-        switch (s->phase) {
-        case PH_CLOSED:
-            if (s->pos >= len)
-                return end(s, len, seg);
-            seg->kind = WSG_WS_SEG_DISCARD;
-            seg->start = s->pos;
-            seg->end = s->pos = len;
-            seg->frame_begin = seg->frame_end = 0;
-            return 1;
-        case PH_DATA:
-            if (s->pos >= len)
-                return end(s, len, seg);
-            data_seg(s, s->pos, len, 0, seg);
-            return 1;
-        case PH_CONTROL:
-            if (len - s->pos < s->payload_left) {
-                s->payload_left -= len - s->pos; /* kept; judged whole next time */
-                return end(s, len, seg);
-            }
-            s->pos += (size_t)s->payload_left;
-            s->payload_left = 0;
-            return control_seg(s, buf, seg);
-        default: {
-            if (s->pos >= len)
-                return end(s, len, seg);
-            int r = header(s, buf, len, seg);
-            if (r != AGAIN)
-                return r;
-            break;
-        }
-        }
+    if (s->pos >= len)
+        return end(s, len, len, seg);
+    switch (s->phase) {
+    case PH_CLOSED:
+        seg->kind = WSG_WS_SEG_DISCARD;
+        seg->start = s->pos;
+        seg->end = len;
+        s->pos = (uint32_t)len;
+        seg->frame_begin = seg->frame_end = 0;
+        return 1;
+    case PH_DATA:
+        data_seg(s, s->pos, len, 0, seg);
+        return 1;
+    default:
+        return header(s, buf, len, seg);
     }
 }
 

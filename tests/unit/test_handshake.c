@@ -6,7 +6,9 @@
  */
 #include <wsgate/handshake.h>
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1097,6 +1099,187 @@ START_TEST(test_handshake_host_syntax) {
 }
 END_TEST
 
+
+/* ---- header ids ------------------------------------------------------------------ */
+
+START_TEST(test_handshake_header_ids_by_name) {
+    static const struct {
+        const char *name;
+        wsg_http_hdr_t id;
+    } cases[] = {
+        {"Host", WSG_H_HOST},
+        {"hOST", WSG_H_HOST},
+        {"Hos", WSG_H_OTHER},
+        {"Hosts", WSG_H_OTHER},
+        {"Connection", WSG_H_CONNECTION},
+        {"Content-Length", WSG_H_CONTENT_LENGTH},
+        {"content-length", WSG_H_CONTENT_LENGTH},
+        {"Content_Length", WSG_H_OTHER},
+        {"Content-Type", WSG_H_CONTENT_TYPE},
+        {"Transfer-Encoding", WSG_H_TRANSFER_ENCODING},
+        {"TE", WSG_H_TE},
+        {"te", WSG_H_TE},
+        {"T", WSG_H_OTHER},
+        {"Trailer", WSG_H_TRAILER},
+        {"Upgrade", WSG_H_UPGRADE},
+        {"Keep-Alive", WSG_H_KEEP_ALIVE},
+        {"Proxy-Connection", WSG_H_PROXY_CONNECTION},
+        {"Accept", WSG_H_ACCEPT},
+        {"Accept-Encoding", WSG_H_OTHER},
+        {"Sec-WebSocket-Key", WSG_H_SEC_WEBSOCKET_KEY},
+        {"Sec-WebSocket-Version", WSG_H_SEC_WEBSOCKET_VERSION},
+        {"Sec-WebSocket-Accept", WSG_H_SEC_WEBSOCKET_ACCEPT},
+        {"X-Forwarded-For", WSG_H_X_FORWARDED_FOR},
+        {"X-Forwarded-Host", WSG_H_X_FORWARDED_HOST},
+        {"X-Forwarded-Proto", WSG_H_X_FORWARDED_PROTO},
+        {"X-Real-IP", WSG_H_X_REAL_IP},
+        {"X-Real-IQ", WSG_H_OTHER},
+        {"", WSG_H_OTHER},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(wsg_http_header_id(cases[i].name, strlen(cases[i].name)) == cases[i].id,
+                      "%s", cases[i].name);
+    /* Only the <n> bytes given count. */
+    ck_assert_int_eq(wsg_http_header_id("Hostname", 4), WSG_H_HOST);
+}
+END_TEST
+
+/* The ids and counts of a parsed head, fed whole and byte by byte (a name
+ * cut between two reads is named once it is whole), and the look-ups that
+ * use them. */
+START_TEST(test_handshake_head_ids_and_lookups) {
+    static const char req[] = "GET / HTTP/1.1\r\n"
+                              "host: a.example\r\n"
+                              "X-Custom: 1\r\n"
+                              "x-forwarded-for: 10.0.0.1\r\n"
+                              "Connection: keep-alive\r\n"
+                              "X-FORWARDED-FOR: 10.0.0.2\r\n"
+                              "X-Hostile: Host\r\n"
+                              "\r\n";
+    size_t n = sizeof(req) - 1;
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_REQUEST, 4096);
+        char *buf = malloc(n);
+        int r = WSG_HEAD_INCOMPLETE;
+        for (size_t len = bytewise ? 1 : n; len <= n && r == WSG_HEAD_INCOMPLETE; len++) {
+            memcpy(buf, req, len);
+            r = wsg_http_head_feed(h, buf, len);
+        }
+        ck_assert_int_eq(r, WSG_HEAD_COMPLETE);
+        ck_assert_uint_eq(wsg_http_head_count(h), 6);
+        static const wsg_http_hdr_t want[] = {WSG_H_HOST, WSG_H_OTHER, WSG_H_X_FORWARDED_FOR,
+                                              WSG_H_CONNECTION, WSG_H_X_FORWARDED_FOR,
+                                              WSG_H_OTHER};
+        for (size_t i = 0; i < 6; i++)
+            ck_assert_int_eq(wsg_http_head_id(h, i), want[i]);
+        ck_assert_uint_eq(wsg_http_head_has(h, WSG_H_X_FORWARDED_FOR), 2);
+        ck_assert_uint_eq(wsg_http_head_has(h, WSG_H_HOST), 1);
+        ck_assert_uint_eq(wsg_http_head_has(h, WSG_H_UPGRADE), 0);
+        ck_assert_uint_eq(wsg_http_head_first_id(h, WSG_H_X_FORWARDED_FOR), 2);
+        ck_assert_uint_eq(wsg_http_head_first_id(h, WSG_H_CONNECTION), 3);
+        ck_assert_uint_eq(wsg_http_head_first_id(h, WSG_H_HOST), 0);
+        ck_assert_uint_eq(wsg_http_head_first_id(h, WSG_H_UPGRADE), 6);
+        size_t vl;
+        const char *v = wsg_http_head_get(h, buf, "X-Forwarded-For", &vl);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_uint_eq(vl, 8);
+        ck_assert(memcmp(v, "10.0.0.1", 8) == 0);
+        v = wsg_http_head_get(h, buf, "HOST", &vl);
+        ck_assert(v != NULL && vl == 9 && memcmp(v, "a.example", 9) == 0);
+        v = wsg_http_head_get(h, buf, "x-custom", &vl); /* a name with no id */
+        ck_assert(v != NULL && vl == 1 && v[0] == '1');
+        ck_assert_ptr_null(wsg_http_head_get(h, buf, "Upgrade", &vl));
+        v = wsg_http_head_get_id(h, buf, WSG_H_X_FORWARDED_FOR, &vl); /* the first one */
+        ck_assert(v != NULL && vl == 8 && memcmp(v, "10.0.0.1", 8) == 0);
+        ck_assert_ptr_null(wsg_http_head_get_id(h, buf, WSG_H_UPGRADE, &vl));
+        ck_assert_uint_eq(vl, 0);
+        ck_assert_ptr_null(wsg_http_head_get_id(h, buf, WSG_H_OTHER, &vl));
+        ck_assert_ptr_null(wsg_http_head_get(h, buf, "X-Missing", &vl));
+        wsg_http_head_free(h);
+        free(buf);
+    }
+}
+END_TEST
+
+/* Field names are tokens (RFC 9110 §5.6.2): every tchar is taken, every
+ * other byte refuses the head. */
+START_TEST(test_handshake_header_name_tchars) {
+    static const char tchars[] = "!#$%&'*+-.^_`|~";
+    for (int c = 1; c < 256; c++) {
+        char req[64];
+        if (c == ':')
+            continue; /* ends the name: "X:Y: 1" is X with the value "Y: 1" */
+        int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: a\r\nX%cY: 1\r\n\r\n", c);
+        wsg_http_head_t *h = wsg_http_head_new(WSG_HTTP_REQUEST, 4096);
+        int r = wsg_http_head_feed(h, req, (size_t)n);
+        bool tchar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                     (c >= 'A' && c <= 'Z') || strchr(tchars, c) != NULL;
+        if (tchar)
+            ck_assert_msg(r == WSG_HEAD_COMPLETE, "byte 0x%02x refused", c);
+        else
+            ck_assert_msg(r != WSG_HEAD_COMPLETE, "byte 0x%02x taken in a name", c);
+        wsg_http_head_free(h);
+    }
+}
+END_TEST
+
+/* The strict pass looks at a head a word at a time and takes the first
+ * control byte of a word from its bit mask, where the marks above a tab
+ * may be wrong (a borrow): each case at every alignment of a 16-byte pad,
+ * whole and byte by byte. */
+START_TEST(test_handshake_strict_pass_every_alignment) {
+    static const struct {
+        const char *tail; /* after "X: " and the pad */
+        int result;
+    } cases[] = {
+        {"\tb\r\n\r\n", WSG_HEAD_COMPLETE},         /* a tab, then the line's CRLF */
+        {"\t \t b\r\n\r\n", WSG_HEAD_COMPLETE},     /* tabs whose borrows mark spaces */
+        {"\t\rY: b\r\n\r\n", WSG_HEAD_MALFORMED},   /* a bare CR right after a tab */
+        {"\t b\nY: c\r\n\r\n", WSG_HEAD_MALFORMED}, /* a bare LF after a tab and a space */
+        {"b\r\n c\r\n\r\n", WSG_HEAD_MALFORMED},    /* obs-fold */
+        {"b\r\n\r,", WSG_HEAD_MALFORMED},           /* the final CR without its LF */
+        {"b\r\n\r\n", WSG_HEAD_COMPLETE},
+    };
+    for (size_t k = 0; k < N(cases); k++) {
+        for (size_t pad = 0; pad <= 16; pad++) {
+            char req[128], label[64];
+            int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: a\r\nX: %.*s%s",
+                             (int)pad, "aaaaaaaaaaaaaaaa", cases[k].tail);
+            summary_t whole, bytes;
+            snprintf(label, sizeof(label), "case %zu, pad %zu", k, pad);
+            int r = feed_whole(WSG_HTTP_REQUEST, req, (size_t)n, 4096, &whole);
+            ck_assert_msg(r == cases[k].result, "%s: result %d, expected %d", label, r,
+                          cases[k].result);
+            feed_bytewise(WSG_HTTP_REQUEST, req, (size_t)n, 4096, &bytes);
+            assert_same(&whole, &bytes, label);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_handshake_ipv4_text) {
+    static const char *const addrs[] = {"0.0.0.0", "255.255.255.255", "127.0.0.1", "10.20.3.45",
+                                        "1.22.133.9", "99.100.9.10"};
+    for (size_t i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
+        struct in_addr a;
+        char out[16];
+        ck_assert_int_eq(inet_pton(AF_INET, addrs[i], &a), 1);
+        memset(out, 'x', sizeof(out));
+        wsg_ipv4_text(&a, out);
+        ck_assert_str_eq(out, addrs[i]);
+    }
+    /* Every byte value, against inet_ntop. */
+    for (unsigned v = 0; v < 256; v++) {
+        unsigned char b[4] = {(unsigned char)v, (unsigned char)(255 - v), (unsigned char)(v / 2),
+                              (unsigned char)(v * 7)};
+        char want[INET_ADDRSTRLEN], got[16];
+        inet_ntop(AF_INET, b, want, sizeof(want));
+        wsg_ipv4_text(b, got);
+        ck_assert_str_eq(got, want);
+    }
+}
+END_TEST
+
 Suite *wsg_handshake_suite(void) {
     Suite *s = suite_create("handshake");
     TCase *tc;
@@ -1109,6 +1292,11 @@ Suite *wsg_handshake_suite(void) {
     tcase_add_test(tc, test_handshake_head_size_limit);
     tcase_add_test(tc, test_handshake_too_many_headers);
     tcase_add_test(tc, test_handshake_results_are_sticky);
+    tcase_add_test(tc, test_handshake_header_ids_by_name);
+    tcase_add_test(tc, test_handshake_head_ids_and_lookups);
+    tcase_add_test(tc, test_handshake_header_name_tchars);
+    tcase_add_test(tc, test_handshake_strict_pass_every_alignment);
+    tcase_add_test(tc, test_handshake_ipv4_text);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("validate");

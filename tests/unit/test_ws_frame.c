@@ -620,6 +620,58 @@ START_TEST(test_ws_frame_parses_table_whole_split_and_per_byte) {
 }
 END_TEST
 
+/* The stateless wsg_ws_parse_header() judges every prefix of every header
+ * of the table exactly as the incremental parser does when fed that prefix
+ * at a frame boundary, given the message state the caller tracks (open
+ * after a data frame without FIN). This is what the relay's walk relies on
+ * when it parses a kept header again from its first byte. */
+START_TEST(test_ws_frame_stateless_header_agrees_at_every_prefix) {
+    const frame_case_t *c = &cases[_i];
+    wsg_ws_parser_t p;
+    size_t off = 0;
+    int in_message = 0;
+
+    wsg_ws_parser_init(&p, c->from_client, c->max_payload);
+    while (off < c->len) {
+        size_t rest = c->len - off;
+        int whole_rc = WSG_WS_INCOMPLETE;
+        for (size_t k = 0; k <= rest && k <= WSG_WS_MAX_HEADER; k++) {
+            const uint8_t *in = at_guard(c->in + off, k);
+            wsg_ws_parser_t q = p; /* at a frame boundary: nothing gathered */
+            wsg_ws_frame_t f1, f2;
+            size_t used;
+            memset(&f1, 0xAA, sizeof(f1));
+            memset(&f2, 0x55, sizeof(f2));
+            int rc1 = wsg_ws_parse_header(in, k, c->from_client, in_message, c->max_payload, &f1);
+            int rc2 = wsg_ws_parse(&q, in, k, &used, &f2);
+            ck_assert_msg(rc1 == rc2, "%s: frame at %zu, %zu bytes: %d, the parser says %d",
+                          c->label, off, k, rc1, rc2);
+            if (rc1 == WSG_WS_OK) {
+                ck_assert_msg(f1.fin == f2.fin && f1.rsv == f2.rsv && f1.opcode == f2.opcode &&
+                                  f1.masked == f2.masked && f1.header_len == f2.header_len &&
+                                  f1.payload_len == f2.payload_len &&
+                                  memcmp(f1.mask, f2.mask, 4) == 0 && used == f1.header_len,
+                              "%s: frame at %zu: fields differ", c->label, off);
+            }
+            if (rc1 != WSG_WS_INCOMPLETE) {
+                whole_rc = rc1;
+                break;
+            }
+        }
+        if (whole_rc != WSG_WS_OK)
+            return; /* an error, or the stream ends inside a header */
+        wsg_ws_frame_t f;
+        size_t used;
+        ck_assert_int_eq(wsg_ws_parse(&p, c->in + off, rest, &used, &f), WSG_WS_OK);
+        if (!(f.opcode & 0x8))
+            in_message = !f.fin;
+        if (f.payload_len > rest - used)
+            return;
+        off += used + (size_t)f.payload_len;
+    }
+}
+END_TEST
+
 START_TEST(test_ws_frame_empty_input_is_incomplete) {
     wsg_ws_parser_t p;
     wsg_ws_frame_t f;
@@ -943,6 +995,7 @@ Suite *wsg_ws_frame_suite(void) {
 
     tc = tcase_create("parse");
     tcase_add_loop_test(tc, test_ws_frame_parses_table_whole_split_and_per_byte, 0, (int)NCASES);
+    tcase_add_loop_test(tc, test_ws_frame_stateless_header_agrees_at_every_prefix, 0, (int)NCASES);
     tcase_add_test(tc, test_ws_frame_empty_input_is_incomplete);
     tcase_add_test(tc, test_ws_frame_checks_every_opcode);
     suite_add_tcase(s, tc);

@@ -554,6 +554,56 @@ START_TEST(test_ws_stream_reports_parser_errors_and_stays_failed) {
 }
 END_TEST
 
+/* A kept header is parsed again from its first byte with the next read:
+ * the message state must come out as if it had been read in one piece
+ * (a continuation without a message, a new message inside one), at every
+ * cut, and a header that is wrong in its first bytes fails at once, before
+ * the rest of it arrives. */
+START_TEST(test_ws_stream_fragmentation_errors_at_every_split) {
+    stream_t *s = malloc(sizeof(*s));
+    result_t whole = {0}, r = {0};
+    wsg_ws_stream_t w;
+    wsg_ws_seg_t seg;
+
+    s->n = 0;
+    put_frame(s, 0, 0, WSG_WS_OP_TEXT, "ab", 2, 1);
+    put_frame(s, 1, 0, WSG_WS_OP_PING, "p", 1, 1);
+    put_frame(s, 0, 0, WSG_WS_OP_CONT, "c", 1, 1);
+    put_frame(s, 1, 0, WSG_WS_OP_TEXT, "new", 3, 1);
+    check_all_splits(s, &CLIENT, &whole);
+    ck_assert_int_eq(whole.err, WSG_WS_ERR_NOT_CONTINUATION);
+    ck_assert_int_eq(whole.ndata_frames, 2);
+    ck_assert_int_eq(whole.nctl, 1);
+
+    s->n = 0;
+    put_frame(s, 1, 0, WSG_WS_OP_TEXT, "done", 4, 1);
+    put_frame(s, 1, 0, WSG_WS_OP_CONT, "late", 4, 1);
+    check_all_splits(s, &CLIENT, &whole);
+    ck_assert_int_eq(whole.err, WSG_WS_ERR_CONTINUATION);
+    ck_assert_int_eq(whole.ndata_frames, 1);
+
+    /* unmasked, with a 64-bit length: wrong from its second byte on */
+    static const uint8_t bad[] = {0x82, 0x7f, 0, 0};
+    wsg_ws_stream_init(&w, 1, 0, 0, 0);
+    wsg_ws_stream_begin(&w);
+    ck_assert_int_eq(wsg_ws_stream_next(&w, bad, 1, &seg), 0);
+    ck_assert_uint_eq(w.held, 1);
+    wsg_ws_stream_begin(&w);
+    ck_assert_int_eq(wsg_ws_stream_next(&w, bad, 2, &seg), WSG_WS_ERR_MASK);
+    free(whole.fwd);
+    free(r.fwd);
+    free(s);
+}
+END_TEST
+
+/* The walk is embedded twice in every relayed connection: what it keeps
+ * between reads is a frame's remaining length, the limit, a cursor and a
+ * few bits, never a copy of a split header or control frame. */
+START_TEST(test_ws_stream_state_stays_small) {
+    ck_assert_uint_le(sizeof(wsg_ws_stream_t), 24);
+}
+END_TEST
+
 START_TEST(test_ws_stream_mid_data_and_closed_flags) {
     stream_t *s = malloc(sizeof(*s));
     wsg_ws_stream_t w;
@@ -621,6 +671,7 @@ static Suite *wsg_ws_stream_suite(void) {
     tcase_add_loop_test(tc, test_ws_stream_long_frames, 0, 2);
     tcase_add_test(tc, test_ws_stream_control_split_after_header);
     tcase_add_test(tc, test_ws_stream_mid_data_and_closed_flags);
+    tcase_add_test(tc, test_ws_stream_state_stays_small);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("close");
@@ -638,6 +689,7 @@ static Suite *wsg_ws_stream_suite(void) {
 
     tc = tcase_create("errors");
     tcase_add_test(tc, test_ws_stream_reports_parser_errors_and_stays_failed);
+    tcase_add_test(tc, test_ws_stream_fragmentation_errors_at_every_split);
     tcase_add_loop_test(tc, test_ws_stream_utf8_validation, 0, N(UTF8_CASES));
     suite_add_tcase(s, tc);
     return s;
