@@ -5,7 +5,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 MESON      ?= meson
 # Debian bookworm packages the build, the tests and the demo need.
-DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev libc-ares-dev \
+DEB_PKGS := gcc make pkg-config meson ninja-build libuv1-dev libssl-dev libjansson-dev libc-ares-dev liburing-dev \
             check node-llhttp python3 python3-websockets python3-pytest openssl curl chromium \
             python3-jsonschema python3-yaml man-db
 BENCH_PKGS := haproxy nginx-light wrk procps util-linux
@@ -98,8 +98,15 @@ test-repeat: build js-deps
 test-fast: build js-deps
 	$(MESON) test -C $(BUILD) --print-errorlogs
 
-bench: build bench-deps
-	./bench/compare
+# Published numbers come from an optimised build of its own.
+REL_BUILD ?= build-rel
+
+$(REL_BUILD)/build.ninja:
+	$(MESON) setup $(REL_BUILD) --buildtype=release
+
+bench: deps bench-deps $(REL_BUILD)/build.ninja
+	ninja -C $(REL_BUILD)
+	./bench/compare --build $(REL_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(REL_BUILD)

@@ -121,6 +121,12 @@ void wsg_tls_ctx_unref(wsg_tls_ctx_t *ctx);
 
 extern const struct wsg_transport_ops wsg_transport_tls;
 
+/* Whether <s> is a TLS side whose TLS state is not freed yet (it is until
+ * its close callback). */
+static inline int wsg_side_is_tls(const wsg_side_t *s) {
+    return s->ops == &wsg_transport_tls && s->tls != NULL;
+}
+
 /*
  * Sets up <s> as a TLS side on <loop>: uv_tcp_init() plus the TLS state.
  * <is_server> must match the context's kind (else UV_EINVAL). For a client

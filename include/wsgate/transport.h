@@ -35,12 +35,27 @@ struct wsg_transport_ops {
 struct wsg_side_s {
     uv_tcp_t tcp;                        /* private: the socket */
     const struct wsg_transport_ops *ops; /* read-only */
-    void *tls;                           /* private: transport state, NULL for plain */
+    /* Private: the transport's state, the one <ops> names (a side is TLS or
+     * on io_uring, never both: only a plain side moves to a ring); NULL for
+     * plain TCP on libuv's epoll. Test for TLS with wsg_side_is_tls(). */
+    union {
+        void *tls;                       /* TLS state (tls.c), NULL once closed */
+        struct wsg_uring_side_s *uring;  /* io_uring state (transport_uring.c) */
+    };
 };
 
 extern const struct wsg_transport_ops wsg_transport_tcp;
 
 /* Sets up <s> as a plain TCP side on <loop>. Returns 0 or a UV_E* code. */
 int wsg_side_init_tcp(uv_loop_t *loop, wsg_side_t *s);
+
+/* The io_uring transport (src/net/transport_uring.c): a plain TCP side whose
+ * reads and writes go through its worker's ring instead of libuv's epoll. */
+extern const struct wsg_transport_ops wsg_transport_uring;
+typedef struct wsg_uring_s wsg_uring_t;
+
+/* Moves a connected plain side (wsg_transport_tcp, neither reading nor
+ * writing) onto <ring>. Returns 0 or a UV_E* code (the side is unchanged). */
+int wsg_side_use_uring(wsg_side_t *s, wsg_uring_t *ring);
 
 #endif /* WSGATE_TRANSPORT_H */

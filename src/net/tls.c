@@ -1347,7 +1347,7 @@ static void attach(wsg_side_t *s, tls_t *t) {
     uv_idle_init(s->tcp.loop, &t->idle);
     t->idle.data = t;
     t->side = s;
-    s->tls = t;
+    s->tls = t; /* a side on a ring never becomes TLS (wsg_side_start_tls) */
     s->ops = &wsg_transport_tls;
 }
 

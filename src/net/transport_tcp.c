@@ -38,6 +38,6 @@ const struct wsg_transport_ops wsg_transport_tcp = {
 
 int wsg_side_init_tcp(uv_loop_t *loop, wsg_side_t *s) {
     s->ops = &wsg_transport_tcp;
-    s->tls = NULL;
+    s->tls = NULL; /* and so no ring either */
     return uv_tcp_init(loop, &s->tcp);
 }

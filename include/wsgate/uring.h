@@ -1,0 +1,43 @@
+/*
+ * One io_uring per worker, driven from the worker's libuv loop: the ring's
+ * fd sits under a uv_poll_t (completions are reaped in its callback) and
+ * the requests queued during an iteration are submitted together from a
+ * uv_prepare_t, just before the loop blocks. Sides move onto the ring with
+ * wsg_side_use_uring() (transport.h) once they are connected.
+ */
+#ifndef WSGATE_URING_H
+#define WSGATE_URING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <wsgate/transport.h>
+
+/* What the io_uring transport needs, tried on a scratch ring: 0 when it
+ * works, else a negative errno with <why> (a sentence fragment for the log,
+ * e.g. "io_uring is disabled by the kernel.io_uring_disabled sysctl"). */
+int wsg_uring_probe(char *why, size_t cap);
+
+/* A ring on <loop>, created on the thread that will run <loop> (the ring
+ * is single-issuer). Returns 0 or a negative errno. */
+int wsg_uring_new(uv_loop_t *loop, wsg_uring_t **out);
+
+/* Closes the ring's handles; the ring itself is freed by their close
+ * callbacks, so the loop must run once more (uv_run) after this. Every side
+ * must have been closed and its close callback run first. */
+void wsg_uring_close(wsg_uring_t *r);
+
+/* Counters, for /stats (read on the worker's thread or as plain relaxed
+ * loads; they only grow). */
+typedef struct wsg_uring_stats_s {
+    uint64_t submits;      /* io_uring_enter calls that submitted */
+    uint64_t cqes;         /* completions reaped */
+    uint64_t enobufs;      /* multishot recvs ended by an empty buffer ring */
+    uint64_t sides;        /* sides on the ring now */
+    uint64_t buffers;      /* receive buffers given to the buffer ring (grows on ENOBUFS) */
+} wsg_uring_stats_t;
+void wsg_uring_stats(const wsg_uring_t *r, wsg_uring_stats_t *out);
+
+#endif /* WSGATE_URING_H */
