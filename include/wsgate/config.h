@@ -225,11 +225,19 @@ typedef enum {
     WSG_LOG_JSON,
 } wsg_log_format_t;
 
+/* How plain TCP sides do their I/O (top-level "io"). */
+typedef enum {
+    WSG_IO_AUTO = 0, /* the default: see docs/io.md for what it picks */
+    WSG_IO_EPOLL,    /* libuv's event loop */
+    WSG_IO_URING,    /* io_uring, falling back to epoll when the kernel refuses it */
+} wsg_io_mode_t;
+
 typedef struct wsg_config_s {
     char *path; /* file it came from (wsg_config_parse: <name>, "<string>" if NULL) */
 
     unsigned workers; /* 0 in the file = one per CPU; resolved value here */
     unsigned workers_configured; /* as written */
+    wsg_io_mode_t io; /* auto; read at start only, like workers */
 
     wsg_listener_conf_t *listeners;
     size_t nlisteners;

@@ -38,6 +38,9 @@ void wsg_conn_rebalance(wsg_conn_t *c, uint64_t at);
 /* Closes every handle of <c> now, without close frames (drain deadline). */
 void wsg_conn_abort(wsg_conn_t *c, const char *why);
 
+/* sizeof(wsg_conn_t), for the worker's slab of them. */
+size_t wsg_conn_struct_size(void);
+
 /* Called by the worker when <c>'s deadline node fires. */
 void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now);
 

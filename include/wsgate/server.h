@@ -35,6 +35,9 @@ wsg_runtime_t *wsg_server_runtime(wsg_server_t *srv);
 uint64_t wsg_server_uptime_ms(const wsg_server_t *srv);
 bool wsg_server_stopping(const wsg_server_t *srv);
 unsigned wsg_server_nworkers(const wsg_server_t *srv);
+/* "epoll", "uring" or "mixed": the I/O of plain TCP sides (config "io",
+ * after the probe and each worker's own ring set-up). */
+const char *wsg_server_io(const wsg_server_t *srv);
 
 /* A sum over all workers of their counters (metrics are summed when read). */
 typedef struct wsg_stats_s {
@@ -55,6 +58,7 @@ typedef struct wsg_stats_s {
     uint64_t sse_heartbeats;
     uint64_t refused[WSG_REFUSED_N]; /* by wsg_refused_t */
     uint64_t buffers_in_use, buffers_cached; /* I/O chunks of WSG_CHUNK_SIZE bytes */
+    uint64_t bulk_in_use, bulk_cached;       /* of WSG_BULK_SIZE bytes */
 } wsg_stats_t;
 void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out);
 

@@ -18,6 +18,7 @@
 
 #include <wsgate/balancer.h>
 #include <wsgate/bufpool.h>
+#include <wsgate/slab.h>
 #include <wsgate/timer_heap.h>
 
 typedef struct wsg_worker_s wsg_worker_t;
@@ -76,6 +77,8 @@ typedef struct wsg_worker_stats_s {
     _Atomic uint64_t refused[WSG_REFUSED_N];
     _Atomic uint64_t buffers_in_use; /* pool chunks held by connections now */
     _Atomic uint64_t buffers_cached; /* pool chunks kept for reuse */
+    _Atomic uint64_t bulk_in_use;    /* WSG_BULK_SIZE chunks held by streaming peers now */
+    _Atomic uint64_t bulk_cached;    /* and kept for reuse */
 } wsg_worker_stats_t;
 
 /* Records one finished handshake (status sent to the client, time since
@@ -127,6 +130,8 @@ struct wsg_worker_s {
     wsg_timer_heap_t deadlines;   /* private */
     wsg_bufpool_t bufs;           /* private */
     wsg_bufpool_t bulk;           /* private: WSG_BULK_SIZE chunks for streaming bodies */
+    wsg_slab_t conn_slab;         /* private: where its wsg_conn_t structs live */
+    wsg_slab_t head_slab;         /* private: the HTTP heads its connections parse */
     wsg_runtime_t *rt;            /* owned reference: what new connections use */
     wsg_wlistener_t **listeners;  /* owned array of owned listeners */
     size_t nlisteners;
@@ -135,6 +140,10 @@ struct wsg_worker_s {
     uint64_t next_conn_id;
     uint64_t rng;                 /* private: xorshift state for masks and jitter */
     bool stopping;
+    bool want_uring;              /* read-only: set by the server before start (config "io") */
+    struct wsg_uring_s *ring;     /* private: plain sides' io_uring, NULL on epoll */
+    bool on_uring;                /* read-only once started: the ring came up */
+    uv_sem_t started;             /* private: posted by the thread once its I/O is set up */
     /* Called on the worker's thread once its loop has ended. */
     void (*on_exit)(wsg_server_t *srv);
     wsg_worker_stats_t stats;
@@ -151,7 +160,9 @@ struct wsg_worker_s {
  * UV_E* code. Runs on the server thread. */
 int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime_t *rt,
                     const int *fds);
-/* Starts the worker's thread. */
+/* Starts the worker's thread and returns once it has set up its I/O (its
+ * ring, when it wants one), so that what the process holds and reports
+ * (on_uring) is settled before the admin endpoint answers. */
 int wsg_worker_start(wsg_worker_t *w);
 /* Hands <msg> (heap-allocated, taken) to the worker; thread-safe. */
 void wsg_worker_post(wsg_worker_t *w, wsg_worker_msg_t *msg);

@@ -449,6 +449,7 @@ static const char *const htypes_e[] = {"tcp", "http", "websocket", NULL};
 static const int htypes_v[] = {WSG_HEALTH_TCP, WSG_HEALTH_HTTP, WSG_HEALTH_WEBSOCKET};
 static const char *const levels_e[] = {"debug", "info", "warn", "error", NULL};
 static const char *const formats_e[] = {"text", "json", NULL};
+static const char *const io_e[] = {"auto", "epoll", "uring", NULL};
 static const char *const same_site_e[] = {"lax", "strict", "none", NULL};
 static const int same_site_v[] = {WSG_SAME_SITE_LAX, WSG_SAME_SITE_STRICT, WSG_SAME_SITE_NONE};
 
@@ -805,6 +806,8 @@ static const struct key k_root[] = {
      .desc = "Ignored by wsgate: the JSON Schema that editors check this file against."},
     {.name = "workers", .type = KT_UINT, .lo = 0, .hi = 1024, .zero = "one per CPU",
      .def = "0", .store = ST_UNS, CFG(workers_configured), .desc = "Event-loop threads."},
+    {.name = "io", .type = KT_ENUM, .enums = io_e, .def = "\"auto\"", .store = ST_INT, CFG(io),
+     .desc = "How plain TCP sides do their I/O: libuv's epoll or io_uring (docs/io.md)."},
     {.name = "listeners", .type = KT_ARRAY, .flags = KR_REQUIRED | KR_NONEMPTY,
      .sub = &k_listener_item, .desc = "Where clients connect."},
     {.name = "admin", .type = KT_OBJECT, .flags = KR_NULL, .def = "null", .sub = k_admin,

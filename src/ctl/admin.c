@@ -483,6 +483,7 @@ static void get_status(aconn_t *c, bool keepalive) {
         "client_to_backend", (json_int_t)st->bytes[0], "backend_to_client",
         (json_int_t)st->bytes[1], "listeners", listeners, "pools", pools);
     json_object_set_new(j, "changes", changes);
+    json_object_set_new(j, "io", json_string(wsg_server_io(srv)));
     free(st);
     send_json(c, 200, j, "", keepalive);
 }

@@ -350,6 +350,12 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
            st->buffers_in_use);
     simple(out, "wsgate_buffers_cached", "gauge",
            "I/O buffers (16 KiB each) kept by the workers' pools for reuse.", st->buffers_cached);
+    simple(out, "wsgate_bulk_buffers_in_use", "gauge",
+           "Bulk I/O buffers (64 KiB each) held by connections that stream now.",
+           st->bulk_in_use);
+    simple(out, "wsgate_bulk_buffers_cached", "gauge",
+           "Bulk I/O buffers (64 KiB each) kept by the workers' pools for reuse.",
+           st->bulk_cached);
     handshakes(out, st);
     by_direction(out, "wsgate_frames_total", "WebSocket frames relayed, by direction.", st->frames);
     by_direction(out, "wsgate_bytes_total",

@@ -25,6 +25,7 @@
 #include <wsgate/listener.h>
 #include <wsgate/log.h>
 #include <wsgate/tls.h>
+#include <wsgate/uring.h>
 #include <wsgate/worker.h>
 
 struct wsg_server_s {
@@ -39,6 +40,8 @@ struct wsg_server_s {
     _Atomic unsigned finished;
     _Atomic uint64_t active;   /* client connections, all workers */
     unsigned signals;
+    const char *io; /* "epoll", "uring" or "mixed": what plain sides use (config "io") */
+    wsg_io_mode_t io_conf; /* config "io" at start: a reload cannot change it */
     bool stopping;
     wsg_admin_t *admin;        /* NULL when disabled */
     wsg_admin_conf_t admin_conf; /* what <admin> was started with (borrowed strings) */
@@ -101,6 +104,44 @@ static void server_stopping(wsg_server_t *srv) {
 
 uv_loop_t *wsg_server_loop(wsg_server_t *srv) { return &srv->loop; }
 wsg_runtime_t *wsg_server_runtime(wsg_server_t *srv) { return srv->rt; }
+const char *wsg_server_io(const wsg_server_t *srv) { return srv->io ? srv->io : "epoll"; }
+
+/* Config "io" to what the workers use, with one log line saying which and,
+ * when io_uring was wanted but the kernel refuses it, why not. */
+static bool choose_io(const wsg_config_t *cfg) {
+    char why[160] = "";
+    if (cfg->io == WSG_IO_EPOLL) {
+        WSG_LOG(WSG_LOG_INFO, "server", "io: epoll (configured)");
+        return false;
+    }
+    /* "auto" is epoll: measured, io_uring does not win here (docs/io.md). */
+    if (cfg->io == WSG_IO_AUTO) {
+        WSG_LOG(WSG_LOG_INFO, "server", "io: epoll (auto)");
+        return false;
+    }
+    if (wsg_uring_probe(why, sizeof(why)) == 0) {
+        WSG_LOG(WSG_LOG_INFO, "server", "io: uring (configured; TLS sides stay on epoll)");
+        return true;
+    }
+    WSG_LOG(WSG_LOG_WARN, "server", "io: epoll: \"io\": \"uring\" is unavailable: %s", why);
+    return false;
+}
+
+/* What the started workers run on: a worker whose own ring failed to come
+ * up logged why and runs on epoll. */
+static const char *io_in_use(const wsg_server_t *srv) {
+    unsigned n = 0;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        n += srv->workers[i].on_uring;
+    if (n == srv->nworkers)
+        return "uring";
+    if (n == 0)
+        return "epoll";
+    WSG_LOG(WSG_LOG_WARN, "server", "io: %u of %u workers on io_uring, the others on epoll", n,
+            srv->nworkers);
+    return "mixed";
+}
+
 uint64_t wsg_server_uptime_ms(const wsg_server_t *srv) { return uv_now((uv_loop_t *)&srv->loop) - srv->started_ms; }
 bool wsg_server_stopping(const wsg_server_t *srv) { return srv->stopping; }
 unsigned wsg_server_nworkers(const wsg_server_t *srv) { return srv->nworkers; }
@@ -146,6 +187,8 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
             out->refused[k] += LOAD(st->refused[k]);
         out->buffers_in_use += LOAD(st->buffers_in_use);
         out->buffers_cached += LOAD(st->buffers_cached);
+        out->bulk_in_use += LOAD(st->bulk_in_use);
+        out->bulk_cached += LOAD(st->bulk_cached);
     }
 }
 
@@ -344,6 +387,13 @@ int wsg_server_reload(wsg_server_t *srv, wsg_config_errors_t *errs) {
     if (file->workers != srv->nworkers)
         WSG_LOG(WSG_LOG_WARN, "server", "workers: %u -> %u takes effect only after a restart",
                 srv->nworkers, file->workers);
+    if (file->io != srv->io_conf) {
+        static const char *const names[] = {"auto", "epoll", "uring"};
+        WSG_LOG(WSG_LOG_WARN, "server",
+                "io: \"%s\" takes effect only after a restart: wsgate started with \"%s\" and "
+                "runs on %s",
+                names[file->io], names[srv->io_conf], wsg_server_io(srv));
+    }
     wsg_dns_answer_t *answers = NULL;
     wsg_config_t *cfg = resolve_file(srv, file, &answers);
     wsg_runtime_t *rt = cfg ? wsg_runtime_new(cfg, srv->rt) : NULL;
@@ -638,6 +688,11 @@ int wsg_server_run(wsg_config_t *cfg) {
         wsg_runtime_load_auth(srv.rt, err, sizeof(err)) != 0)
         goto fail;
     srv.nworkers = cfg->workers ? cfg->workers : 1;
+    /* Before the listeners exist: once a client can connect, the log says
+     * which I/O it gets. */
+    bool uring = choose_io(cfg);
+    srv.io = uring ? "uring" : "epoll";
+    srv.io_conf = cfg->io;
     if (bind_new(&srv, cfg, NULL, &fds, err, sizeof(err)) != 0)
         goto fail;
     srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
@@ -670,6 +725,7 @@ int wsg_server_run(wsg_config_t *cfg) {
             _exit(WSG_EXIT_STARTUP);
         }
         srv.workers[i].on_exit = worker_finished;
+        srv.workers[i].want_uring = uring;
     }
     free(fds);
     for (size_t l = 0; l < cfg->nlisteners; l++)
@@ -683,6 +739,8 @@ int wsg_server_run(wsg_config_t *cfg) {
             _exit(WSG_EXIT_STARTUP);
         }
     }
+    if (uring)
+        srv.io = io_in_use(&srv);
 
     uv_run(&srv.loop, UV_RUN_DEFAULT);
 

@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include <wsgate/conn.h>
+#include <wsgate/handshake.h>
 #include <wsgate/log.h>
+#include <wsgate/uring.h>
 
 #define POOL_MAX_FREE 32 /* cached chunks per worker: 512 KiB at most */
 #define BULK_MAX_FREE 8  /* cached bulk chunks per worker: 512 KiB at most */
@@ -334,6 +336,8 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
     wsg_timer_heap_init(&w->deadlines);
     wsg_bufpool_init(&w->bufs, WSG_CHUNK_SIZE, POOL_MAX_FREE);
     wsg_bufpool_init(&w->bulk, WSG_BULK_SIZE, BULK_MAX_FREE);
+    wsg_slab_init(&w->conn_slab, wsg_conn_struct_size());
+    wsg_slab_init(&w->head_slab, wsg_http_head_size());
     if ((r = wsg_upstreams_init(w)) != 0)
         return r;
     uv_timer_init(&w->loop, &w->timer);
@@ -353,12 +357,30 @@ int wsg_worker_init(wsg_worker_t *w, wsg_server_t *srv, unsigned id, wsg_runtime
 
 static void run(void *arg) {
     wsg_worker_t *w = arg;
+    /* The ring is made here, on the thread that submits to it (it is
+     * single-issuer); the server's probe said it would work. */
+    if (w->want_uring) {
+        int r = wsg_uring_new(&w->loop, &w->ring);
+        if (r < 0)
+            WSG_LOG(WSG_LOG_WARN, "worker", "worker %u: no io_uring (%s): using epoll", w->id,
+                    strerror(-r));
+    }
+    w->on_uring = w->ring != NULL;
+    uv_sem_post(&w->started);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (w->on_exit != NULL)
         w->on_exit(w->server);
 }
 
-int wsg_worker_start(wsg_worker_t *w) { return uv_thread_create(&w->thread, run, w); }
+int wsg_worker_start(wsg_worker_t *w) {
+    int r = uv_sem_init(&w->started, 0);
+    if (r != 0)
+        return r;
+    if ((r = uv_thread_create(&w->thread, run, w)) == 0)
+        uv_sem_wait(&w->started);
+    uv_sem_destroy(&w->started);
+    return r;
+}
 
 void wsg_worker_request_stop(wsg_worker_t *w) {
     wsg_worker_msg_t *m = calloc(1, sizeof(*m));
@@ -376,8 +398,11 @@ static void close_walk(uv_handle_t *h, void *arg) {
 
 void wsg_worker_join(wsg_worker_t *w) {
     uv_thread_join(&w->thread);
-    /* The loop ended because nothing is left but the timer; close it and
-     * anything else still open, and let the close callbacks run. */
+    /* The loop ended because nothing is left but the timer (the listeners
+     * closed at stop, every side on the ring has ended): the ring goes with
+     * its own callbacks, then anything else still open. */
+    wsg_uring_close(w->ring);
+    w->ring = NULL;
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w->loop) != 0)
@@ -386,6 +411,8 @@ void wsg_worker_join(wsg_worker_t *w) {
     wsg_bufpool_close(&w->bufs);
     wsg_bufpool_close(&w->bulk);
     wsg_upstreams_free(w);
+    wsg_slab_close(&w->conn_slab);
+    wsg_slab_close(&w->head_slab);
     wsg_runtime_unref(w->rt);
     free(w->listeners);
     for (wsg_worker_msg_t *m = w->mq_head, *next; m != NULL; m = next) {

@@ -69,8 +69,8 @@ void wsg__conn_log_ctx(const wsg_conn_t *c, wsg_log_ctx_t *ctx) {
 void wsg__conn_client_ip(const wsg_conn_t *c, char *out, size_t cap) {
     if (c->client_addr.sa.sa_family == AF_INET6)
         inet_ntop(AF_INET6, &c->client_addr.in6.sin6_addr, out, (socklen_t)cap);
-    else if (c->client_addr.sa.sa_family == AF_INET)
-        inet_ntop(AF_INET, &c->client_addr.in4.sin_addr, out, (socklen_t)cap);
+    else if (c->client_addr.sa.sa_family == AF_INET && cap >= INET_ADDRSTRLEN)
+        wsg_ipv4_text(&c->client_addr.in4.sin_addr, out);
     else
         snprintf(out, cap, "unknown");
 }
@@ -98,6 +98,11 @@ static void publish_pool(wsg_worker_t *w) {
     atomic_store_explicit(&w->stats.buffers_cached, w->bufs.nfree, memory_order_relaxed);
 }
 
+static void publish_bulk(wsg_worker_t *w) {
+    atomic_store_explicit(&w->stats.bulk_in_use, w->bulk.in_use, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.bulk_cached, w->bulk.nfree, memory_order_relaxed);
+}
+
 wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c) {
     wsg_chunk_t *ch = wsg_bufpool_get(&c->w->bufs);
     if (ch != NULL) {
@@ -114,12 +119,14 @@ wsg_chunk_t *wsg__chunk_get_bulk(wsg_conn_t *c) {
         ch->conn = c;
         ch->bulk = 1;
     }
+    publish_bulk(c->w);
     return ch;
 }
 
 void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch) {
     if (ch->bulk) {
         wsg_bufpool_put(&c->w->bulk, ch);
+        publish_bulk(c->w);
         return;
     }
     wsg_bufpool_put(&c->w->bufs, ch);
@@ -259,14 +266,23 @@ static size_t buf_room(char **buf, size_t *cap, size_t len, size_t max) {
     return ncap - len;
 }
 
-static wsg_hs_t *hs_new(size_t req_max, size_t max_head) {
+wsg_http_head_t *wsg__head_new(wsg_conn_t *c, wsg_http_kind_t kind, size_t max_bytes) {
+    wsg_http_head_t *h = wsg_slab_alloc_raw(&c->w->head_slab);
+    if (h != NULL)
+        wsg_http_head_reset(h, kind, max_bytes);
+    return h;
+}
+
+void wsg__head_free(wsg_conn_t *c, wsg_http_head_t *h) { wsg_slab_free(&c->w->head_slab, h); }
+
+static wsg_hs_t *hs_new(wsg_conn_t *c, size_t req_max, size_t max_head) {
     wsg_hs_t *hs = calloc(1, sizeof(*hs));
     if (hs == NULL)
         return NULL;
     hs->req_max = req_max;
-    hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, max_head);
+    hs->req_head = wsg__head_new(c, WSG_HTTP_REQUEST, max_head);
     if (hs->req_head == NULL || buf_room(&hs->req, &hs->req_cap, 0, req_max) == 0) {
-        wsg_http_head_free(hs->req_head);
+        wsg__head_free(c, hs->req_head);
         free(hs->req);
         free(hs);
         return NULL;
@@ -275,10 +291,10 @@ static wsg_hs_t *hs_new(size_t req_max, size_t max_head) {
 }
 
 /* The response parser and buffer, once a backend is connected. */
-static int hs_resp_new(wsg_hs_t *hs, size_t max) {
+static int hs_resp_new(wsg_conn_t *c, wsg_hs_t *hs, size_t max) {
     hs->resp_max = max;
     hs->resp_len = 0;
-    hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, max);
+    hs->resp_head = wsg__head_new(c, WSG_HTTP_RESPONSE, max);
     if (hs->resp_head == NULL || buf_room(&hs->resp, &hs->resp_cap, 0, max) == 0)
         return UV_ENOMEM;
     return 0;
@@ -292,8 +308,8 @@ static void hs_free(wsg_conn_t *c) {
     if (hs->streaming)
         atomic_fetch_sub_explicit(&c->w->stats.http_streaming, 1, memory_order_relaxed);
     free(hs->replay);
-    wsg_http_head_free(hs->req_head);
-    wsg_http_head_free(hs->resp_head);
+    wsg__head_free(c, hs->req_head);
+    wsg__head_free(c, hs->resp_head);
     free(hs->req);
     free(hs->resp);
     free(hs);
@@ -321,6 +337,8 @@ void wsg__conn_pause_read(wsg_conn_t *c, int side) {
                             : (void)p->io->ops->read_stop(p->io);
     p->reading = 0;
 }
+
+size_t wsg_conn_struct_size(void) { return sizeof(wsg_conn_t); }
 
 /* ---- deadlines --------------------------------------------------------- */
 
@@ -373,7 +391,7 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
             wsg__conn_finish(c);
             return;
         }
-        if (c->peer[WSG_CLIENT].io->tls != NULL &&
+        if (wsg_side_is_tls(c->peer[WSG_CLIENT].io) &&
             !wsg_tls_handshake_done(c->peer[WSG_CLIENT].io)) {
             wsg_conn_abort(c, "TLS handshake not complete within handshake_ms");
             return;
@@ -413,6 +431,12 @@ void wsg_conn_on_deadline(wsg_timer_node_t *node, uint64_t now) {
     case WSG_CONN_CLOSING:
         if (now < c->close_deadline)
             break;
+        if (!c->peer[WSG_CLIENT].open && c->peer[WSG_BACKEND].close_rx &&
+            c->peer[WSG_BACKEND].close_sent) {
+            /* Only the backend's FIN was missing: the close itself is done. */
+            wsg__conn_close_side(c, WSG_BACKEND);
+            return;
+        }
         wsg_conn_abort(c, "close not complete within drain_ms");
         return;
     }
@@ -490,9 +514,10 @@ static void conn_free(wsg_conn_t *c) {
     hs_free(c);
     wsg__edge_free(c);
     for (int s = 0; s < 2; s++) {
-        if (c->peer[s].rchunk != NULL)
+        if (c->peer[s].parked)
+            free(c->peer[s].park);
+        else if (c->peer[s].rchunk != NULL)
             wsg__chunk_put(c, c->peer[s].rchunk);
-        free(c->peer[s].parked);
     }
     wsg_worker_unschedule(w, &c->timer);
     if (c->prev)
@@ -504,7 +529,7 @@ static void conn_free(wsg_conn_t *c) {
     atomic_fetch_sub_explicit(&w->stats.conns_active, 1, memory_order_relaxed);
     wsg_server_conn_release(w->server);
     wsg_runtime_unref(c->rt);
-    free(c);
+    wsg_slab_free(&w->conn_slab, c);
 }
 
 static void on_side_closed(uv_handle_t *h) {
@@ -561,7 +586,24 @@ static void end_side(wsg_conn_t *c, int side) {
      * Its close frame was the last thing it may send, so no unread byte can
      * turn our close into a reset. */
     bool done = p->close_rx && p->close_sent;
-    if (p->eof || (done && (p->io->tls == NULL || p->shut))) {
+    /* Towards the backend wsgate is the WebSocket client, and there the
+     * same rule has the backend close first: waiting for its FIN leaves the
+     * TIME_WAIT with the backend, not on one of the few ephemeral ports
+     * wsgate has towards each backend address. Once the client is gone
+     * the wait is short (a backend that never closes would otherwise hold
+     * the connection for drain_ms); then on_deadline closes it anyway. */
+    if (done && side == WSG_BACKEND && !p->eof && !wsg_side_is_tls(p->io)) {
+        if (!c->peer[WSG_CLIENT].open) {
+            uint64_t d = uv_now(&c->w->loop) + WSG_BACKEND_FIN_WAIT_MS;
+            if (c->close_deadline == 0 || d < c->close_deadline) {
+                c->close_deadline = d;
+                wsg__conn_reschedule(c);
+            }
+        }
+        wsg__conn_resume_read(c, side);
+        return;
+    }
+    if (p->eof || (done && (!wsg_side_is_tls(p->io) || p->shut))) {
         wsg__conn_close_side(c, side);
         return;
     }
@@ -621,7 +663,7 @@ bool wsg_conn_placement(const wsg_conn_t *c, const char **pool, uint64_t *key_ha
         return false;
     *pool = c->rt->cfg->pools[c->pool].name;
     *key_hash = c->key_hash;
-    *backend = c->be;
+    *backend = wsg__conn_backend(c);
     return true;
 }
 
@@ -756,11 +798,11 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
     /* A PROXY header (at most WSG_PROXY_MAX bytes) comes first on such
      * listeners and shares the request buffer. */
     size_t req_cap = cfg->limits.max_header_bytes + (proxy ? WSG_PROXY_MAX : 0);
-    wsg_conn_t *c = calloc(1, sizeof(*c));
+    wsg_conn_t *c = wsg_slab_alloc(&w->conn_slab);
     wsg_hs_t *hs = NULL;
     if (c != NULL) {
         c->w = w;
-        hs = hs_new(req_cap, cfg->limits.max_header_bytes);
+        hs = hs_new(c, req_cap, cfg->limits.max_header_bytes);
     }
     if (hs == NULL ||
         (tls && !proxy ? wsg_side_init_tls(&w->loop, &c->client_io, tls, 1, NULL)
@@ -769,7 +811,7 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
             c->hs = hs;
             hs_free(c);
         }
-        free(c);
+        wsg_slab_free(&w->conn_slab, c);
         wsg_server_conn_release(w->server);
         reject_at_accept(w, l);
         return;
@@ -806,6 +848,10 @@ void wsg_conn_accept(wsg_worker_t *w, wsg_wlistener_t *l) {
      * accepted sockets), which saves a setsockopt per connection. */
     if (proxy)
         c->state = WSG_CONN_PROXY;
+    /* A plain side reads and writes through the worker's io_uring when
+     * "io" chose it (on failure it simply stays on libuv). */
+    if (w->ring != NULL && tls == NULL)
+        (void)wsg_side_use_uring(&c->client_io, w->ring);
     /* The loop's clock is from the start of this iteration, which a burst of
      * accepts can make stale by tens of ms: handshake_ms must not start
      * before the connection did (a clock read from the vDSO, no syscall). */
@@ -879,7 +925,7 @@ static void backend_ready(wsg_conn_t *c) {
         wsg_balancer_report_success(c->rt->pools[c->pool], (unsigned)c->backend);
     c->state = WSG_CONN_UPSTREAM;
     hs->deadline = uv_now(&c->w->loop) + cfg->timeouts.handshake_ms;
-    if (hs->resp_head == NULL && hs_resp_new(hs, cfg->limits.max_header_bytes) != 0) {
+    if (hs->resp_head == NULL && hs_resp_new(c, hs, cfg->limits.max_header_bytes) != 0) {
         reject(c, 500, "out of memory");
         return;
     }
@@ -923,11 +969,16 @@ static void on_backend_tls(wsg_side_t *s, int status) {
 static void on_connect(uv_connect_t *req, int status) {
     wsg_conn_t *c = req->data;
     wsg_peer_t *p = &c->peer[WSG_BACKEND];
+    bool current = c->hs != NULL && req == c->hs->creq;
 
+    /* The request lives in no upstream: an idle WebSocket's backend side
+     * carries no connect state. */
+    free(req);
+    if (current)
+        c->hs->creq = NULL;
     /* Only the current attempt's connect counts: a timed-out one reports
      * UV_ECANCELED from its close, and so does a torn-down connection. */
-    if (c->state != WSG_CONN_CONNECTING || p->io == NULL ||
-        req != &((wsg_upstream_t *)(void *)p->io)->connect_req)
+    if (c->state != WSG_CONN_CONNECTING || p->io == NULL || !current)
         return;
     if (status != 0) {
         backend_failed(c, status == UV_ECANCELED ? "connect timeout" : uv_strerror(status));
@@ -936,6 +987,8 @@ static void on_connect(uv_connect_t *req, int status) {
     uv_tcp_nodelay(&p->io->tcp, 1);
     wsg_tls_ctx_t *tls = c->rt->pool_tls[c->pool];
     if (tls == NULL) {
+        if (c->w->ring != NULL)
+            (void)wsg_side_use_uring(p->io, c->w->ring);
         backend_ready(c);
         return;
     }
@@ -1010,16 +1063,31 @@ static void connect_next(wsg_conn_t *c) {
         attach_backend(c, u, idx);
         if (hs->http)
             atomic_fetch_add_explicit(&c->w->stats.upstream_opened, 1, memory_order_relaxed);
-        u->connect_req.data = c;
+        uv_connect_t *req = malloc(sizeof(*req));
+        if (req == NULL) {
+            c->end_reason = "out of memory";
+            wsg__conn_close_side(c, WSG_BACKEND);
+            break;
+        }
+        req->data = c;
+        hs->creq = req;
         hs->deadline = uv_now(&c->w->loop) + pool->connect_timeout_ms;
-        int r = uv_tcp_connect(&u->connect_req, &u->io.tcp, (const struct sockaddr *)&be->addr.ss,
-                               on_connect);
+        int r = uv_tcp_connect(req, &u->io.tcp, (const struct sockaddr *)&be->addr.ss, on_connect);
         if (r == 0) {
+            /* Reading from now on puts POLLIN in the same epoll_ctl as the
+             * connect's POLLOUT: libuv forgets a watcher whose events drop
+             * to none, so starting to read after the connect costs a failed
+             * EPOLL_CTL_ADD (EEXIST) and a MOD. Nothing arrives before the
+             * request is sent; a failed connect reports to on_connect only.
+             * Not with a ring: the side moves to it once connected, and
+             * reads through it. */
+            if (c->rt->pool_tls[c->pool] == NULL && c->w->ring == NULL)
+                (void)wsg__conn_resume_read(c, WSG_BACKEND);
             wsg__conn_reschedule(c);
             return;
         }
         /* Failed before any packet left (e.g. no route): same as refused. */
-        on_connect(&u->connect_req, r);
+        on_connect(req, r);
         return;
     }
     reject(c, 502, c->end_reason ? c->end_reason : "every backend failed");
@@ -1089,7 +1157,7 @@ static void on_request(wsg_conn_t *c) {
      * early frames pile up behind the head in the request buffer (reading
      * pauses only if it fills), and a client that leaves is noticed now. */
     wsg_http_head_url(hs->req_head, hs->req, &url, &urllen);
-    host = wsg_http_head_get(hs->req_head, hs->req, "host", &hostlen);
+    host = wsg_http_head_get_id(hs->req_head, hs->req, WSG_H_HOST, &hostlen);
     /* Known before routing, so that even a 404 is answered (JSON, counts)
      * as what it is: a plain request or an upgrade. */
     bool websocket = wsg_handshake_is_websocket(hs->req_head, hs->req);
@@ -1162,7 +1230,7 @@ static void on_request(wsg_conn_t *c) {
     }
 
     if (websocket) {
-        const char *wskey = wsg_http_head_get(hs->req_head, hs->req, "sec-websocket-key", &keylen);
+        const char *wskey = wsg_http_head_get_id(hs->req_head, hs->req, WSG_H_SEC_WEBSOCKET_KEY, &keylen);
         wsg_ws_accept(wskey, keylen, hs->accept);
     }
     c->state = WSG_CONN_CONNECTING;
@@ -1383,7 +1451,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         switch (c->state) {
         case WSG_CONN_PROXY:
         case WSG_CONN_HS_READ:
-            if (nread == UV_EPROTO && c->peer[WSG_CLIENT].io->tls != NULL) {
+            if (nread == UV_EPROTO && wsg_side_is_tls(c->peer[WSG_CLIENT].io)) {
                 /* A failed TLS handshake costs a log line and nothing else. */
                 CLOG(c, WSG_LOG_INFO, "TLS handshake failed: %s",
                      wsg_tls_last_error(c->peer[WSG_CLIENT].io));

@@ -74,12 +74,16 @@ typedef struct wsg_chunk_s {
 
 #define WSG_CHUNK_DATA (WSG_CHUNK_SIZE - offsetof(wsg_chunk_t, data))
 #define WSG_BULK_DATA (WSG_BULK_SIZE - offsetof(wsg_chunk_t, data))
+_Static_assert(WSG_BULK_DATA <= UINT16_MAX, "wsg_peer_t.room holds a read's size");
 
 /* Queued writes per direction at most, besides buffer_bytes: each holds a
  * whole chunk, so a sender trickling tiny pieces to a stalled receiver
  * could otherwise pin 16 KiB per byte. Bounds a direction's memory to
  * WSG_MAX_WRITES chunks. */
 #define WSG_MAX_WRITES 16
+/* How long a finished close waits for the backend's FIN once the client is
+ * gone (the backend closes first, so TIME_WAIT stays on its side). */
+#define WSG_BACKEND_FIN_WAIT_MS 1000
 
 /* One side of a connection: its transport, what it sends us (parsed as a
  * frame stream) and what we owe it. */
@@ -92,11 +96,16 @@ typedef struct wsg_peer_s {
 
     /* --- the stream this peer sends --- */
     wsg_ws_stream_t ws;      /* the frame walk of what it sends */
-    uint8_t *parked;         /* owned: the ws.held bytes while no chunk is held (an
-                                idle peer that stopped inside a header or control frame) */
-    wsg_chunk_t *rchunk;     /* read chunk kept across reads while ws.held > 0: its
-                                first ws.held bytes are an unfinished header or
-                                control frame, not forwarded yet */
+    /* Owned, while ws.held > 0 one or the other (<parked> says which):
+     * the read chunk kept across reads, whose first ws.held bytes are an
+     * unfinished header or control frame, not forwarded yet; or, once the
+     * peer went quiet there (a hostile client, a stalled one), those bytes
+     * alone in a buffer of their size. Between reads of a busy peer the
+     * chunk may also be kept with ws.held == 0. */
+    union {
+        wsg_chunk_t *rchunk; /* !parked (NULL: none) */
+        uint8_t *park;       /* parked */
+    };
     /* Loop time of the last byte received from this peer, or, while a
      * wsgate ping is out (ping_out), the time that ping was sent: any byte
      * clears ping_out and sets it again, so one field serves both. */
@@ -104,8 +113,8 @@ typedef struct wsg_peer_s {
     uint64_t bytes;          /* received from this peer */
     uint64_t frames;
     uint32_t queued;         /* bytes handed to write and not completed (to this peer) */
-    uint32_t room;           /* bytes the last read was offered */
     uint32_t ping_seq;       /* payload of the last ping sent to this peer */
+    uint16_t room;           /* bytes the last read was offered (at most WSG_BULK_DATA) */
     uint16_t close_owed;     /* close code wsgate must still send it (0: none) */
     uint16_t nwrites;        /* write requests queued to this peer */
 
@@ -121,6 +130,8 @@ typedef struct wsg_peer_s {
     unsigned open : 1;       /* the handle is initialised and not closing */
     unsigned shut : 1;       /* shutdown(SHUT_WR) requested */
     unsigned want_shut : 1;  /* shut down once queued drains */
+    unsigned bulk : 1;       /* it streams: its reads take WSG_BULK_SIZE chunks */
+    unsigned parked : 1;     /* the held bytes are in <park>, not in a chunk */
 } wsg_peer_t;
 
 /* Handshake-time state, freed when the relay starts. The request and
@@ -135,6 +146,9 @@ typedef struct wsg_hs_s {
     size_t resp_len, resp_cap, resp_max;
     wsg_http_head_t *resp_head;
     char accept[WSG_WS_ACCEPT_LEN + 1];
+    uv_connect_t *creq;      /* the current connect attempt's request (each attempt
+                                allocates its own, freed by on_connect, which a
+                                cancelled one still reaches) */
     unsigned cand[8];        /* backends to try, in order */
     size_t ncand, tried;
     uint64_t deadline;       /* of the current phase */
@@ -172,23 +186,28 @@ typedef struct wsg_hs_s {
     unsigned beat : 1;       /* and sends comment heartbeats while the backend is silent */
 } wsg_hs_t;
 
+/* Lives as long as the client's socket: every idle WebSocket holds one,
+ * so its fields are ordered to leave no padding, and what only a phase or a
+ * rare feature needs lives elsewhere (wsg_hs_t, wsg_edge_t). */
 struct wsg_conn_s {
     wsg_peer_t peer[2];
     wsg_side_t client_io;    /* peer[WSG_CLIENT].io */
     wsg_worker_t *w;
     wsg_runtime_t *rt;       /* owned reference: the config this connection started with */
-    wsg_backend_t *be;       /* RELAY: its backend (kept alive by rt), for traffic counts */
     wsg_conn_t *prev, *next; /* worker's list */
     wsg_timer_node_t timer;
     wsg_hs_t *hs;            /* owned; NULL once relaying */
+    wsg_edge_t *edge;        /* owned: SPEC §11 state (the token, expiry, client rates;
+                                edge.c), NULL while there is none: an idle
+                                connection without them holds nothing */
+    const char *end_reason;  /* static string for the access log */
     uint64_t id;
+    uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     uint64_t last_data;      /* loop time of the last data frame byte either way */
     uint64_t close_deadline; /* CLOSING: force-close at this time */
     uint64_t drain_at;       /* RELAY: admin drain sends 1012 at this time (0: none) */
     uint64_t lifetime_at;    /* RELAY: max_lifetime_ms (with its jitter) ends it then (0: never) */
     uint64_t key_hash;       /* the hash its backend was chosen by (rebalance) */
-    wsg_edge_t edge;         /* SPEC §11 state: the token, expiry, client rates (edge.c) */
-    uint64_t t_start_ns;     /* uv_hrtime() at accept, for the handshake histogram */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -203,15 +222,20 @@ struct wsg_conn_s {
     uint8_t closed_by;       /* WSG_BY_* */
     uint8_t state;           /* wsg_conn_state_t */
     uint8_t handles;         /* open uv handles; freed at 0 */
-    uint8_t counted_backend; /* wsg_balancer_conn_start() was called */
-    uint8_t counted_ip;      /* counted in the server's per-address table */
-    uint8_t logged;          /* the access line of the current exchange is written */
-    uint8_t keyed;           /* key_hash comes from the sticky key or the ip fallback */
-    uint8_t rebalanced;      /* drain_at was set by a rebalance, not a drain */
-    uint8_t sticky;          /* the client holds a sticky cookie for its backend: a
+    unsigned counted_backend : 1; /* wsg_balancer_conn_start() was called */
+    unsigned counted_ip : 1; /* counted in the server's per-address table */
+    unsigned logged : 1;     /* the access line of the current exchange is written */
+    unsigned keyed : 1;      /* key_hash comes from the sticky key or the ip fallback */
+    unsigned rebalanced : 1; /* drain_at was set by a rebalance, not a drain */
+    unsigned sticky : 1;     /* the client holds a sticky cookie for its backend: a
                                 rebalance leaves it alone (SPEC §10) */
-    const char *end_reason;  /* static string for the access log */
 };
+
+/* The backend a routed connection uses (pool and backend set), kept alive
+ * by its runtime: for traffic counts. */
+static inline wsg_backend_t *wsg__conn_backend(const wsg_conn_t *c) {
+    return c->rt->pools[c->pool]->backends[c->backend];
+}
 
 enum { WSG_BY_NONE = 0, WSG_BY_CLIENT, WSG_BY_BACKEND, WSG_BY_WSGATE };
 
@@ -221,6 +245,17 @@ wsg_chunk_t *wsg__chunk_get(wsg_conn_t *c);
  * it back like any other. */
 wsg_chunk_t *wsg__chunk_get_bulk(wsg_conn_t *c);
 void wsg__chunk_put(wsg_conn_t *c, wsg_chunk_t *ch);
+/* A head parser from the worker's slab (not malloc: a handshake's heads
+ * come and go between long-lived connection structs, and a slab of their
+ * own keeps them from leaving holes in malloc's heap, and costs less);
+ * NULL on ENOMEM. Every head a wsg_hs_t holds comes from here. */
+wsg_http_head_t *wsg__head_new(wsg_conn_t *c, wsg_http_kind_t kind, size_t max_bytes);
+/* NULL is a no-op. */
+void wsg__head_free(wsg_conn_t *c, wsg_http_head_t *h);
+/* The data bytes <ch> holds. */
+static inline size_t wsg__chunk_cap(const wsg_chunk_t *ch) {
+    return ch->bulk ? WSG_BULK_DATA : WSG_CHUNK_DATA;
+}
 /* Sends bytes to side <to> after whatever is queued; copies what cannot be
  * written now. Returns 0 or a UV_E* code. */
 int wsg__conn_send(wsg_conn_t *c, int to, const void *data, size_t len);

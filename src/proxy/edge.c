@@ -317,7 +317,7 @@ static void write_head(const wsg_conn_t *c, const wsg_auth_conf_t *a, bool webso
         const char *v;
         size_t vl;
         const char *h = a->claims[i].header;
-        if (wsg_jwt_claim(c->edge.jwt, a->claims[i].claim, &v, &vl))
+        if (wsg_jwt_claim(c->edge->jwt, a->claims[i].claim, &v, &vl))
             put_header(w, h, strlen(h), v, vl);
     }
     put(w, "\r\n", 2);
@@ -333,7 +333,7 @@ static int rewrite_request(wsg_conn_t *c, const wsg_auth_conf_t *a, bool websock
     for (size_t i = 0; i < a->nclaims; i++) {
         const char *v;
         size_t vl;
-        if (wsg_jwt_claim(c->edge.jwt, a->claims[i].claim, &v, &vl))
+        if (wsg_jwt_claim(c->edge->jwt, a->claims[i].claim, &v, &vl))
             room += strlen(a->claims[i].header) + vl + 4;
     }
     size_t cap = room + after > hs->req_cap ? room + after : hs->req_cap;
@@ -345,10 +345,10 @@ static int rewrite_request(wsg_conn_t *c, const wsg_auth_conf_t *a, bool websock
         write_head(c, a, websocket, &w, scratch);
         memcpy(nb + w.len, hs->req + head, after);
         size_t max = cfg_of(c)->limits.max_header_bytes;
-        nh = wsg_http_head_new(WSG_HTTP_REQUEST, w.len > max ? w.len : max);
+        nh = wsg__head_new(c, WSG_HTTP_REQUEST, w.len > max ? w.len : max);
         if (nh != NULL && (wsg_http_head_feed(nh, nb, w.len + after) != WSG_HEAD_COMPLETE ||
                            wsg_http_head_len(nh) != w.len)) {
-            wsg_http_head_free(nh);
+            wsg__head_free(c, nh);
             nh = NULL;
         }
         if (nh != NULL) {
@@ -358,7 +358,7 @@ static int rewrite_request(wsg_conn_t *c, const wsg_auth_conf_t *a, bool websock
             hs->req_len = w.len + after;
             if (cap > hs->req_max)
                 hs->req_max = cap;
-            wsg_http_head_free(hs->req_head);
+            wsg__head_free(c, hs->req_head);
             hs->req_head = nh;
         }
     }
@@ -386,9 +386,15 @@ static wsg_refused_t reason_of(wsg_jwt_status_t st) {
     }
 }
 
+/* The connection's edge state, made when first needed; NULL on ENOMEM. */
+static wsg_edge_t *edge_of(wsg_conn_t *c) {
+    if (c->edge == NULL)
+        c->edge = calloc(1, sizeof(*c->edge));
+    return c->edge;
+}
+
 static int check_token(wsg_conn_t *c, const wsg_route_conf_t *route, bool websocket) {
     const wsg_auth_conf_t *a = &cfg_of(c)->auths[route->auth_index];
-    wsg_edge_t *e = &c->edge;
     found_t f = {0};
     bool bearer = false;
 
@@ -403,6 +409,11 @@ static int check_token(wsg_conn_t *c, const wsg_route_conf_t *route, bool websoc
     }
     if (f.tok == NULL)
         return refuse(c, WSG_REFUSED_NO_TOKEN, 401, "no token", BEARER);
+    wsg_edge_t *e = edge_of(c);
+    if (e == NULL) {
+        wsg__conn_reject(c, 500, "out of memory");
+        return -1;
+    }
     wsg_jwt_rules_t rules = {a->issuer, a->audience, a->leeway_ms};
     wsg_jwt_status_t st = wsg_jwt_verify(c->rt->auth_keys[route->auth_index], &rules, f.tok, f.len,
                                          wall_ms(), &e->jwt);
@@ -423,6 +434,8 @@ static int check_token(wsg_conn_t *c, const wsg_route_conf_t *route, bool websoc
 }
 
 static void edge_reset(wsg_edge_t *e) {
+    if (e == NULL)
+        return;
     wsg_jwt_free(e->jwt);
     e->jwt = NULL;
     e->exp_ms = 0;
@@ -432,20 +445,26 @@ static void edge_reset(wsg_edge_t *e) {
 int wsg__edge_admit(wsg_conn_t *c, const wsg_route_conf_t *route, bool websocket) {
     bool missing = false;
 
-    edge_reset(&c->edge); /* a kept-alive connection's previous request */
+    edge_reset(c->edge); /* a kept-alive connection's previous request */
     if (websocket && route->origins != NULL && origin_check(c, route, &missing) != 0)
         return -1;
     if (route->auth != NULL && check_token(c, route, websocket) != 0)
         return -1;
     /* A verified token vouches for a client without Origin (SPEC §11). */
-    if (missing && !route->allow_no_origin && c->edge.jwt == NULL)
+    if (missing && !route->allow_no_origin && wsg__edge_jwt(c) == NULL)
         return refuse(c, WSG_REFUSED_ORIGIN, 403, "no Origin header", NULL);
     return 0;
 }
 
-const wsg_jwt_t *wsg__edge_jwt(const wsg_conn_t *c) { return c->edge.jwt; }
+const wsg_jwt_t *wsg__edge_jwt(const wsg_conn_t *c) {
+    return c->edge != NULL ? c->edge->jwt : NULL;
+}
 
-void wsg__edge_free(wsg_conn_t *c) { edge_reset(&c->edge); }
+void wsg__edge_free(wsg_conn_t *c) {
+    edge_reset(c->edge);
+    free(c->edge);
+    c->edge = NULL;
+}
 
 /* ---- the 101 ------------------------------------------------------------------- */
 
@@ -453,7 +472,7 @@ int wsg__edge_answer(wsg_conn_t *c) {
     wsg_hs_t *hs = c->hs;
     static const char proto[] = "Sec-WebSocket-Protocol: bearer\r\n";
 
-    if (!c->edge.bearer)
+    if (c->edge == NULL || !c->edge->bearer)
         return 0;
     size_t head = wsg_http_head_len(hs->resp_head), after = hs->resp_len - head;
     size_t cap = head + sizeof(proto) + after;
@@ -474,9 +493,9 @@ int wsg__edge_answer(wsg_conn_t *c) {
     put(&w, "\r\n", 2);
     memcpy(nb + w.len, hs->resp + head, after);
     size_t max = hs->resp_max > w.len ? hs->resp_max : w.len;
-    wsg_http_head_t *nh = wsg_http_head_new(WSG_HTTP_RESPONSE, max);
+    wsg_http_head_t *nh = wsg__head_new(c, WSG_HTTP_RESPONSE, max);
     if (nh == NULL || wsg_http_head_feed(nh, nb, w.len + after) != WSG_HEAD_COMPLETE) {
-        wsg_http_head_free(nh);
+        wsg__head_free(c, nh);
         free(nb);
         return -1;
     }
@@ -485,25 +504,38 @@ int wsg__edge_answer(wsg_conn_t *c) {
     hs->resp_cap = cap;
     hs->resp_len = w.len + after;
     hs->resp_max = max;
-    wsg_http_head_free(hs->resp_head);
+    wsg__head_free(c, hs->resp_head);
     hs->resp_head = nh;
     return 0;
 }
 
 /* ---- the relay -------------------------------------------------------------------- */
 
-void wsg__edge_relay_start(wsg_conn_t *c) {
-    wsg_edge_t *e = &c->edge;
-    if (e->exp_ms != 0) {
-        int64_t left = e->exp_ms - wall_ms();
+int wsg__edge_relay_start(wsg_conn_t *c) {
+    int64_t exp_ms = c->edge != NULL ? c->edge->exp_ms : 0;
+    /* The claims were used; the relay needs only the deadline and the
+     * client's rate buckets, and a connection with neither keeps nothing.
+     * Otherwise the handshake's state stays (its buckets were not used yet),
+     * without the token. */
+    if (exp_ms == 0 && c->rt->message_rate.per_s == 0 && c->rt->client_bytes_rate.per_s == 0) {
+        wsg__edge_free(c);
+        return 0;
+    }
+    edge_reset(c->edge);
+    wsg_edge_t *e = edge_of(c);
+    if (e == NULL)
+        return -1;
+    if (exp_ms != 0) {
+        int64_t left = exp_ms - wall_ms();
         e->expiry_at = uv_now(&c->w->loop) + (left > 0 ? (uint64_t)left : 0);
     }
-    /* The claims were used; the relay needs only the deadline. */
-    edge_reset(e);
+    return 0;
 }
 
 uint64_t wsg__edge_deadline(const wsg_conn_t *c, uint64_t d) {
-    const wsg_edge_t *e = &c->edge;
+    const wsg_edge_t *e = c->edge;
+    if (e == NULL)
+        return d;
     if (e->expiry_at && e->expiry_at < d)
         d = e->expiry_at;
     if (e->read_at && e->read_at < d)
@@ -512,7 +544,9 @@ uint64_t wsg__edge_deadline(const wsg_conn_t *c, uint64_t d) {
 }
 
 int wsg__edge_on_deadline(wsg_conn_t *c, uint64_t now) {
-    wsg_edge_t *e = &c->edge;
+    wsg_edge_t *e = c->edge;
+    if (e == NULL)
+        return 0;
     if (e->expiry_at && now >= e->expiry_at) {
         e->expiry_at = 0;
         count(c, WSG_REFUSED_EXPIRY_CLOSE);
@@ -533,7 +567,8 @@ int wsg__edge_on_deadline(wsg_conn_t *c, uint64_t now) {
 
 int wsg__edge_message(wsg_conn_t *c) {
     const wsg_rate_t *r = &c->rt->message_rate;
-    if (r->per_s == 0 || wsg_rate_take(&c->edge.msgs, r, uv_now(&c->w->loop), NULL))
+    /* relay_start made the state when a rate is configured. */
+    if (r->per_s == 0 || wsg_rate_take(&c->edge->msgs, r, uv_now(&c->w->loop), NULL))
         return 0;
     return -1;
 }
@@ -550,22 +585,22 @@ void wsg__edge_client_read(wsg_conn_t *c, size_t n) {
     if (r->per_s == 0 || c->state != WSG_CONN_RELAY)
         return;
     uint64_t now = uv_now(&c->w->loop);
-    uint64_t wait = wsg_rate_charge(&c->edge.bytes, r, n, now);
+    uint64_t wait = wsg_rate_charge(&c->edge->bytes, r, n, now);
     if (wait == 0)
         return;
     wsg__conn_pause_read(c, WSG_CLIENT);
-    c->edge.read_at = now + wait;
+    c->edge->read_at = now + wait;
     wsg__conn_reschedule(c);
 }
 
 bool wsg__edge_holds(const wsg_conn_t *c, int side) {
-    return side == WSG_CLIENT && c->edge.read_at != 0;
+    return side == WSG_CLIENT && c->edge != NULL && c->edge->read_at != 0;
 }
 
 void wsg__edge_release(wsg_conn_t *c) {
-    if (c->edge.read_at == 0)
+    if (c->edge == NULL || c->edge->read_at == 0)
         return;
-    c->edge.read_at = 0;
+    c->edge->read_at = 0;
     if (!c->peer[WSG_CLIENT].paused)
         wsg__conn_resume_read(c, WSG_CLIENT);
 }

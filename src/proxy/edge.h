@@ -19,7 +19,8 @@
 
 struct wsg_conn_s;
 
-/* Edge state of one connection, embedded in it (zeroed at accept). */
+/* Edge state of one connection, allocated by edge.c when a check needs
+ * it (a verified token, close_on_expiry, a client rate limit). */
 typedef struct wsg_edge_s {
     wsg_jwt_t *jwt;          /* owned: the current request's verified token, until the relay starts */
     int64_t exp_ms;          /* close_on_expiry: exp + leeway, wall clock ms (0: none) */
@@ -54,7 +55,7 @@ const wsg_jwt_t *wsg__edge_jwt(const struct wsg_conn_s *c);
 void wsg__edge_free(struct wsg_conn_s *c);
 
 /* relay.c */
-void wsg__edge_relay_start(struct wsg_conn_s *c);
+int wsg__edge_relay_start(struct wsg_conn_s *c);
 /* The earlier of <d> and the edge's own deadlines. */
 uint64_t wsg__edge_deadline(const struct wsg_conn_s *c, uint64_t d);
 /* Returns 1 when it closed the connection (token expired). */

@@ -45,7 +45,7 @@ static const wsg_config_t *cfg_of(const wsg_conn_t *c) { return c->rt->cfg; }
 /* Bytes of the exchange, for the backend's traffic in /status. */
 static void count(wsg_conn_t *c, int dir, uint64_t n) {
     if (c->backend >= 0 && n > 0)
-        wsg_backend_count(c->rt->pools[c->pool]->backends[c->backend], c->w->id, dir, 0, n);
+        wsg_backend_count(wsg__conn_backend(c), c->w->id, dir, 0, n);
 }
 
 #define XLOG(c, level, ...)                                                                \
@@ -65,8 +65,12 @@ static void remember_line(wsg_hs_t *hs) {
     const char *m = wsg_http_head_method(hs->req_head);
 
     wsg_http_head_url(hs->req_head, hs->req, &url, &n);
-    int w = snprintf(hs->line, sizeof(hs->line), "%s ", m);
-    k = w > 0 && (size_t)w < sizeof(hs->line) ? (size_t)w : 0;
+    size_t mlen = strlen(m);
+    if (mlen + 1 < sizeof(hs->line)) {
+        memcpy(hs->line, m, mlen);
+        hs->line[mlen] = ' ';
+        k = mlen + 1;
+    }
     for (size_t i = 0; i < n && url[i] != '?' && k + 1 < sizeof(hs->line); i++)
         hs->line[k++] = (unsigned char)url[i] > 0x20 && url[i] != 0x7f ? url[i] : '?';
     hs->line[k] = '\0';
@@ -310,7 +314,7 @@ static void response_body(wsg_conn_t *c, const char *data, size_t n, wsg_chunk_t
 
 /* A 1xx other than 101 (100 Continue, 103 Early Hints) goes to the client
  * at once; the final response follows on the same connection. */
-static int interim(wsg_conn_t *c, size_t head) {
+static void interim(wsg_conn_t *c, size_t head) {
     wsg_hs_t *hs = c->hs;
     wsg_body_t none = {WSG_BODY_NONE, 0};
     char out[4096];
@@ -321,13 +325,9 @@ static int interim(wsg_conn_t *c, size_t head) {
         wsg__conn_send(c, WSG_CLIENT, out, (size_t)n);
     memmove(hs->resp, hs->resp + head, hs->resp_len - head);
     hs->resp_len -= head;
-    wsg_http_head_free(hs->resp_head);
-    hs->resp_head = wsg_http_head_new(WSG_HTTP_RESPONSE, hs->resp_max);
-    if (hs->resp_head == NULL)
-        return -1;
+    wsg_http_head_reset(hs->resp_head, WSG_HTTP_RESPONSE, hs->resp_max);
     if (hs->head_req)
         wsg_http_head_no_body(hs->resp_head);
-    return 0;
 }
 
 /* A 200 text/event-stream whose framing lets wsgate add bytes: chunked (a
@@ -338,7 +338,7 @@ static void watch_event_stream(wsg_conn_t *c, const wsg_body_t *body) {
     wsg_hs_t *hs = c->hs;
     uint64_t every = cfg_of(c)->heartbeat.interval_ms;
     size_t n;
-    const char *ct = wsg_http_head_get(hs->resp_head, hs->resp, "content-type", &n);
+    const char *ct = wsg_http_head_get_id(hs->resp_head, hs->resp, WSG_H_CONTENT_TYPE, &n);
     static const char sse[] = "text/event-stream";
 
     if (ct == NULL || wsg_http_head_status(hs->resp_head) != 200 ||
@@ -399,10 +399,7 @@ static void response_head(wsg_conn_t *c) {
         size_t head = wsg_http_head_len(hs->resp_head);
         if (st / 100 != 1)
             break;
-        if (interim(c, head) != 0) {
-            wsg__conn_reject(c, 500, "out of memory");
-            return;
-        }
+        interim(c, head);
     }
 
     size_t head = wsg_http_head_len(hs->resp_head);
@@ -523,14 +520,9 @@ static void exchange_done(wsg_conn_t *c, bool reusable) {
         wsg__conn_finish(c);
         return;
     }
-    wsg_http_head_free(hs->resp_head);
+    wsg__head_free(c, hs->resp_head);
     hs->resp_head = NULL;
-    wsg_http_head_free(hs->req_head);
-    hs->req_head = wsg_http_head_new(WSG_HTTP_REQUEST, cfg->limits.max_header_bytes);
-    if (hs->req_head == NULL) {
-        wsg_conn_abort(c, "out of memory");
-        return;
-    }
+    wsg_http_head_reset(hs->req_head, WSG_HTTP_REQUEST, cfg->limits.max_header_bytes);
     hs->resp_len = 0;
     hs->ncand = hs->tried = 0;
     hs->req_body = 0;

@@ -90,7 +90,6 @@ void wsg__relay_start(wsg_conn_t *c) {
 
     negotiated_rsv(c, &rsv_first, &rsv_other);
     c->state = WSG_CONN_RELAY;
-    c->be = c->rt->pools[c->pool]->backends[c->backend];
     c->last_data = now;
     if (cfg->timeouts.max_lifetime_ms) {
         /* The jitter spreads the reconnects of clients that came together
@@ -98,7 +97,10 @@ void wsg__relay_start(wsg_conn_t *c) {
         uint64_t max = cfg->timeouts.max_lifetime_ms;
         c->lifetime_at = now + max + wsg_worker_random(c->w) % (max / 10 + 1);
     }
-    wsg__edge_relay_start(c);
+    if (wsg__edge_relay_start(c) != 0) {
+        wsg_conn_abort(c, "out of memory");
+        return;
+    }
     for (int s = 0; s < 2; s++) {
         wsg_peer_t *p = &c->peer[s];
         wsg_ws_stream_init(&p->ws, s == WSG_CLIENT, cfg->limits.max_frame_bytes, rsv_first,
@@ -224,7 +226,9 @@ static int on_control(wsg_conn_t *c, int from, const wsg_ws_seg_t *seg) {
  * finished so the receiver's stream stays frame-aligned. */
 static int forward_data(wsg_conn_t *c, wsg_peer_t *p, const wsg_ws_seg_t *seg) {
     int fwd = seg->frame_begin ? c->state == WSG_CONN_RELAY : p->mid_frame;
-    p->mid_frame = fwd && !seg->frame_end;
+    unsigned mid = fwd && !seg->frame_end;
+    if (p->mid_frame != mid) /* a bit: most frames leave it as it is */
+        p->mid_frame = mid;
     return fwd;
 }
 
@@ -282,7 +286,7 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
     p->frames += frames;
     STAT_ADD(st->frames[from], frames);
     STAT_ADD(st->bytes[from], fresh);
-    wsg_backend_count(c->be, c->w->id, from == WSG_CLIENT ? 0 : 1, frames, fresh);
+    wsg_backend_count(wsg__conn_backend(c), c->w->id, from == WSG_CLIENT ? 0 : 1, frames, fresh);
     if (saw_data)
         c->last_data = uv_now(&c->w->loop);
 
@@ -360,12 +364,18 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
 
 /* A chunk for the next read of <p>, with the bytes it parked in front. */
 static wsg_chunk_t *read_chunk(wsg_conn_t *c, wsg_peer_t *p) {
-    if (p->rchunk == NULL && (p->rchunk = wsg__chunk_get(c)) != NULL && p->parked != NULL) {
-        memcpy(p->rchunk->data, p->parked, p->ws.held);
-        free(p->parked);
-        p->parked = NULL;
+    if (!p->parked && p->rchunk != NULL)
+        return p->rchunk;
+    wsg_chunk_t *ch = p->bulk ? wsg__chunk_get_bulk(c) : NULL; /* none left: a small one will do */
+    if (ch == NULL && (ch = wsg__chunk_get(c)) == NULL)
+        return NULL; /* what is parked stays parked */
+    if (p->parked) {
+        memcpy(ch->data, p->park, p->ws.held);
+        free(p->park);
+        p->parked = 0;
     }
-    return p->rchunk;
+    p->rchunk = ch;
+    return ch;
 }
 
 /* The peer has nothing more to read for now but holds part of a header or
@@ -378,8 +388,8 @@ static void park(wsg_conn_t *c, wsg_peer_t *p) {
         return; /* keep the chunk: correct, only dearer */
     memcpy(b, p->rchunk->data, p->ws.held);
     wsg__chunk_put(c, p->rchunk);
-    p->rchunk = NULL;
-    p->parked = b;
+    p->park = b;
+    p->parked = 1;
 }
 
 void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
@@ -390,13 +400,13 @@ void wsg__relay_alloc(wsg_conn_t *c, int from, uv_buf_t *buf) {
         *buf = uv_buf_init(NULL, 0); /* the read callback sees UV_ENOBUFS */
         return;
     }
-    size_t room = WSG_CHUNK_DATA - p->ws.held;
+    size_t room = wsg__chunk_cap(p->rchunk) - p->ws.held;
     uint64_t limit = cfg_of(c)->limits.buffer_bytes;
     /* Never read more than the receiver may still queue: buffer_bytes is a
      * bound, not a threshold. */
     if (c->state == WSG_CONN_RELAY && q->queued < limit && limit - q->queued < room)
         room = (size_t)(limit - q->queued);
-    p->room = (uint32_t)room;
+    p->room = (uint16_t)room;
     *buf = uv_buf_init(p->rchunk->data + p->ws.held, (unsigned)room);
 }
 
@@ -443,7 +453,7 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
     if (nread <= 0) {
         /* Nothing read (EAGAIN) or the end: the chunk goes back unless it
          * holds part of a frame. */
-        if (p->rchunk != NULL && (p->ws.held == 0 || nread < 0)) {
+        if (!p->parked && p->rchunk != NULL && (p->ws.held == 0 || nread < 0)) {
             wsg__chunk_put(c, p->rchunk);
             p->rchunk = NULL;
             p->ws.held = 0;
@@ -461,6 +471,15 @@ void wsg__relay_on_read(wsg_conn_t *c, int from, ssize_t nread) {
         return;
     }
     uint32_t room = p->room;
+    size_t whole = wsg__chunk_cap(p->rchunk) - p->ws.held;
+    /* Adaptive bulk reads: a read that filled a whole chunk (not one cut
+     * short by buffer_bytes) says the peer streams, so its next reads take
+     * 64 KiB, a quarter of the recv and send calls; one that would have
+     * fitted a small chunk goes back to small ones. Idle peers hold none. */
+    if ((size_t)nread == room && room == whole)
+        p->bulk = 1;
+    else if ((size_t)nread < WSG_CHUNK_DATA)
+        p->bulk = 0;
     process(c, from, p->rchunk, p->ws.held + (size_t)nread);
     if (from == WSG_CLIENT)
         wsg__edge_client_read(c, (size_t)nread);
@@ -478,7 +497,7 @@ void wsg__relay_feed(wsg_conn_t *c, int from, const char *data, size_t len) {
             wsg_conn_abort(c, "out of memory");
             return;
         }
-        size_t room = WSG_CHUNK_DATA - p->ws.held;
+        size_t room = wsg__chunk_cap(p->rchunk) - p->ws.held;
         size_t k = len < room ? len : room;
         memcpy(p->rchunk->data + p->ws.held, data, k);
         p->bytes += k;

@@ -15,29 +15,56 @@
  */
 #include "upstream.h"
 
+#include <wsgate/slab.h>
+
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
 #include <wsgate/conn.h>
 #include <wsgate/log.h>
 
+typedef struct wsg_uidle_s uidle_t;
+
 struct wsg_uslot_s {
     wsg_backend_t *be;          /* borrowed: its idle upstreams hold references */
-    wsg_upstream_t *head;       /* newest first */
+    uidle_t *head;              /* newest first */
     unsigned n;
     wsg_uslot_t *next;
+};
+
+/* An idle upstream's place in the pool, from its park to its take or
+ * close: in its backend's slot (newest first, taken from the front) and in
+ * the worker's list (newest first, expired from the back). */
+struct wsg_uidle_s {
+    wsg_upstream_t *u;
+    wsg_uslot_t *slot;
+    uidle_t *snext, *sprev;
+    uidle_t *lnext, *lprev;
+    uint64_t expires;           /* closed at this loop time */
 };
 
 struct wsg_upstreams_s {
     wsg_worker_t *w;
     wsg_uslot_t *slots;         /* only backends with idle connections */
-    wsg_upstream_t *newest, *oldest;
+    uidle_t *newest, *oldest;
     uint64_t nidle;
     wsg_timer_node_t timer;     /* due when <oldest> expires */
     bool closed;                /* the worker is stopping: nothing is kept */
+    wsg_slab_t slab;            /* where every upstream of the worker lives */
+    uv_alloc_cb alloc_cb;       /* the attached connections' read callbacks */
+    uv_read_cb read_cb;
     char scratch[256];          /* where unasked-for idle bytes are read to */
 };
+
+/* The pool of the worker whose loop <u>'s handle is on. */
+static struct wsg_upstreams_s *home_of(const wsg_upstream_t *u) {
+    const char *loop = (const char *)u->io.tcp.loop;
+    return ((const wsg_worker_t *)(const void *)(loop - offsetof(wsg_worker_t, loop)))->upstreams;
+}
+
+static uidle_t *idle_of(const wsg_upstream_t *u) { return u->io.tcp.data; }
 
 static void publish(struct wsg_upstreams_s *p) {
     atomic_store_explicit(&p->w->stats.upstream_idle, p->nidle, memory_order_relaxed);
@@ -48,26 +75,28 @@ int wsg_upstreams_init(wsg_worker_t *w) {
     if (p == NULL)
         return UV_ENOMEM;
     p->w = w;
+    wsg_slab_init(&p->slab, sizeof(wsg_upstream_t));
     wsg_timer_node_init(&p->timer);
     w->upstreams = p;
     return 0;
 }
 
 void wsg_upstreams_free(wsg_worker_t *w) {
+    if (w->upstreams != NULL)
+        wsg_slab_close(&w->upstreams->slab);
     free(w->upstreams);
     w->upstreams = NULL;
 }
 
 wsg_upstream_t *wsg__upstream_new(wsg_worker_t *w, wsg_backend_t *be, bool tls) {
-    wsg_upstream_t *u = calloc(1, sizeof(*u));
+    wsg_upstream_t *u = wsg_slab_alloc(&w->upstreams->slab);
     if (u == NULL)
         return NULL;
     if (wsg_side_init_tcp(&w->loop, &u->io) != 0) {
-        free(u);
+        wsg_slab_free(&w->upstreams->slab, u);
         return NULL;
     }
     u->be = wsg_backend_ref(be);
-    u->home = w->upstreams;
     u->tls = tls;
     return u;
 }
@@ -85,7 +114,7 @@ void wsg__upstream_set_busy(wsg_upstream_t *u, bool busy) {
 void wsg__upstream_free(wsg_upstream_t *u) {
     wsg__upstream_set_busy(u, false);
     wsg_backend_unref(u->be);
-    free(u);
+    wsg_slab_free(&home_of(u)->slab, u);
 }
 
 /* ---- the idle lists ------------------------------------------------------------- */
@@ -104,16 +133,18 @@ static void reschedule(struct wsg_upstreams_s *p) {
         wsg_worker_schedule(p->w, &p->timer, p->oldest->expires);
 }
 
-/* Takes <u> off both idle lists (and frees its slot when it empties). */
+/* Takes <u> off both idle lists (and frees its slot when it empties, and
+ * its record): it is no longer idle. */
 static void unlink_idle(struct wsg_upstreams_s *p, wsg_upstream_t *u) {
-    wsg_uslot_t *s = u->slot;
+    uidle_t *i = idle_of(u);
+    wsg_uslot_t *s = i->slot;
 
-    if (u->sprev)
-        u->sprev->snext = u->snext;
+    if (i->sprev)
+        i->sprev->snext = i->snext;
     else
-        s->head = u->snext;
-    if (u->snext)
-        u->snext->sprev = u->sprev;
+        s->head = i->snext;
+    if (i->snext)
+        i->snext->sprev = i->sprev;
     if (--s->n == 0) {
         wsg_uslot_t **pp = &p->slots;
         while (*pp != s)
@@ -121,16 +152,17 @@ static void unlink_idle(struct wsg_upstreams_s *p, wsg_upstream_t *u) {
         *pp = s->next;
         free(s);
     }
-    if (u->lprev)
-        u->lprev->lnext = u->lnext;
+    if (i->lprev)
+        i->lprev->lnext = i->lnext;
     else
-        p->newest = u->lnext;
-    if (u->lnext)
-        u->lnext->lprev = u->lprev;
+        p->newest = i->lnext;
+    if (i->lnext)
+        i->lnext->lprev = i->lprev;
     else
-        p->oldest = u->lprev;
-    u->slot = NULL;
-    u->snext = u->sprev = u->lnext = u->lprev = NULL;
+        p->oldest = i->lprev;
+    free(i);
+    u->io.tcp.data = NULL;
+    u->idle = 0;
     p->nidle--;
     atomic_fetch_sub_explicit(&u->be->http_idle, 1, memory_order_relaxed);
     publish(p);
@@ -149,28 +181,30 @@ static void close_idle(struct wsg_upstreams_s *p, wsg_upstream_t *u, const char 
  * attached connection, or, while idle, mean the connection is done. */
 static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     wsg_upstream_t *u = wsg__upstream_of(h);
-    if (u->slot == NULL) {
-        u->alloc_cb(h, suggested, buf);
+    struct wsg_upstreams_s *p = home_of(u);
+    if (!u->idle) {
+        p->alloc_cb(h, suggested, buf);
         return;
     }
-    *buf = uv_buf_init(u->home->scratch, sizeof(u->home->scratch));
+    *buf = uv_buf_init(p->scratch, sizeof(p->scratch));
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     wsg_upstream_t *u = wsg__upstream_of((uv_handle_t *)s);
-    if (u->slot == NULL) {
-        u->read_cb(s, nread, buf);
+    if (!u->idle) {
+        home_of(u)->read_cb(s, nread, buf);
         return;
     }
     if (nread == 0)
         return;
-    close_idle(u->home, u, nread > 0 ? "the backend sent bytes nobody asked for"
+    close_idle(home_of(u), u, nread > 0 ? "the backend sent bytes nobody asked for"
                                      : "the backend closed it");
 }
 
 int wsg__upstream_read_start(wsg_upstream_t *u, uv_alloc_cb alloc_cb, uv_read_cb read_cb) {
-    u->alloc_cb = alloc_cb;
-    u->read_cb = read_cb;
+    struct wsg_upstreams_s *p = home_of(u);
+    p->alloc_cb = alloc_cb;
+    p->read_cb = read_cb;
     if (u->reading)
         return 0;
     int r = u->io.ops->read_start(&u->io, on_up_alloc, on_up_read);
@@ -188,12 +222,17 @@ void wsg__upstream_read_stop(wsg_upstream_t *u) {
 bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint64_t idle_ms) {
     struct wsg_upstreams_s *p = w->upstreams;
     wsg_uslot_t *s = slot_find(p, u->be);
+    uidle_t *i;
 
     if (p->closed || keep == 0 || (s != NULL && s->n >= keep))
         return false;
+    if ((i = calloc(1, sizeof(*i))) == NULL)
+        return false;
     if (s == NULL) {
-        if ((s = calloc(1, sizeof(*s))) == NULL)
+        if ((s = calloc(1, sizeof(*s))) == NULL) {
+            free(i);
             return false;
+        }
         s->be = u->be;
         s->next = p->slots;
         p->slots = s;
@@ -203,32 +242,33 @@ bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint6
             p->slots = s->next;
             free(s);
         }
+        free(i);
         return false;
     }
     u->reading = 1;
-    u->io.tcp.data = u;
+    u->idle = 1;
+    u->io.tcp.data = i;
     wsg__upstream_set_busy(u, false);
-    u->slot = s;
-    u->sprev = NULL;
-    u->snext = s->head;
+    i->u = u;
+    i->slot = s;
+    i->snext = s->head;
     if (s->head)
-        s->head->sprev = u;
-    s->head = u;
+        s->head->sprev = i;
+    s->head = i;
     s->n++;
-    u->lprev = NULL;
-    u->lnext = p->newest;
+    i->lnext = p->newest;
     if (p->newest)
-        p->newest->lprev = u;
+        p->newest->lprev = i;
     else
-        p->oldest = u;
-    p->newest = u;
+        p->oldest = i;
+    p->newest = i;
     /* A reload may shorten upstream_idle_ms: the list stays in park order,
      * so a connection parked after it may wait for an older one's time. */
-    u->expires = uv_now(&w->loop) + idle_ms;
+    i->expires = uv_now(&w->loop) + idle_ms;
     p->nidle++;
     atomic_fetch_add_explicit(&u->be->http_idle, 1, memory_order_relaxed);
     publish(p);
-    if (p->oldest == u)
+    if (p->oldest == i)
         reschedule(p);
     return true;
 }
@@ -251,7 +291,7 @@ wsg_upstream_t *wsg__upstream_take(wsg_worker_t *w, wsg_backend_t *be, bool tls,
     wsg_upstream_t *got = NULL;
 
     while (got == NULL && (s = slot_find(p, be)) != NULL) {
-        wsg_upstream_t *u = s->head;
+        wsg_upstream_t *u = s->head->u;
         if (u->tls != tls) {
             /* The pool's TLS setting changed with a reload: of no use now. */
             close_idle(p, u, "the pool's TLS setting changed");
@@ -259,7 +299,6 @@ wsg_upstream_t *wsg__upstream_take(wsg_worker_t *w, wsg_backend_t *be, bool tls,
             close_idle(p, u, "the backend closed it");
         } else {
             unlink_idle(p, u);
-            u->uses++;
             got = u;
         }
     }
@@ -274,7 +313,7 @@ bool wsg_upstreams_on_deadline(wsg_worker_t *w, wsg_timer_node_t *n, uint64_t no
     if (p == NULL || n != &p->timer)
         return false;
     while (p->oldest != NULL && p->oldest->expires <= now)
-        close_idle(p, p->oldest, "upstream_idle_ms");
+        close_idle(p, p->oldest->u, "upstream_idle_ms");
     reschedule(p);
     return true;
 }
@@ -285,6 +324,6 @@ void wsg_upstreams_close(wsg_worker_t *w) {
         return;
     p->closed = true;
     while (p->oldest != NULL)
-        close_idle(p, p->oldest, "wsgate is shutting down");
+        close_idle(p, p->oldest->u, "wsgate is shutting down");
     reschedule(p);
 }

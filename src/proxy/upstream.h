@@ -20,23 +20,19 @@
 typedef struct wsg_upstream_s wsg_upstream_t;
 typedef struct wsg_uslot_s wsg_uslot_t;
 
+/* Every relayed WebSocket holds one while its backend connection is open,
+ * so it carries only what an attached connection needs: what the pool
+ * needs of an idle one (its place in the idle lists, its expiry) is a
+ * record of its own, allocated when it is parked (upstream.c). */
 struct wsg_upstream_s {
-    wsg_side_t io;              /* first: the handle's address is the upstream's */
-    uv_connect_t connect_req;   /* its connect, while one is in progress */
+    wsg_side_t io;              /* first: the handle's address is the upstream's; its
+                                   data is the attached connection, or while idle
+                                   the pool's record of it */
     wsg_backend_t *be;          /* owned reference: the backend it is connected to */
-    struct wsg_upstreams_s *home; /* the worker's pool */
-    /* While idle: in its backend's slot (newest first, taken from the front)
-     * and in the worker's list (newest first, expired from the back). */
-    wsg_uslot_t *slot;
-    wsg_upstream_t *snext, *sprev;
-    wsg_upstream_t *lnext, *lprev;
-    uint64_t expires;           /* idle: closed at this loop time */
-    uv_alloc_cb alloc_cb;       /* its owner's read callbacks, while attached */
-    uv_read_cb read_cb;
-    uint32_t uses;              /* exchanges it carried */
     unsigned tls : 1;           /* connected through the pool's TLS */
     unsigned busy : 1;          /* counted as carrying a plain HTTP exchange */
     unsigned reading : 1;       /* read_start is in effect on its socket */
+    unsigned idle : 1;          /* parked in the pool: io.tcp.data is its record */
 };
 
 /* A new upstream for <be> with an initialised, unconnected TCP side.
@@ -56,7 +52,8 @@ wsg_upstream_t *wsg__upstream_take(wsg_worker_t *w, wsg_backend_t *be, bool tls,
 bool wsg__upstream_park(wsg_worker_t *w, wsg_upstream_t *u, unsigned keep, uint64_t idle_ms);
 
 /* Reading, for the connection it is attached to: <alloc_cb> and <read_cb>
- * get the bytes. The socket stays registered for reading across a park and
+ * get the bytes (the same pair for every upstream of a worker: they are
+ * kept once, in the pool, not in each upstream). The socket stays registered for reading across a park and
  * a take (the pool reads an idle connection anyway), so that reuse costs
  * no epoll_ctl. Returns 0 or a UV_E* code. */
 int wsg__upstream_read_start(wsg_upstream_t *u, uv_alloc_cb alloc_cb, uv_read_cb read_cb);

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ECHO_BIN, run, wsc
+from conftest import ECHO_BIN, can_connect, free_port, run, wait_for, wsc
 from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload,
                      connect, encode_frame, http_exchange, upgrade_request, ws_connect)
 
@@ -152,3 +152,50 @@ def test_many_connections_and_abrupt_disconnects(echo):
     finally:
         for c in conns:
             c.close()
+
+
+# ---- the floor relays (bench/floor_relay.c, bench/floor_uring.c) --------------
+# bench/compare divides every proxy's cost by theirs, so they must relay
+# faithfully: every byte both ways, the close handshake, the TCP end.
+
+FLOORS = [os.path.join(os.path.dirname(ECHO_BIN), name)
+          for name in ("floor_relay", "floor_uring")]
+
+
+@pytest.mark.parametrize("floor", FLOORS, ids=os.path.basename)
+def test_floor_relay_is_transparent(echo, floor):
+    if not os.access(floor, os.X_OK):
+        pytest.skip(f"{floor} not built (floor_uring needs liburing)")
+    port = free_port()
+    proc = subprocess.Popen([floor, "--port", str(port), "--backend-port", str(echo.port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode().strip()
+        if proc.poll() == 3:
+            pytest.skip("io_uring unavailable here: " + proc.stderr.read().decode())
+        assert line == f"listening on {port}", line
+        wait_for(lambda: can_connect(port), 5, what="the floor listening")
+
+        async def body():
+            async with wsc(port) as ws:
+                await ws.send("whoami")
+                name = await ws.recv()
+                big = bytes(range(256)) * 1024  # 256 KiB: several reads and sends
+                await ws.send(big)
+                back = await ws.recv()
+                await ws.close(4001, "bye")
+                return name, back == big, ws.close_code
+        assert run(body()) == ("solo", True, 4001)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_floor_relay_usage_errors():
+    floor = FLOORS[0]
+    for args in ([], ["--port", "1"], ["--port", "x", "--backend-port", "2"],
+                 ["--port", "1", "--backend-port", "2", "--backend-host", "nohost"]):
+        r = subprocess.run([floor, *args], capture_output=True, timeout=10)
+        assert r.returncode == 2, args

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import free_port, make_config, pool, run, wsc
+from conftest import free_port, make_config, pool, run, wait_for, wsc
 from wsg_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
                      close_payload, encode_frame, ws_connect)
 
@@ -299,6 +299,66 @@ def test_client_close_passes_through_and_both_tcp_connections_close(env):
         assert (f.close_code, f.close_reason, f.masked) == (4000, "bye", False)
         assert_closed(c)
         assert rec.eof.wait(5), "backend connection not closed"
+    finally:
+        c.close()
+
+
+def tcp_states(port_a, port_b):
+    """The TCP states (hex, as /proc/net/tcp gives them) of loopback sockets
+    whose local port is <port_a> and remote port <port_b>."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if (int(local.rsplit(":", 1)[1], 16) == port_a and
+                    int(remote.rsplit(":", 1)[1], 16) == port_b):
+                out.append(state)
+    return out
+
+
+TIME_WAIT = "06"
+
+
+def test_close_leaves_time_wait_with_the_backend_not_wsgate(env):
+    """RFC 6455 §7.1.1: the server closes the TCP connection first. Towards
+    the backend wsgate is the client, so it waits for the backend's FIN and
+    the TIME_WAIT lands on the backend's socket, not on one of wsgate's
+    ephemeral ports to that backend."""
+    c, rec = fake_conn(env)
+    theirs, ours = env["fake"].port, rec.peer[1]
+    try:
+        c.send_frame(OP_CLOSE, close_payload(1000))
+        assert read_close(c).close_code == 1000
+        assert_closed(c)
+        wait_for(lambda: TIME_WAIT in tcp_states(theirs, ours), 5,
+                 what="the backend's socket in TIME_WAIT")
+        assert TIME_WAIT not in tcp_states(ours, theirs)
+    finally:
+        c.close()
+
+
+def test_backend_that_never_ends_tcp_after_close_is_closed_soon(stack):
+    """A backend that answers the close frame but waits for wsgate to end
+    the TCP connection is not held for drain_ms (30 s here) once the client
+    is gone: about a second."""
+    fake = stack.fake("linger")
+    port = free_port()
+    stack.gate(make_config(port, {"main": pool([fake.address])},
+                           timeouts={"drain_ms": 30000}, heartbeat={"interval_ms": 0}))
+    t = tag()
+    c, _ = ws_connect(port, f"/?mode=linger&id={t}")
+    rec = fake.wait_conn(t)
+    try:
+        c.send_frame(OP_CLOSE, close_payload(1000))
+        assert read_close(c).close_code == 1000
+        assert_closed(c, 5)
+        assert rec.eof.wait(5), "wsgate held the backend connection for drain_ms"
     finally:
         c.close()
 

@@ -180,3 +180,23 @@ def test_reload_moves_the_admin_endpoint(stack):
     wait_for(moved, 5, what="the admin endpoint on its new address")
     with pytest.raises(OSError):
         admin(aport, "GET", "/healthz", timeout=1)
+
+
+def test_reload_never_changes_io_and_says_so_against_the_start(stack):
+    """"io" is read at start only: every reload whose file differs from what
+    wsgate started with says so (not only the first, whose file then became
+    the running config), and one back to the start's value says nothing."""
+    echo = stack.echo("io-reload")
+    port, aport = free_port(), free_port()
+    cfg = base(port, aport, {"p": pool([echo.address])}, io="epoll")
+    g = stack.gate(cfg)
+    warning = 'io: "uring" takes effect only after a restart: wsgate started with "epoll"'
+    changed = dict(cfg, io="uring")
+    for n in (1, 2):
+        write(g, changed)
+        assert reload_admin(aport)[0] == 200
+        assert g.log().count(warning) == n, g.log()
+    write(g, cfg)
+    assert reload_admin(aport)[0] == 200
+    assert g.log().count("takes effect only after a restart") == 2, g.log()
+    assert status(aport, TOKEN)["io"] == "epoll"

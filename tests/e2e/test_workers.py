@@ -93,6 +93,10 @@ def test_idle_connections_hold_no_buffers(stack):
             # Everything was echoed: nothing is in flight, so no buffer is held.
             assert m["wsgate_buffers_in_use"] == 0, m
             assert m["wsgate_buffers_cached"] >= 1, m
+            # The messages above 16 KiB were read into 64 KiB bulk buffers
+            # (one was taken: one is cached), and none is held now.
+            assert m["wsgate_bulk_buffers_in_use"] == 0, m
+            assert m["wsgate_bulk_buffers_cached"] >= 1, m
         finally:
             for ws in conns:
                 await ws.close()

@@ -22,6 +22,8 @@ fake behind one wsgate serves many tests:
   ext=VALUE            the 101 carries Sec-WebSocket-Extensions: VALUE
   proto=1              the 101 names the first Sec-WebSocket-Protocol offered
   mode=noclose         as echo, but never answers a close frame
+  mode=linger          as echo, but after answering a close frame waits for
+                       wsgate to end the TCP connection instead of ending it
   mode=sink            101, then read nothing until rec.resume is set; then
                        count data bytes (rec.sink_bytes) without echoing
   mode=403             answer 403 with a body instead of 101
@@ -242,9 +244,9 @@ class FakeBackend:
         if mode == "sink":
             self._sink(c, rec)
             return
-        self._echo(c, rec, answer_close=(mode != "noclose"))
+        self._echo(c, rec, answer_close=(mode != "noclose"), close_first=(mode != "linger"))
 
-    def _echo(self, c, rec, answer_close):
+    def _echo(self, c, rec, answer_close, close_first=True):
         while True:
             f = c.read_frame()
             if f.opcode in (OP_TEXT, OP_BINARY, 0) and len(f.payload) > 65536:
@@ -254,7 +256,11 @@ class FakeBackend:
                 rec.add_frame(f)
             if f.opcode == OP_CLOSE:
                 if answer_close:
+                    # RFC 6455 §7.1.1: the server closes the TCP connection
+                    # once the close handshake is done (_serve's finally).
                     c.send(encode_frame(OP_CLOSE, f.payload, mask=False))
+                    if close_first:
+                        return
                 self._wait_eof(c, rec)
                 return
             if f.opcode == OP_PING:

@@ -1051,6 +1051,23 @@ START_TEST(test_config_log) {
 }
 END_TEST
 
+START_TEST(test_config_io) {
+    expect_error(CONF("\"io\": \"iouring\",", "", "", ""),
+                 "wsgate.json: io: expected \"auto\", \"epoll\" or \"uring\", got \"iouring\"");
+    expect_error(CONF("\"io\": true,", "", "", ""),
+                 "wsgate.json: io: expected \"auto\", \"epoll\" or \"uring\", got true");
+    wsg_config_t *cfg = expect_ok(CONF("\"io\": \"auto\",", "", "", ""), &noresolve);
+    ck_assert_int_eq(cfg->io, WSG_IO_AUTO);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(CONF("\"io\": \"epoll\",", "", "", ""), &noresolve);
+    ck_assert_int_eq(cfg->io, WSG_IO_EPOLL);
+    wsg_config_unref(cfg);
+    cfg = expect_ok(CONF("\"io\": \"uring\",", "", "", ""), &noresolve);
+    ck_assert_int_eq(cfg->io, WSG_IO_URING);
+    wsg_config_unref(cfg);
+}
+END_TEST
+
 /* ---- collecting every error -------------------------------------------- */
 
 START_TEST(test_config_collects_every_error) {
@@ -1130,6 +1147,7 @@ START_TEST(test_config_defaults) {
     ck_assert_int_eq(cfg->log.level, WSG_LOG_INFO);
     ck_assert_int_eq(cfg->log.format, WSG_LOG_TEXT);
     ck_assert(cfg->log.access);
+    ck_assert_int_eq(cfg->io, WSG_IO_AUTO);
     wsg_config_unref(cfg);
 }
 END_TEST
@@ -1348,6 +1366,7 @@ Suite *wsg_config_suite(void) {
     tcase_add_test(tc, test_config_routes);
     tcase_add_test(tc, test_config_health_and_pool_tls);
     tcase_add_test(tc, test_config_log);
+    tcase_add_test(tc, test_config_io);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("defaults_and_files");
