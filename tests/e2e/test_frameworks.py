@@ -395,7 +395,10 @@ const until = async (cond, ms, what) => {
     await new Promise(r => setTimeout(r, 20));
   }
 };
-await until(() => window.sio && sio.upgraded, 10000, "the upgrade");
+// Both answers: when the engine's upgrade completes before Socket.IO's CONNECT
+// reply, the upgrade handler's whoami is buffered and sent (and answered)
+// before the connect handler's, so "upgraded" can come first.
+await until(() => window.sio && sio.upgraded && sio.backend, 10000, "both whoami answers");
 return sio;
 """
 

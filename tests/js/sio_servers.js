@@ -10,7 +10,7 @@ const n = parseInt(process.argv[2] || "3", 10);
 const PAGE = `<!doctype html><meta charset="utf-8"><title>sio</title>
 <script src="/socket.io/socket.io.js"></script>
 <script>
-  window.sio = { page: "@NAME@", transports: [], backend: null, error: null };
+  window.sio = { page: "@NAME@", transports: [], backend: null, error: null, answers: [] };
   const socket = io();
   // The engine's first transport, then its upgrade, watched from the start
   // (the upgrade may come before the "connect" handlers run).
@@ -19,10 +19,11 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>sio</title>
     window.sio.transports.push(engine.transport.name);
     engine.on("upgrade", (t) => {
       window.sio.transports.push(t.name);
-      socket.emit("whoami", (r) => { window.sio.upgraded = r; });
+      socket.emit("whoami", (r) => { window.sio.upgraded = r; window.sio.answers.push("upgraded"); });
     });
   });
-  socket.on("connect", () => socket.emit("whoami", (r) => { window.sio.backend = r.name; }));
+  // The order the answers came in ("answers") shows in a failed assertion.
+  socket.on("connect", () => socket.emit("whoami", (r) => { window.sio.backend = r.name; window.sio.answers.push("backend"); }));
   socket.on("connect_error", (e) => { window.sio.error = String(e); });
 </script>`;
 const ports = [];
