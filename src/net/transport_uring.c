@@ -96,8 +96,7 @@ struct wsg_uring_s {
     uv_poll_t poll; /* on <efd> */
     uv_prepare_t prep;
     int efd;        /* the ring's registered eventfd */
-    bool defer_taskrun; /* completions need an io_uring_enter to show up */
-    int handles;        /* open libuv handles, for wsg_uring_close */
+    int handles;    /* open libuv handles, for wsg_uring_close */
     struct io_uring_buf_ring *br;
     char *bufs;       /* BR_ENTRIES * BR_SIZE, touched only as buffers are given */
     unsigned nbufs;   /* buffers given to the ring so far */
@@ -619,22 +618,26 @@ static void on_ring(uv_poll_t *h, int status, int events) {
     (void)events;
     wsg_uring_t *r = h->data;
     uint64_t n;
-    /* Reset before reaping, so a completion from now on wakes us again. */
+    /* Reset before reaping, so a completion from now on wakes us again.
+     * The read is a system call too: task work waiting for this thread
+     * (COOP_TASKRUN) runs on its way back, so what it completes is reaped
+     * here. */
     ssize_t k = read(r->efd, &n, sizeof n);
     (void)k; /* EAGAIN: a spurious wake-up, nothing lost */
-    if (r->defer_taskrun)
-        io_uring_get_events(&r->ring);
     reap(r);
     run_work(r);
 }
 
-static int ring_init(struct io_uring *ring, bool *defer) {
+static int ring_init(struct io_uring *ring) {
     struct io_uring_params p;
-    /* DEFER_TASKRUN: completions are made when we ask (io_uring_enter), not
-     * by interrupting the thread; it needs SINGLE_ISSUER (6.1). Older
-     * kernels get COOP_TASKRUN, then nothing. */
+    /* COOP_TASKRUN: completions are made when the thread next enters the
+     * kernel, without an interrupt; SINGLE_ISSUER (6.0) lets the kernel skip
+     * the submission lock. Not DEFER_TASKRUN, though it wakes the thread
+     * less: its completions reach the eventfd that wakes the loop a grace
+     * period late (16 to 40 ms each on Linux 6.18; docs/io.md), and the
+     * ring's own fd does not wake epoll for them at all. */
     const unsigned tries[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
         IORING_SETUP_COOP_TASKRUN,
         0,
     };
@@ -644,10 +647,8 @@ static int ring_init(struct io_uring *ring, bool *defer) {
         p.flags = tries[i] | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
         p.cq_entries = CQ_ENTRIES;
         r = io_uring_queue_init_params(SQ_ENTRIES, ring, &p);
-        if (r != -EINVAL) {
-            *defer = (tries[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
+        if (r != -EINVAL)
             return r;
-        }
     }
     return r;
 }
@@ -657,7 +658,7 @@ int wsg_uring_new(uv_loop_t *loop, wsg_uring_t **out) {
     if (r == NULL)
         return -ENOMEM;
     r->efd = -1;
-    int e = ring_init(&r->ring, &r->defer_taskrun);
+    int e = ring_init(&r->ring);
     if (e < 0) {
         free(r);
         return e;
@@ -799,8 +800,7 @@ static bool kernel_at_least(int major, int minor) {
 
 int wsg_uring_probe(char *why, size_t cap) {
     struct io_uring ring;
-    bool defer;
-    int e = ring_init(&ring, &defer);
+    int e = ring_init(&ring);
     if (e < 0) {
         int dis = read_sysctl("/proc/sys/kernel/io_uring_disabled");
         if (dis == 2)
