@@ -30,13 +30,14 @@ int wsg_uring_new(uv_loop_t *loop, wsg_uring_t **out);
 void wsg_uring_close(wsg_uring_t *r);
 
 /* Counters, for /stats (read on the worker's thread or as plain relaxed
- * loads; they only grow). */
+ * loads; they only grow, but for <sides> and <stashed>). */
 typedef struct wsg_uring_stats_s {
     uint64_t submits;      /* io_uring_enter calls that submitted */
     uint64_t cqes;         /* completions reaped */
     uint64_t enobufs;      /* multishot recvs ended by an empty buffer ring */
     uint64_t sides;        /* sides on the ring now */
     uint64_t buffers;      /* receive buffers given to the buffer ring (grows on ENOBUFS) */
+    uint64_t stashed;      /* bytes received for sides whose caller is not reading now */
 } wsg_uring_stats_t;
 void wsg_uring_stats(const wsg_uring_t *r, wsg_uring_stats_t *out);
 

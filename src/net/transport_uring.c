@@ -42,6 +42,15 @@
 #define BR_START 16
 #define BR_GROW 16
 #define BR_GROUP 0
+/* A side receives one buffer per request (single-shot) for this many
+ * completions when it starts, when its caller stops reading (backpressure)
+ * and when a receive fills a whole buffer (its peer sends faster than it is
+ * read); after that many that each fit in a buffer and were taken whole,
+ * one multishot recv serves it. A multishot recv fills as many ring buffers
+ * as data and free buffers allow before a stop can cancel it, and what the
+ * caller does not take waits in the side's stash, past
+ * limits.buffer_bytes: one at a time, at most a buffer does. */
+#define SINGLE_RECVS 16
 #define READ_SUGGEST 65536 /* suggested_size for the caller's alloc_cb, as libuv */
 
 enum { T_RECV = 1, T_SEND = 2, T_SHUT = 3, T_CANCEL = 4, T_MASK = 7 };
@@ -75,12 +84,14 @@ typedef struct wsg_uring_side_s {
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     bool reading;      /* the caller wants bytes */
-    bool recv_armed;   /* a multishot recv is in the kernel */
+    bool recv_armed;   /* a recv (multishot unless <single>) is in the kernel */
     bool recv_cancel;  /* and its cancel is on the way */
+    bool recv_multi;   /* the recv in the kernel is multishot */
     bool send_busy;    /* the head of <wq> is in the kernel */
     bool shut_busy;
     bool closing;
     bool queued;       /* on the ring's work list */
+    uint8_t single;    /* single-shot recvs left before multishot again */
     int end;           /* UV_EOF or an error read but not yet delivered; 0: none */
     int werr;          /* a failed send: later writes fail with it */
     wreq_t *wq, **wq_tail;
@@ -167,7 +178,11 @@ static void arm_recv(us_t *u) {
         work_add(u);
         return;
     }
-    io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+    u->recv_multi = u->single == 0;
+    if (u->recv_multi)
+        io_uring_prep_recv_multishot(sqe, u->fd, NULL, 0, 0);
+    else
+        io_uring_prep_recv(sqe, u->fd, NULL, BR_SIZE, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BR_GROUP;
     io_uring_sqe_set_data64(sqe, ud(u, T_RECV));
@@ -194,6 +209,7 @@ static void stash_bytes(us_t *u, const char *p, size_t n) {
     s->len = n;
     s->off = 0;
     memcpy(s->data, p, n);
+    u->ring->st.stashed += n;
     *u->stash_tail = s;
     u->stash_tail = &s->next;
 }
@@ -235,10 +251,30 @@ static void deliver_stash(us_t *u) {
             return;
         if ((u->stash = s->next) == NULL)
             u->stash_tail = &u->stash;
+        u->ring->st.stashed -= s->len;
         free(s);
     }
     if (u->stash == NULL && u->end != 0 && u->reading && !u->closing)
         deliver_end(u);
+}
+
+/* Cancels the side's recv with a submission of its own: left for the
+ * prepare callback, every system call made meanwhile (each send of the
+ * relay) would let the kernel complete more receives for this side
+ * (COOP_TASKRUN runs them on the way out of any syscall). */
+static void cancel_recv_now(us_t *u) {
+    u->recv_cancel = true;
+    cancel(u, T_RECV);
+    io_uring_submit(&u->ring->ring);
+    u->ring->st.submits++;
+}
+
+/* Receives one buffer at a time from now on (SINGLE_RECVS): a multishot
+ * recv in the kernel is cancelled, and the next one armed is single-shot. */
+static void go_single(us_t *u) {
+    u->single = SINGLE_RECVS;
+    if (u->recv_armed && u->recv_multi && !u->recv_cancel && !u->closing)
+        cancel_recv_now(u);
 }
 
 static void on_recv(us_t *u, struct io_uring_cqe *cqe) {
@@ -255,6 +291,10 @@ static void on_recv(us_t *u, struct io_uring_cqe *cqe) {
         size_t n = (size_t)cqe->res, k = 0;
         if (u->stash == NULL && u->reading)
             k = deliver(u, p, n);
+        if (n == BR_SIZE)
+            go_single(u); /* the peer sends faster than one buffer a wake-up */
+        else if (k == n && u->reading && u->single > 0)
+            u->single--;
         if (k < n && !u->closing) {
             stash_bytes(u, p + k, n - k);
             if (u->reading)
@@ -298,11 +338,10 @@ static int ur_read_stop(wsg_side_t *s) {
     us_t *u = s->uring;
     u->reading = false;
     /* Keeping the recv armed would let the kernel fill buffers for a caller
-     * that wants no more (backpressure): cancel it. */
-    if (u->recv_armed && !u->recv_cancel && !u->closing) {
-        u->recv_cancel = true;
-        cancel(u, T_RECV);
-    }
+     * that wants no more (backpressure): cancel it, single-shot or not. */
+    go_single(u);
+    if (u->recv_armed && !u->recv_cancel && !u->closing)
+        cancel_recv_now(u);
     return 0;
 }
 
@@ -506,6 +545,7 @@ static void finish(us_t *u) {
     while (u->stash != NULL) {
         stash_t *st = u->stash;
         u->stash = st->next;
+        u->ring->st.stashed -= st->len;
         free(st);
     }
     uv_close_cb cb = u->close_cb;
@@ -770,6 +810,7 @@ int wsg_side_use_uring(wsg_side_t *s, wsg_uring_t *r) {
     u->fd = fd;
     u->wq_tail = &u->wq;
     u->stash_tail = &u->stash;
+    u->single = SINGLE_RECVS;
     s->uring = u;
     s->ops = &wsg_transport_uring;
     r->st.sides++;
