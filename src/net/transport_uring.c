@@ -84,7 +84,7 @@ typedef struct wsg_uring_side_s {
     uv_alloc_cb alloc_cb;
     uv_read_cb read_cb;
     bool reading;      /* the caller wants bytes */
-    bool recv_armed;   /* a recv (multishot unless <single>) is in the kernel */
+    bool recv_armed;   /* a recv is in the kernel (multishot: <recv_multi>) */
     bool recv_cancel;  /* and its cancel is on the way */
     bool recv_multi;   /* the recv in the kernel is multishot */
     bool send_busy;    /* the head of <wq> is in the kernel */
@@ -673,8 +673,8 @@ static int ring_init(struct io_uring *ring) {
     /* COOP_TASKRUN: completions are made when the thread next enters the
      * kernel, without an interrupt; SINGLE_ISSUER (6.0) lets the kernel skip
      * the submission lock. Not DEFER_TASKRUN, though it wakes the thread
-     * less: its completions reach the eventfd that wakes the loop a grace
-     * period late (16 to 40 ms each on Linux 6.18; docs/io.md), and the
+     * less: its completions reach the eventfd that wakes the loop late (14
+     * to 40 ms each on this machine's Linux 6.18; docs/io.md), and the
      * ring's own fd does not wake epoll for them at all. */
     const unsigned tries[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
