@@ -435,6 +435,19 @@ static size_t pool_index(const wsg_runtime_t *rt, const char *name) {
     return SIZE_MAX;
 }
 
+/* The common start of a runtime change of pool <pool>'s backends: none
+ * once shutdown has begun (WSG_CHANGE_STOPPING), none to a pool the
+ * running configuration does not have (WSG_CHANGE_NO_POOL); otherwise
+ * WSG_CHANGE_OK and the pool's index in <*p>. */
+static wsg_change_t change_pool(const wsg_server_t *srv, const char *pool, size_t *p) {
+    if (srv->stopping)
+        return WSG_CHANGE_STOPPING;
+    *p = pool_index(srv->rt, pool);
+    if (*p == SIZE_MAX)
+        return WSG_CHANGE_NO_POOL;
+    return WSG_CHANGE_OK;
+}
+
 /* The running runtime with pool <p>'s backends replaced by <bs>: the
  * config is derived, not re-read (the file may have changed since), and
  * listeners and certificates are those already loaded. */
@@ -456,11 +469,10 @@ static wsg_runtime_t *derive(wsg_server_t *srv, size_t p, const wsg_backend_conf
 
 wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
                                     const wsg_backend_conf_t *bc) {
-    if (srv->stopping)
-        return WSG_CHANGE_STOPPING;
-    size_t p = pool_index(srv->rt, pool);
-    if (p == SIZE_MAX)
-        return WSG_CHANGE_NO_POOL;
+    size_t p;
+    wsg_change_t r = change_pool(srv, pool, &p);
+    if (r != WSG_CHANGE_OK)
+        return r;
     const wsg_pool_conf_t *pc = &srv->rt->cfg->pools[p];
     if (wsg_config_find_backend(pc, bc->address) >= 0)
         return WSG_CHANGE_EXISTS;
@@ -481,11 +493,10 @@ wsg_change_t wsg_server_add_backend(wsg_server_t *srv, const char *pool,
 
 wsg_change_t wsg_server_remove_backend(wsg_server_t *srv, const char *pool, const char *address,
                                        uint64_t spread_ms) {
-    if (srv->stopping)
-        return WSG_CHANGE_STOPPING;
-    size_t p = pool_index(srv->rt, pool);
-    if (p == SIZE_MAX)
-        return WSG_CHANGE_NO_POOL;
+    size_t p;
+    wsg_change_t r = change_pool(srv, pool, &p);
+    if (r != WSG_CHANGE_OK)
+        return r;
     const wsg_pool_conf_t *pc = &srv->rt->cfg->pools[p];
     int idx = wsg_balancer_find(srv->rt->pools[p], address);
     if (idx < 0)
