@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <wsgate/pct.h>
+
 #include "demo_page.h"
 
 #define KEEP 64
@@ -132,16 +134,6 @@ bool demo_valid_user(const char *user) {
     return true;
 }
 
-static int hexval(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int demo_query_param(const char *query, const char *key, char *out, size_t cap) {
     size_t kl = strlen(key);
     for (const char *s = query; *s;) {
@@ -156,7 +148,8 @@ int demo_query_param(const char *query, const char *key, char *out, size_t cap) 
                     ch = ' ';
                 } else if (ch == '%') {
                     int hi, lo;
-                    if (e - p < 3 || (hi = hexval(p[1])) < 0 || (lo = hexval(p[2])) < 0)
+                    if (e - p < 3 || (hi = wsg_pct_hexval(p[1])) < 0 ||
+                        (lo = wsg_pct_hexval(p[2])) < 0)
                         return -1;
                     ch = hi * 16 + lo;
                     p += 2;

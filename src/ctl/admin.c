@@ -41,6 +41,7 @@
 #include <wsgate/handshake.h>
 #include <wsgate/log.h>
 #include <wsgate/metrics.h>
+#include <wsgate/pct.h>
 #include <wsgate/worker.h>
 
 #ifndef WSG_VERSION
@@ -268,16 +269,6 @@ static bool has_token(const char *v, size_t n, const char *token) {
     return false;
 }
 
-static int hexval(char ch) {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes <s>[0..n) into <out> (NUL-terminated; <out> holds at least
  * n + 1 bytes). Returns -1 on a bad escape or an encoded NUL. */
 static int pct_decode(const char *s, size_t n, char *out) {
@@ -289,7 +280,7 @@ static int pct_decode(const char *s, size_t n, char *out) {
         }
         if (i + 2 >= n)
             return -1;
-        int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+        int hi = wsg_pct_hexval(s[i + 1]), lo = wsg_pct_hexval(s[i + 2]);
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
             return -1;
         out[o++] = (char)(hi * 16 + lo);
