@@ -6,9 +6,12 @@
  * frame size limit, byte 2 seeds the read sizes; the rest is the stream.
  * The stream is walked twice, whole and in reads, by a model of the relay
  * (kept bytes are put in front of the next read, buffers are allocated at
- * their exact size so ASan sees any over-read), and checked:
- *   - both walks agree on the forwarded bytes, the control frames, the
- *     dropped bytes and the error;
+ * their exact size so ASan sees any over-read), and checked; the walk in
+ * reads also takes runs of small messages (wsg_ws_stream_run) where the
+ * random sequence says so, as the relay does:
+ *   - both walks agree on the forwarded bytes, the data frames, the control
+ *     frames, the dropped bytes and the error;
+ *   - a run is whole frames that the segment walk takes one by one;
  *   - segments come in order, are not empty, and stay inside their buffer;
  *   - a CONTROL segment is one whole frame whose payload is what the wire
  *     carries; a DATA segment that begins a frame begins with a valid header;
@@ -30,6 +33,7 @@ typedef struct {
     size_t dropped;
     size_t kept;  /* the unfinished unit at the end of the stream */
     size_t nctl;
+    size_t ndata; /* data frames begun */
     uint8_t ctl[64][1 + 1 + WSG_WS_MAX_CONTROL_PAYLOAD]; /* opcode, len, payload */
     int err;
 } walk_t;
@@ -70,6 +74,23 @@ static void check_data_header(const side_t *side, const uint8_t *f, size_t n) {
     FUZZ_CHECK(!(fr.opcode & 0x8));
 }
 
+/* A run: exactly <k> whole unfragmented data frames of 7-bit length. */
+static void check_run(const side_t *side, const uint8_t *f, size_t n, size_t k) {
+    size_t at = 0, hlen = side->from_client ? 6 : 2;
+    for (size_t i = 0; i < k; i++) {
+        FUZZ_CHECK(n - at >= hlen);
+        uint8_t op = f[at] & 0x0f;
+        FUZZ_CHECK((f[at] & 0x80) && (op == WSG_WS_OP_TEXT || op == WSG_WS_OP_BINARY));
+        FUZZ_CHECK(((f[at + 1] & 0x80) != 0) == side->from_client);
+        size_t len7 = f[at + 1] & 0x7f;
+        FUZZ_CHECK(len7 <= 125 && n - at - hlen >= len7);
+        FUZZ_CHECK(side->max_payload == 0 || len7 <= side->max_payload);
+        check_data_header(side, f + at, hlen + len7);
+        at += hlen + len7;
+    }
+    FUZZ_CHECK(at == n);
+}
+
 static void on_seg(const side_t *side, walk_t *w, const uint8_t *buf, const wsg_ws_seg_t *seg) {
     const uint8_t *f = buf + seg->start;
     size_t n = seg->end - seg->start;
@@ -85,8 +106,10 @@ static void on_seg(const side_t *side, walk_t *w, const uint8_t *buf, const wsg_
         w->nctl++;
         break;
     case WSG_WS_SEG_DATA:
-        if (seg->frame_begin)
+        if (seg->frame_begin) {
             check_data_header(side, f, n);
+            w->ndata++;
+        }
         break;
     case WSG_WS_SEG_DISCARD:
         w->dropped += n;
@@ -121,6 +144,19 @@ static void walk(const side_t *side, const uint8_t *in, size_t len, fuzz_rng_t *
         int first = 1;
         for (;;) {
             wsg_ws_seg_t seg;
+            size_t run = rng && (fuzz_rng_next(rng) & 1) ? wsg_ws_stream_run(&s, buf, total, &seg) : 0;
+            if (run > 0) {
+                FUZZ_CHECK(seg.kind == WSG_WS_SEG_DATA && seg.frame_begin && seg.frame_end);
+                FUZZ_CHECK(seg.start == next || (first && held > 0 && seg.start == 0));
+                FUZZ_CHECK(seg.start < seg.end && seg.end <= total);
+                check_run(side, buf + seg.start, seg.end - seg.start, run);
+                first = 0;
+                next = seg.end;
+                w->ndata += run;
+                memcpy(w->fwd + w->nfwd, buf + seg.start, seg.end - seg.start);
+                w->nfwd += seg.end - seg.start;
+                continue;
+            }
             int r = wsg_ws_stream_next(&s, buf, total, &seg);
             if (r < 0) {
                 w->err = r;
@@ -176,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(a.nfwd == b.nfwd && memcmp(a.fwd, b.fwd, a.nfwd) == 0);
     FUZZ_CHECK(a.dropped == b.dropped);
     FUZZ_CHECK(a.nctl == b.nctl);
+    FUZZ_CHECK(a.ndata == b.ndata);
     for (size_t i = 0; i < a.nctl && i < 64; i++)
         FUZZ_CHECK(memcmp(a.ctl[i], b.ctl[i], 2 + a.ctl[i][1]) == 0);
     /* forwarded bytes are the input, in order; the walk drops only what

@@ -81,6 +81,18 @@ void wsg_ws_stream_begin(wsg_ws_stream_t *s);
  * before the error was returned as segments). */
 int wsg_ws_stream_next(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg);
 
+/* Walks, from where wsg_ws_stream_next() would go on, the longest run of
+ * whole unfragmented data messages of one frame each (text or binary,
+ * payload of at most 125 bytes and within max_payload, header and payload
+ * all in buf[0..len)), and returns how many: the bulk of small-message
+ * traffic, walked in one call instead of one segment each. With k > 0 they
+ * are one DATA segment in *seg (frame_begin and frame_end set, opcode the
+ * last frame's) and the walk goes on after them; 0 (nothing walked, *seg
+ * untouched) when the next unit is anything else, which
+ * wsg_ws_stream_next() then walks as usual. Mixing the two calls in any
+ * order walks a stream exactly as wsg_ws_stream_next() alone does. */
+size_t wsg_ws_stream_run(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg);
+
 /* True once this side's close frame has been walked. */
 int wsg_ws_stream_closed(const wsg_ws_stream_t *s);
 

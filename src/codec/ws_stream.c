@@ -120,6 +120,43 @@ static int simple_frame(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_
     return 1;
 }
 
+/* The loop of wsg_ws_stream_run(): the conditions of simple_frame() for an
+ * unfragmented message (FIN set, not in a fragmented message, which the
+ * caller checked), with the payload whole in the buffer too, so that a
+ * frame costs a few compares and nothing is written until the run ends. */
+size_t wsg_ws_stream_run(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
+    if (s->phase != PH_HEADER || s->in_message || s->err || s->pos >= len)
+        return 0;
+    size_t start = s->pos, pos = start, frames = 0;
+    size_t hlen = s->from_client ? 6u : 2u;
+    /* b0 with the allowed RSV bits cleared must be FIN + text or binary:
+     * 0x81 or 0x82. b1 less the mask bit this side must set is the 7-bit
+     * length, which must be within the limit (a wrong mask bit puts it
+     * out of range either way). */
+    unsigned b0_keep = 0xffu & ~((unsigned)s->rsv_first << 4);
+    unsigned b1_mask = s->from_client ? 0x80u : 0u;
+    unsigned max7 = s->max_payload != 0 && s->max_payload < 125 ? (unsigned)s->max_payload : 125u;
+    unsigned op = s->opcode;
+    while (len - pos >= hlen) {
+        unsigned t0 = (buf[pos] & b0_keep) - 0x81u, len7 = buf[pos + 1] - b1_mask;
+        if (t0 > 1u || len7 > max7 || len - pos - hlen < len7)
+            break;
+        pos += hlen + len7;
+        op = t0 + 1u;
+        frames++;
+    }
+    if (frames == 0)
+        return 0;
+    s->pos = (uint32_t)pos;
+    if (s->opcode != op)
+        s->opcode = op;
+    seg->kind = WSG_WS_SEG_DATA;
+    seg->start = start;
+    seg->end = pos;
+    seg->frame_begin = seg->frame_end = 1;
+    seg->opcode = (uint8_t)op;
+    return frames;
+}
 /* A unit starts at s->pos: a data frame's header, or a control frame. */
 static int header(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
     size_t start = s->pos;

@@ -251,9 +251,13 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
         return;
     }
     wsg_ws_stream_begin(&p->ws);
+    /* Runs of whole small messages are walked as one segment, except where
+     * messages_per_s must judge each message. */
+    int runs = from != WSG_CLIENT || c->rt->message_rate.per_s == 0;
 
     for (;;) {
-        int r = wsg_ws_stream_next(&p->ws, data, n, &seg);
+        size_t run = runs ? wsg_ws_stream_run(&p->ws, data, n, &seg) : 0;
+        int r = run > 0 ? 1 : wsg_ws_stream_next(&p->ws, data, n, &seg);
         if (r <= 0) {
             if (r == 0)
                 keep = seg.start;
@@ -261,12 +265,12 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
             break;
         }
         int fwd = 0;
-        frames += seg.frame_begin;
+        frames += run > 0 ? run : seg.frame_begin;
         if (seg.kind == WSG_WS_SEG_DATA) {
             saw_data = 1;
             /* messages_per_s counts messages: the first frame of one. Past
              * it, no data frame is forwarded any more. */
-            if (from == WSG_CLIENT && seg.frame_begin && seg.opcode != WSG_WS_OP_CONT &&
+            if (run == 0 && from == WSG_CLIENT && seg.frame_begin && seg.opcode != WSG_WS_OP_CONT &&
                 c->state == WSG_CONN_RELAY && !limited && wsg__edge_message(c) != 0)
                 limited = 1;
             fwd = !limited && forward_data(c, p, &seg);

@@ -83,6 +83,7 @@ typedef struct {
     ctl_t ctl[16];
     int nctl;
     int ndata_frames;
+    int nruns; /* runs taken by a walk with side->runs */
     size_t discarded;
     size_t max_held;
     int err;
@@ -92,10 +93,11 @@ typedef struct {
     int from_client;
     uint8_t rsv_first, rsv_other;
     uint64_t max_payload;
+    int runs; /* the model relay takes runs of small messages (wsg_ws_stream_run) */
 } side_t;
 
-static const side_t CLIENT = {1, 0, 0, 0};
-static const side_t SERVER = {0, 0, 0, 0};
+static const side_t CLIENT = {1, 0, 0, 0, 0};
+static const side_t SERVER = {0, 0, 0, 0, 0};
 
 static void result_init(result_t *r) {
     uint8_t *keep = r->fwd;
@@ -107,7 +109,7 @@ static void result_init(result_t *r) {
 /* Walks one read (<piece>[0..len)) behind the <held> bytes kept in *kept.
  * Returns 0 to go on, 1 once the stream failed. */
 static int walk_read(wsg_ws_stream_t *w, uint8_t **kept, const uint8_t *piece, size_t len,
-                     result_t *r) {
+                     int runs, result_t *r) {
     size_t held = w->held, total = held + len;
     uint8_t *buf = malloc(total ? total : 1);
     ck_assert_ptr_nonnull(buf);
@@ -121,6 +123,23 @@ static int walk_read(wsg_ws_stream_t *w, uint8_t **kept, const uint8_t *piece, s
     size_t at = held; /* segments come in order and never overlap */
     for (;;) {
         wsg_ws_seg_t seg;
+        size_t run = runs ? wsg_ws_stream_run(w, buf, total, &seg) : 0;
+        if (run > 0) {
+            /* whole frames, from where the walk was, in place of as many
+             * DATA segments */
+            ck_assert_int_eq(seg.kind, WSG_WS_SEG_DATA);
+            ck_assert(seg.frame_begin && seg.frame_end);
+            ck_assert(seg.start == at || seg.start == 0);
+            ck_assert_uint_lt(seg.start, seg.end);
+            ck_assert_uint_le(seg.end, total);
+            ck_assert_uint_ge(seg.end - seg.start, 2 * run);
+            at = seg.end;
+            r->ndata_frames += (int)run;
+            r->nruns++;
+            memcpy(r->fwd + r->nfwd, buf + seg.start, seg.end - seg.start);
+            r->nfwd += seg.end - seg.start;
+            continue;
+        }
         int rc = wsg_ws_stream_next(w, buf, total, &seg);
         if (rc < 0) {
             r->err = rc;
@@ -187,7 +206,7 @@ static void run_cuts(const stream_t *s, const side_t *side, const size_t *cuts, 
                        side->rsv_other);
     for (size_t i = 0; i <= ncuts; i++) {
         size_t end = i < ncuts ? cuts[i] : s->n;
-        if (walk_read(&w, &kept, s->b + prev, end - prev, r))
+        if (walk_read(&w, &kept, s->b + prev, end - prev, side->runs, r))
             break;
         prev = end;
     }
@@ -202,7 +221,7 @@ static void run_bytewise(const stream_t *s, const side_t *side, result_t *r) {
     wsg_ws_stream_init(&w, side->from_client, side->max_payload, side->rsv_first,
                        side->rsv_other);
     for (size_t i = 0; i < s->n; i++) {
-        if (walk_read(&w, &kept, s->b + i, 1, r))
+        if (walk_read(&w, &kept, s->b + i, 1, side->runs, r))
             break;
     }
     free(kept);
@@ -222,30 +241,42 @@ static void same_result(const result_t *a, const result_t *b, const char *how) {
     ck_assert_uint_eq(a->discarded, b->discarded);
 }
 
-/* The whole-buffer result, then the same for every cut in two, every cut in
- * three (when the stream is small), and byte by byte. */
-static void check_all_splits(const stream_t *s, const side_t *side, result_t *whole) {
+/* The whole-buffer result (segment by segment), then the same for every cut
+ * in two, every cut in three (when the stream is small), and byte by byte,
+ * each walked segment by segment and again taking runs. */
+static void check_all_splits(const stream_t *s, const side_t *side0, result_t *whole) {
     result_t r = {0};
     char how[64];
+    side_t sides[2] = {*side0, *side0};
+    sides[0].runs = 0;
+    sides[1].runs = 1;
 
-    run_cuts(s, side, NULL, 0, whole);
-    for (size_t i = 0; i <= s->n; i++) {
-        run_cuts(s, side, &i, 1, &r);
-        snprintf(how, sizeof(how), "cut at %zu", i);
+    run_cuts(s, &sides[0], NULL, 0, whole);
+    for (int m = 0; m < 2; m++) {
+        const side_t *side = &sides[m];
+        const char *mode = m ? "runs" : "segments";
+        run_cuts(s, side, NULL, 0, &r);
+        snprintf(how, sizeof(how), "whole, %s", mode);
         same_result(whole, &r, how);
-    }
-    if (s->n <= 400) {
-        for (size_t i = 1; i < s->n; i++) {
-            for (size_t j = i; j < s->n; j++) {
-                size_t cuts[2] = {i, j};
-                run_cuts(s, side, cuts, 2, &r);
-                snprintf(how, sizeof(how), "cuts at %zu, %zu", i, j);
-                same_result(whole, &r, how);
+        for (size_t i = 0; i <= s->n; i++) {
+            run_cuts(s, side, &i, 1, &r);
+            snprintf(how, sizeof(how), "cut at %zu, %s", i, mode);
+            same_result(whole, &r, how);
+        }
+        if (s->n <= 400) {
+            for (size_t i = 1; i < s->n; i++) {
+                for (size_t j = i; j < s->n; j++) {
+                    size_t cuts[2] = {i, j};
+                    run_cuts(s, side, cuts, 2, &r);
+                    snprintf(how, sizeof(how), "cuts at %zu, %zu, %s", i, j, mode);
+                    same_result(whole, &r, how);
+                }
             }
         }
+        run_bytewise(s, side, &r);
+        snprintf(how, sizeof(how), "byte by byte, %s", mode);
+        same_result(whole, &r, how);
     }
-    run_bytewise(s, side, &r);
-    same_result(whole, &r, "byte by byte");
     free(r.fwd);
 }
 
@@ -456,12 +487,160 @@ START_TEST(test_ws_stream_discards_after_close) {
 }
 END_TEST
 
+/* ---- runs of small messages (wsg_ws_stream_run) ------------------------------------- */
+
+/* Small messages in runs broken by every kind of unit a run must not take:
+ * a control frame, a 16-bit length, a fragmented message, a close. */
+static void build_runs(stream_t *s, int masked) {
+    static uint8_t big[200];
+    memset(big, 0x5a, sizeof(big));
+    s->n = 0;
+    for (int i = 0; i < 20; i++) {
+        char m[8];
+        snprintf(m, sizeof(m), "m%02d", i);
+        put_frame(s, 1, 0, WSG_WS_OP_TEXT, m, 3, masked);
+    }
+    put_frame(s, 1, 0, WSG_WS_OP_PING, "p", 1, masked);
+    static const size_t lens[5] = {0, 1, 64, 124, 125};
+    for (int i = 0; i < 5; i++)
+        put_frame(s, 1, 0, WSG_WS_OP_BINARY, big, lens[i], masked);
+    put_frame(s, 1, 0, WSG_WS_OP_BINARY, big, 126, masked);
+    put_frame(s, 0, 0, WSG_WS_OP_TEXT, "ab", 2, masked);
+    put_frame(s, 1, 0, WSG_WS_OP_CONT, "cd", 2, masked);
+    for (int i = 0; i < 3; i++)
+        put_frame(s, 1, 0, WSG_WS_OP_TEXT, "xyz", 3, masked);
+    put_close(s, 1000, "", 0, masked);
+}
+
+START_TEST(test_ws_stream_runs_walk_as_segments_do) {
+    stream_t *s = malloc(sizeof(*s));
+    result_t whole = {0}, r = {0};
+    int masked = _i;
+    side_t side = masked ? CLIENT : SERVER;
+
+    build_runs(s, masked);
+    check_all_splits(s, &side, &whole);
+    ck_assert_int_eq(whole.err, 0);
+    ck_assert_uint_eq(whole.nfwd, s->n);
+    ck_assert_int_eq(whole.ndata_frames, 20 + 5 + 1 + 2 + 3);
+    ck_assert_int_eq(whole.nctl, 2);
+    /* in one buffer: the three runs, nothing else taken as one */
+    side.runs = 1;
+    run_cuts(s, &side, NULL, 0, &r);
+    ck_assert_int_eq(r.nruns, 3);
+    free(whole.fwd);
+    free(r.fwd);
+    free(s);
+}
+END_TEST
+
+/* The calls one by one: what each run takes and where it stops. */
+START_TEST(test_ws_stream_run_stops_where_it_must) {
+    stream_t *s = malloc(sizeof(*s));
+    wsg_ws_stream_t w;
+    wsg_ws_seg_t seg;
+    int masked = _i;
+    size_t h = masked ? 6 : 2;
+
+    build_runs(s, masked);
+    wsg_ws_stream_init(&w, masked, 0, 0, 0);
+    wsg_ws_stream_begin(&w);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 20);
+    ck_assert_uint_eq(seg.start, 0);
+    ck_assert_uint_eq(seg.end, 20 * (h + 3));
+    ck_assert_uint_eq(seg.opcode, WSG_WS_OP_TEXT);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* the ping */
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), 1);
+    ck_assert_int_eq(seg.kind, WSG_WS_SEG_CONTROL);
+    size_t at = seg.end;
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 5);
+    ck_assert_uint_eq(seg.start, at);
+    ck_assert_uint_eq(seg.end, at + 5 * h + 0 + 1 + 64 + 124 + 125);
+    ck_assert_uint_eq(seg.opcode, WSG_WS_OP_BINARY);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* 16-bit length */
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), 1);
+    ck_assert(seg.frame_begin && seg.frame_end);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* FIN not set */
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), 1);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* in a message */
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), 1);
+    ck_assert_uint_eq(seg.opcode, WSG_WS_OP_CONT);
+    at = seg.end;
+    /* a run ends at the end of the buffer, and one that would not fit
+     * stops before the frame the buffer cuts (in its payload, then in its
+     * header) */
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, at + 2 * (h + 3) + h + 1, &seg), 2);
+    ck_assert_uint_eq(seg.end, at + 2 * (h + 3));
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, at + 2 * (h + 3) + 1, &seg), 0);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, at + 3 * (h + 3), &seg), 1);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* the close */
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), 1);
+    ck_assert_int_eq(seg.kind, WSG_WS_SEG_CONTROL);
+    ck_assert(wsg_ws_stream_closed(&w));
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* closed */
+    free(s);
+}
+END_TEST
+
+/* A run takes nothing the segment walk would refuse: the frame it stops
+ * at is judged by wsg_ws_stream_next(), which fails the stream. */
+START_TEST(test_ws_stream_run_leaves_bad_frames_to_the_walk) {
+    stream_t *s = malloc(sizeof(*s));
+    wsg_ws_stream_t w;
+    wsg_ws_seg_t seg;
+    uint8_t eleven[11] = {0};
+
+    /* over max_payload */
+    s->n = 0;
+    put_frame(s, 1, 0, WSG_WS_OP_TEXT, eleven, 10, 1);
+    put_frame(s, 1, 0, WSG_WS_OP_TEXT, eleven, 11, 1);
+    wsg_ws_stream_init(&w, 1, 10, 0, 0);
+    wsg_ws_stream_begin(&w);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 1);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0);
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), WSG_WS_ERR_TOO_BIG);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0); /* failed */
+
+    /* the mask bit wrong for the side, either way */
+    for (int masked = 0; masked < 2; masked++) {
+        s->n = 0;
+        put_frame(s, 1, 0, WSG_WS_OP_BINARY, "x", 1, masked);
+        wsg_ws_stream_init(&w, !masked, 0, 0, 0);
+        wsg_ws_stream_begin(&w);
+        ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0);
+        ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), WSG_WS_ERR_MASK);
+    }
+
+    /* RSV1: taken when permessage-deflate allows it, else refused */
+    s->n = 0;
+    put_frame(s, 1, 0x4, WSG_WS_OP_TEXT, "x", 1, 1);
+    wsg_ws_stream_init(&w, 1, 0, 0x4, 0);
+    wsg_ws_stream_begin(&w);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 1);
+    wsg_ws_stream_init(&w, 1, 0, 0, 0);
+    wsg_ws_stream_begin(&w);
+    ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0);
+    ck_assert_int_eq(wsg_ws_stream_next(&w, s->b, s->n, &seg), WSG_WS_ERR_RSV);
+
+    /* an opcode no run takes: reserved 3, continuation outside a message */
+    for (uint8_t op = 0; op < 16; op += 3) {
+        s->n = 0;
+        put_frame(s, 1, 0, op, "x", 1, 1);
+        wsg_ws_stream_init(&w, 1, 0, 0, 0);
+        wsg_ws_stream_begin(&w);
+        ck_assert_uint_eq(wsg_ws_stream_run(&w, s->b, s->n, &seg), 0);
+    }
+    free(s);
+}
+END_TEST
+
 /* ---- RSV bits against the negotiated extensions ----------------------------------- */
 
 START_TEST(test_ws_stream_rsv_rules) {
     stream_t *s = malloc(sizeof(*s));
     result_t r = {0};
     side_t none = CLIENT, pmd = CLIENT, other = CLIENT;
+    none.runs = pmd.runs = other.runs = _i;
     pmd.rsv_first = 0x4;
     other.rsv_first = other.rsv_other = WSG_WS_RSV_ALL;
 
@@ -669,6 +848,9 @@ static Suite *wsg_ws_stream_suite(void) {
     tcase_set_timeout(tc, 240);
     tcase_add_loop_test(tc, test_ws_stream_forwards_every_byte_at_every_split, 0, 2);
     tcase_add_loop_test(tc, test_ws_stream_long_frames, 0, 2);
+    tcase_add_loop_test(tc, test_ws_stream_runs_walk_as_segments_do, 0, 2);
+    tcase_add_loop_test(tc, test_ws_stream_run_stops_where_it_must, 0, 2);
+    tcase_add_test(tc, test_ws_stream_run_leaves_bad_frames_to_the_walk);
     tcase_add_test(tc, test_ws_stream_control_split_after_header);
     tcase_add_test(tc, test_ws_stream_mid_data_and_closed_flags);
     tcase_add_test(tc, test_ws_stream_state_stays_small);
@@ -683,7 +865,7 @@ static Suite *wsg_ws_stream_suite(void) {
     suite_add_tcase(s, tc);
 
     tc = tcase_create("rsv");
-    tcase_add_test(tc, test_ws_stream_rsv_rules);
+    tcase_add_loop_test(tc, test_ws_stream_rsv_rules, 0, 2);
     tcase_add_loop_test(tc, test_ws_stream_reads_extensions, 0, N(EXT_CASES));
     suite_add_tcase(s, tc);
 
