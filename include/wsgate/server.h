@@ -59,6 +59,11 @@ typedef struct wsg_stats_s {
     uint64_t refused[WSG_REFUSED_N]; /* by wsg_refused_t */
     uint64_t buffers_in_use, buffers_cached; /* I/O chunks of WSG_CHUNK_SIZE bytes */
     uint64_t bulk_in_use, bulk_cached;       /* of WSG_BULK_SIZE bytes */
+    /* The io_uring transport (wsg_uring_stats_t), summed over the workers
+     * that run on io_uring, <uring_workers> of them; all 0 on epoll. */
+    uint64_t uring_workers;
+    uint64_t uring_submits, uring_cqes, uring_enobufs; /* counters */
+    uint64_t uring_sides, uring_buffers, uring_stashed; /* gauges: now */
 } wsg_stats_t;
 void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out);
 

@@ -29,12 +29,16 @@ int wsg_uring_new(uv_loop_t *loop, wsg_uring_t **out);
  * must have been closed and its close callback run first. */
 void wsg_uring_close(wsg_uring_t *r);
 
-/* Counters, for /stats (read on the worker's thread or as plain relaxed
- * loads; they only grow, but for <sides> and <stashed>). */
+/* The ring's counters, for /metrics (the wsgate_io_uring_* families,
+ * docs/metrics.md). <submits>, <cqes> and <enobufs> only grow; <sides>,
+ * <buffers> and <stashed> are levels (<buffers> never shrinks). Callable
+ * from any thread while the ring lives (up to wsg_uring_close()): the ring
+ * keeps them as relaxed atomics, so each value is whole, though the six
+ * are not read at one instant. NULL <r>: all zero. */
 typedef struct wsg_uring_stats_s {
     uint64_t submits;      /* io_uring_enter calls that submitted */
     uint64_t cqes;         /* completions reaped */
-    uint64_t enobufs;      /* multishot recvs ended by an empty buffer ring */
+    uint64_t enobufs;      /* recvs ended by an empty buffer ring (ENOBUFS; each grows it) */
     uint64_t sides;        /* sides on the ring now */
     uint64_t buffers;      /* receive buffers given to the buffer ring (grows on ENOBUFS) */
     uint64_t stashed;      /* bytes received for sides whose caller is not reading now */

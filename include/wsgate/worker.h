@@ -171,6 +171,14 @@ void wsg_worker_request_stop(wsg_worker_t *w);
 /* Waits for the thread and frees the worker's resources. */
 void wsg_worker_join(wsg_worker_t *w);
 
+/* The counters of the worker's io_uring (wsgate/uring.h) into <out>, and
+ * true; false with <out> zeroed when the worker runs on epoll. Server
+ * thread only, from wsg_worker_start() (the ring exists once it returns)
+ * to wsg_worker_join() (which frees it; false after that): the ring keeps
+ * its counters as atomics, so they are read while the worker runs. */
+struct wsg_uring_stats_s;
+bool wsg_worker_uring_stats(const wsg_worker_t *w, struct wsg_uring_stats_s *out);
+
 /* Deadline service for the worker's connections (worker thread only). */
 void wsg_worker_schedule(wsg_worker_t *w, wsg_timer_node_t *n, uint64_t deadline);
 void wsg_worker_unschedule(wsg_worker_t *w, wsg_timer_node_t *n);

@@ -10,10 +10,12 @@
  * samples), as the format requires; label sets that an operator will graph
  * from the start (handshake status 101, the close codes wsgate itself
  * records) are always present, even at zero, so that rate() works before
- * the first event, while other statuses and codes appear once seen. The
- * histogram's cumulative buckets and _count are computed from the same
- * per-bucket counts, so le="+Inf" always equals _count even though the
- * workers keep counting while the snapshot is summed.
+ * the first event, while other statuses and codes appear once seen, and
+ * the families of a feature not in use (DNS lookups without "resolve", the
+ * io_uring rings on epoll) not at all. The histogram's cumulative buckets
+ * and _count are computed from the same per-bucket counts, so le="+Inf"
+ * always equals _count even though the workers keep counting while the
+ * snapshot is summed.
  */
 #include <wsgate/metrics.h>
 
@@ -325,6 +327,37 @@ static void backends(wsg_metrics_buf_t *b, const wsg_runtime_t *rt) {
         }
 }
 
+/* The io_uring transport's counters (wsg_uring_stats_t, summed over the
+ * workers on io_uring). Written only when a worker runs on io_uring: on
+ * epoll they would be zeros that say nothing, and their absence tells a
+ * dashboard which method runs, as the other absent-until-used families do. */
+static void uring(wsg_metrics_buf_t *b, const wsg_stats_t *st) {
+    if (st->uring_workers == 0)
+        return;
+    simple(b, "wsgate_io_uring_workers", "gauge",
+           "Workers whose plain TCP sides run on io_uring (\"io\": \"uring\").",
+           st->uring_workers);
+    simple(b, "wsgate_io_uring_submits_total", "counter",
+           "io_uring_enter calls that submitted requests to the workers' rings.",
+           st->uring_submits);
+    simple(b, "wsgate_io_uring_completions_total", "counter",
+           "Completions reaped from the workers' rings.", st->uring_cqes);
+    simple(b, "wsgate_io_uring_enobufs_total", "counter",
+           "Receives that found the buffer ring empty (ENOBUFS); each gives the ring more "
+           "buffers.",
+           st->uring_enobufs);
+    simple(b, "wsgate_io_uring_sides", "gauge",
+           "Client and backend sockets on the workers' rings now.", st->uring_sides);
+    simple(b, "wsgate_io_uring_recv_buffers", "gauge",
+           "Receive buffers (16 KiB each) given to the workers' buffer rings; grows on ENOBUFS "
+           "up to 256 per worker, never shrinks.",
+           st->uring_buffers);
+    simple(b, "wsgate_io_uring_stashed_bytes", "gauge",
+           "Bytes received on the rings for sides whose reader is stopped (backpressure), held "
+           "until it reads again.",
+           st->uring_stashed);
+}
+
 int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
     const wsg_stats_t *st = in->stats;
 
@@ -356,6 +389,7 @@ int wsg_metrics_render(wsg_metrics_buf_t *out, const wsg_metrics_input_t *in) {
     simple(out, "wsgate_bulk_buffers_cached", "gauge",
            "Bulk I/O buffers (64 KiB each) kept by the workers' pools for reuse.",
            st->bulk_cached);
+    uring(out, st);
     handshakes(out, st);
     by_direction(out, "wsgate_frames_total", "WebSocket frames relayed, by direction.", st->frames);
     by_direction(out, "wsgate_bytes_total",

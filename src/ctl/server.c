@@ -189,6 +189,16 @@ void wsg_server_stats(const wsg_server_t *srv, wsg_stats_t *out) {
         out->buffers_cached += LOAD(st->buffers_cached);
         out->bulk_in_use += LOAD(st->bulk_in_use);
         out->bulk_cached += LOAD(st->bulk_cached);
+        wsg_uring_stats_t u;
+        if (wsg_worker_uring_stats(&srv->workers[i], &u)) {
+            out->uring_workers++;
+            out->uring_submits += u.submits;
+            out->uring_cqes += u.cqes;
+            out->uring_enobufs += u.enobufs;
+            out->uring_sides += u.sides;
+            out->uring_buffers += u.buffers;
+            out->uring_stashed += u.stashed;
+        }
     }
 }
 

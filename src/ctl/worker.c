@@ -382,6 +382,15 @@ int wsg_worker_start(wsg_worker_t *w) {
     return r;
 }
 
+/* w->ring is written on the worker's thread before it posts <started>
+ * (wsg_worker_start waits for that) and cleared by wsg_worker_join on the
+ * server thread, the one this runs on: reading the pointer is ordered, and
+ * the ring's own counters are atomics. */
+bool wsg_worker_uring_stats(const wsg_worker_t *w, wsg_uring_stats_t *out) {
+    wsg_uring_stats(w->ring, out);
+    return w->ring != NULL;
+}
+
 void wsg_worker_request_stop(wsg_worker_t *w) {
     wsg_worker_msg_t *m = calloc(1, sizeof(*m));
     if (m == NULL)

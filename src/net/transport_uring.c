@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,31 @@ typedef struct wsg_uring_side_s {
     struct wsg_uring_side_s *next_work;
 } us_t;
 
+/* The ring's counters, as wsg_uring_stats() reports them. One writer, the
+ * ring's thread; the admin endpoint's /metrics reads them from the server
+ * thread while the worker runs (wsg_server_stats). So each is a relaxed
+ * atomic changed with a relaxed load and a relaxed store, not a
+ * read-modify-write: for the one writer that is the plain add it was (no
+ * locked instruction on x86-64, no exclusive pair on arm64), and a reader
+ * on another thread gets whole values, never torn ones. */
+typedef struct counters_s {
+    _Atomic uint64_t submits, cqes, enobufs, sides, buffers, stashed;
+} counters_t;
+
+static void count_up(_Atomic uint64_t *c, uint64_t n) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static void count_down(_Atomic uint64_t *c, uint64_t n) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+static uint64_t count_get(const _Atomic uint64_t *c) {
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
 struct wsg_uring_s {
     struct io_uring ring;
     uv_loop_t *loop;
@@ -112,7 +138,7 @@ struct wsg_uring_s {
     char *bufs;       /* BR_ENTRIES * BR_SIZE, touched only as buffers are given */
     unsigned nbufs;   /* buffers given to the ring so far */
     us_t *work; /* sides with something to do outside a completion */
-    wsg_uring_stats_t st;
+    counters_t st;
 };
 
 static uint64_t ud(us_t *u, unsigned tag) { return (uint64_t)(uintptr_t)u | tag; }
@@ -127,7 +153,7 @@ static struct io_uring_sqe *sqe_get(wsg_uring_t *r) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (sqe == NULL) {
         io_uring_submit(&r->ring);
-        r->st.submits++;
+        count_up(&r->st.submits, 1);
         sqe = io_uring_get_sqe(&r->ring);
     }
     return sqe;
@@ -150,12 +176,13 @@ static void grow(wsg_uring_t *r) {
     }
     if (n > 0)
         io_uring_buf_ring_advance(r->br, (int)n);
+    atomic_store_explicit(&r->st.buffers, r->nbufs, memory_order_relaxed);
 }
 
 static void keep_alive(wsg_uring_t *r) {
     /* Like an active libuv stream, a side on the ring keeps the loop
      * running; an idle ring must not. */
-    if (r->st.sides > 0)
+    if (count_get(&r->st.sides) > 0)
         uv_ref((uv_handle_t *)&r->poll);
     else
         uv_unref((uv_handle_t *)&r->poll);
@@ -209,7 +236,7 @@ static void stash_bytes(us_t *u, const char *p, size_t n) {
     s->len = n;
     s->off = 0;
     memcpy(s->data, p, n);
-    u->ring->st.stashed += n;
+    count_up(&u->ring->st.stashed, n);
     *u->stash_tail = s;
     u->stash_tail = &s->next;
 }
@@ -251,7 +278,7 @@ static void deliver_stash(us_t *u) {
             return;
         if ((u->stash = s->next) == NULL)
             u->stash_tail = &u->stash;
-        u->ring->st.stashed -= s->len;
+        count_down(&u->ring->st.stashed, s->len);
         free(s);
     }
     if (u->stash == NULL && u->end != 0 && u->reading && !u->closing)
@@ -266,7 +293,7 @@ static void cancel_recv_now(us_t *u) {
     u->recv_cancel = true;
     cancel(u, T_RECV);
     io_uring_submit(&u->ring->ring);
-    u->ring->st.submits++;
+    count_up(&u->ring->st.submits, 1);
 }
 
 /* Receives one buffer at a time from now on (SINGLE_RECVS): a multishot
@@ -304,7 +331,7 @@ static void on_recv(us_t *u, struct io_uring_cqe *cqe) {
     } else if (cqe->res == 0) {
         u->end = UV_EOF;
     } else if (cqe->res == -ENOBUFS) {
-        r->st.enobufs++; /* ended the multishot: armed again below */
+        count_up(&r->st.enobufs, 1); /* ended the multishot: armed again below */
         grow(r);
     } else if (cqe->res < 0 && cqe->res != -ECANCELED) {
         u->end = cqe->res; /* UV_E* are negated errnos on Linux */
@@ -545,14 +572,14 @@ static void finish(us_t *u) {
     while (u->stash != NULL) {
         stash_t *st = u->stash;
         u->stash = st->next;
-        u->ring->st.stashed -= st->len;
+        count_down(&u->ring->st.stashed, st->len);
         free(st);
     }
     uv_close_cb cb = u->close_cb;
     free(u);
     s->uring = NULL;
     s->ops = &wsg_transport_tcp;
-    r->st.sides--;
+    count_down(&r->st.sides, 1);
     keep_alive(r);
     uv_close((uv_handle_t *)&s->tcp, cb);
 }
@@ -582,7 +609,7 @@ static void ur_close(wsg_side_t *s, uv_close_cb cb) {
 static void on_cqe(wsg_uring_t *r, struct io_uring_cqe *cqe) {
     uint64_t d = io_uring_cqe_get_data64(cqe);
     us_t *u = (us_t *)(uintptr_t)(d & ~(uint64_t)T_MASK);
-    r->st.cqes++;
+    count_up(&r->st.cqes, 1);
     if (u == NULL)
         return;
     switch (d & T_MASK) {
@@ -646,7 +673,7 @@ static void flush(wsg_uring_t *r) {
         if (io_uring_sq_ready(&r->ring) == 0)
             break;
         io_uring_submit(&r->ring);
-        r->st.submits++;
+        count_up(&r->st.submits, 1);
         reap(r); /* completed at submission: no wake-up needed for those */
     }
 }
@@ -778,8 +805,12 @@ void wsg_uring_stats(const wsg_uring_t *r, wsg_uring_stats_t *out) {
     if (r == NULL)
         memset(out, 0, sizeof(*out));
     else {
-        *out = r->st;
-        out->buffers = r->nbufs;
+        out->submits = count_get(&r->st.submits);
+        out->cqes = count_get(&r->st.cqes);
+        out->enobufs = count_get(&r->st.enobufs);
+        out->sides = count_get(&r->st.sides);
+        out->buffers = count_get(&r->st.buffers);
+        out->stashed = count_get(&r->st.stashed);
     }
 }
 
@@ -813,7 +844,7 @@ int wsg_side_use_uring(wsg_side_t *s, wsg_uring_t *r) {
     u->single = SINGLE_RECVS;
     s->uring = u;
     s->ops = &wsg_transport_uring;
-    r->st.sides++;
+    count_up(&r->st.sides, 1);
     keep_alive(r);
     return 0;
 }

@@ -480,6 +480,61 @@ START_TEST(test_metrics_backend_states_and_counts) {
 }
 END_TEST
 
+START_TEST(test_metrics_uring_absent_on_epoll) {
+    wsg_stats_t st;
+    fake_rt_t f;
+    memset(&st, 0, sizeof(st));
+    fake_rt_init(&f);
+    st.conns_total = 5;
+    char *t = render(&st, &f.rt);
+    validate(t);
+    ck_assert_ptr_null(strstr(t, "wsgate_io_uring"));
+    free(t);
+}
+END_TEST
+
+START_TEST(test_metrics_uring_counters_when_a_worker_runs_on_it) {
+    wsg_stats_t st;
+    fake_rt_t f;
+    memset(&st, 0, sizeof(st));
+    fake_rt_init(&f);
+    st.uring_workers = 2;
+    st.uring_submits = 101;
+    st.uring_cqes = 5000000000ULL; /* past 32 bits */
+    st.uring_enobufs = 3;
+    st.uring_sides = 4;
+    st.uring_buffers = 48;
+    st.uring_stashed = 16384;
+    char *t = render(&st, &f.rt);
+    validate(t);
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_workers gauge"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_submits_total counter"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_completions_total counter"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_enobufs_total counter"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_sides gauge"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_recv_buffers gauge"));
+    ck_assert(has_line(t, "# TYPE wsgate_io_uring_stashed_bytes gauge"));
+    ck_assert(has_line(t, "wsgate_io_uring_workers 2"));
+    ck_assert(has_line(t, "wsgate_io_uring_submits_total 101"));
+    ck_assert(has_line(t, "wsgate_io_uring_completions_total 5000000000"));
+    ck_assert(has_line(t, "wsgate_io_uring_enobufs_total 3"));
+    ck_assert(has_line(t, "wsgate_io_uring_sides 4"));
+    ck_assert(has_line(t, "wsgate_io_uring_recv_buffers 48"));
+    ck_assert(has_line(t, "wsgate_io_uring_stashed_bytes 16384"));
+    free(t);
+
+    /* On io_uring but idle: the families are there, at zero. */
+    memset(&st, 0, sizeof(st));
+    st.uring_workers = 1;
+    t = render(&st, NULL);
+    validate(t);
+    ck_assert(has_line(t, "wsgate_io_uring_workers 1"));
+    ck_assert(has_line(t, "wsgate_io_uring_stashed_bytes 0"));
+    ck_assert(has_line(t, "wsgate_io_uring_submits_total 0"));
+    free(t);
+}
+END_TEST
+
 Suite *wsg_metrics_suite(void) {
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("format");
@@ -494,6 +549,8 @@ Suite *wsg_metrics_suite(void) {
     tcase_add_test(tc, test_metrics_closes_by_code);
     tcase_add_test(tc, test_metrics_histogram_buckets_are_cumulative);
     tcase_add_test(tc, test_metrics_backend_states_and_counts);
+    tcase_add_test(tc, test_metrics_uring_absent_on_epoll);
+    tcase_add_test(tc, test_metrics_uring_counters_when_a_worker_runs_on_it);
     suite_add_tcase(s, tc);
     return s;
 }
