@@ -120,10 +120,10 @@ static int simple_frame(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_
     return 1;
 }
 
-/* The loop of wsg_ws_stream_run(): the conditions of simple_frame() for an
- * unfragmented message (FIN set, not in a fragmented message, which the
- * caller checked), with the payload whole in the buffer too, so that a
- * frame costs a few compares and nothing is written until the run ends. */
+/* simple_frame()'s conditions, narrowed to a message of one frame (FIN set,
+ * no fragmented message open) whose payload is in the buffer too: each
+ * frame then costs three compares, and the walker's state is written once,
+ * when the run ends. */
 size_t wsg_ws_stream_run(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg) {
     if (s->phase != PH_HEADER || s->in_message || s->err || s->pos >= len)
         return 0;
