@@ -144,6 +144,13 @@ static void walk(const side_t *side, const uint8_t *in, size_t len, fuzz_rng_t *
         int first = 1;
         for (;;) {
             wsg_ws_seg_t seg;
+            if (wsg_ws_stream_done(&s, total)) {
+                /* where the relay stops: the next call must say 0, keep
+                 * nothing and change nothing */
+                wsg_ws_stream_t before = s;
+                FUZZ_CHECK(wsg_ws_stream_next(&s, buf, total, &seg) == 0 && seg.start == total);
+                FUZZ_CHECK(memcmp(&before, &s, sizeof(s)) == 0);
+            }
             size_t run = rng && (fuzz_rng_next(rng) & 1) ? wsg_ws_stream_run(&s, buf, total, &seg) : 0;
             if (run > 0) {
                 FUZZ_CHECK(seg.kind == WSG_WS_SEG_DATA && seg.frame_begin && seg.frame_end);

@@ -81,6 +81,14 @@ void wsg_ws_stream_begin(wsg_ws_stream_t *s);
  * before the error was returned as segments). */
 int wsg_ws_stream_next(wsg_ws_stream_t *s, const uint8_t *buf, size_t len, wsg_ws_seg_t *seg);
 
+/* True when the walk has reached the end of buf[0..len) at a segment's end,
+ * so that the next wsg_ws_stream_next() would only return 0 with nothing to
+ * keep (seg->start == len) and change nothing: the caller may stop without
+ * that call. The common case, a read that ends with a message. */
+static inline int wsg_ws_stream_done(const wsg_ws_stream_t *s, size_t len) {
+    return !s->err && s->pos >= len;
+}
+
 /* Walks, from where wsg_ws_stream_next() would go on, the longest run of
  * whole unfragmented data messages of one frame each (text or binary,
  * payload of at most 125 bytes and within max_payload, header and payload

@@ -283,6 +283,8 @@ static void process(wsg_conn_t *c, int from, wsg_chunk_t *ch, size_t n) {
                 memmove(data + out, data + seg.start, seg.end - seg.start);
             out += seg.end - seg.start;
         }
+        if (wsg_ws_stream_done(&p->ws, n))
+            break; /* keep stays n: nothing is left over */
     }
     size_t tail = n - keep;
 

@@ -108,6 +108,18 @@ static void result_init(result_t *r) {
 
 /* Walks one read (<piece>[0..len)) behind the <held> bytes kept in *kept.
  * Returns 0 to go on, 1 once the stream failed. */
+/* wsg_ws_stream_done()'s promise, where it says the walk may stop: the next
+ * call would return 0, keep nothing and change nothing. */
+static void check_done(wsg_ws_stream_t *w, const uint8_t *buf, size_t total) {
+    if (!wsg_ws_stream_done(w, total))
+        return;
+    wsg_ws_stream_t before = *w;
+    wsg_ws_seg_t seg;
+    ck_assert_int_eq(wsg_ws_stream_next(w, buf, total, &seg), 0);
+    ck_assert_uint_eq(seg.start, total);
+    ck_assert(memcmp(&before, w, sizeof(before)) == 0);
+}
+
 static int walk_read(wsg_ws_stream_t *w, uint8_t **kept, const uint8_t *piece, size_t len,
                      int runs, result_t *r) {
     size_t held = w->held, total = held + len;
@@ -123,6 +135,7 @@ static int walk_read(wsg_ws_stream_t *w, uint8_t **kept, const uint8_t *piece, s
     size_t at = held; /* segments come in order and never overlap */
     for (;;) {
         wsg_ws_seg_t seg;
+        check_done(w, buf, total);
         size_t run = runs ? wsg_ws_stream_run(w, buf, total, &seg) : 0;
         if (run > 0) {
             /* whole frames, from where the walk was, in place of as many
