@@ -500,18 +500,17 @@ static bool head_is_strict(wsg_http_head_t *h, const char *buf) {
          * head for its LF: "\r\n\r," would end the head and leave the
          * LF that follows it as the first byte of the body or frames. */
         if (c == '\r') {
+            /* A line's end, CR and LF taken together: the search goes on
+             * after the LF. */
             if (i + 1 >= len || buf[i + 1] != '\n')
+                return false;
+            if (++i + 1 < len && is_ows(buf[i + 1]))
                 return false;
             continue;
         }
-        if (c != '\n') {
-            h->has_ctl |= c != '\t';
-            continue;
-        }
-        if (i == 0 || buf[i - 1] != '\r')
-            return false;
-        if (i + 1 < len && is_ows(buf[i + 1]))
-            return false;
+        if (c == '\n')
+            return false; /* every LF after a CR was taken with it */
+        h->has_ctl |= c != '\t';
     }
     for (size_t i = 0; i < h->nhdrs; i++) {
         const header_t *hd = &h->hdrs[i];
