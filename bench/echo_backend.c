@@ -1000,7 +1000,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *name = NULL;
     long port = -1, threads = 1, tick_ms = 1000, poll_ms = 25000;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
@@ -1031,7 +1031,6 @@ int main(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (port < 0 || port > 65535 || threads < 1 || threads > MAX_THREADS || tick_ms < 1 ||
         tick_ms > 3600000 || poll_ms < 1 || poll_ms > 3600000) {
