@@ -1,5 +1,5 @@
 /*
- * The command line both floor relays take (floor_relay.c, floor_uring.c):
+ * The command line the floor relays take (floor_relay.c, floor_uring.c, floor_uv.c):
  *   --port P --backend-port B [--backend-host 127.0.0.1]
  * Header-only: each floor is one small program of its own.
  */
