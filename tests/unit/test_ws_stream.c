@@ -106,8 +106,6 @@ static void result_init(result_t *r) {
     ck_assert_ptr_nonnull(r->fwd);
 }
 
-/* Walks one read (<piece>[0..len)) behind the <held> bytes kept in *kept.
- * Returns 0 to go on, 1 once the stream failed. */
 /* wsg_ws_stream_done()'s promise, where it says the walk may stop: the next
  * call would return 0, keep nothing and change nothing. */
 static void check_done(wsg_ws_stream_t *w, const uint8_t *buf, size_t total) {
@@ -120,6 +118,8 @@ static void check_done(wsg_ws_stream_t *w, const uint8_t *buf, size_t total) {
     ck_assert(memcmp(&before, w, sizeof(before)) == 0);
 }
 
+/* Walks one read (<piece>[0..len)) behind the <held> bytes kept in *kept.
+ * Returns 0 to go on, 1 once the stream failed. */
 static int walk_read(wsg_ws_stream_t *w, uint8_t **kept, const uint8_t *piece, size_t len,
                      int runs, result_t *r) {
     size_t held = w->held, total = held + len;
